@@ -1,0 +1,66 @@
+//! The connector-level cache contract every backend and decorator implements.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::index::{Entry, Index};
+
+/// One object cache as a connector implements it.
+///
+/// Every operation returns a [`Result`]; a miss is `Ok(None)`, never an error. Applications
+/// do not call this trait directly: they hold an [`ObjectCache`](crate::ObjectCache), which
+/// applies the failure policy (gets and sets never fail the caller).
+///
+/// The trait is object safe, so caches are held as `Arc<dyn Cache<I, V>>` and can be swapped
+/// at runtime; decorators (circuit breaker, ...) wrap one and forward every method.
+#[async_trait]
+pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
+    /// The name of the connector storing this cache (`memory`, `redis`, ...), for logs.
+    fn connector(&self) -> &'static str;
+
+    /// Answers a get without awaiting when the connector can (an in-process connector);
+    /// `None` means "call [`get`](Cache::get)". Lets the memory connector skip the boxed
+    /// future of an async call on its hot path.
+    fn get_ready(&self, index: I, key: &str) -> Option<Result<Option<Arc<V>>>> {
+        let _ = (index, key);
+        None
+    }
+
+    /// The object reachable through `key` under `index`, or `None` if the key is unknown, the
+    /// object was invalidated or has expired. A hit renews the object's LastUsage.
+    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>>;
+
+    /// Stores `value` under every key of every index of this cache. Any older object that one
+    /// of those keys pointed at is invalidated entirely.
+    async fn set(&self, value: Arc<V>) -> Result<()>;
+
+    /// Makes the objects reachable through `keys` unreachable through every index. Unknown
+    /// keys are ignored and never stop the other keys from being invalidated.
+    async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()>;
+
+    /// Removes only these key mappings of `index`; the objects stay reachable through their
+    /// other keys.
+    async fn delete(&self, index: I, keys: &[&str]) -> Result<()>;
+
+    /// Empties this object cache, every version and index of it, and nothing else.
+    async fn truncate(&self) -> Result<()>;
+
+    /// The prune capability of this cache, for connectors that need a pruner (memory,
+    /// postgres). `None` (the default) for connectors whose backend expires objects itself.
+    fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
+        None
+    }
+}
+
+/// Physical clean-up of a cache whose backend does not expire objects by itself.
+#[async_trait]
+pub trait Prune: Send + Sync + 'static {
+    /// Removes invalidated, expired and orphaned objects. Never renews LastUsage.
+    async fn prune(&self) -> Result<()>;
+}
+
+/// Compile-time check that the traits stay object safe.
+#[allow(dead_code)]
+fn _object_safe<I: Index, V: Entry<I>>(_: &dyn Cache<I, V>, _: &dyn Prune) {}

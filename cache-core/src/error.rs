@@ -1,0 +1,200 @@
+//! The one error type of every connector and decorator.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The backend could not be reached: connection refused or reset, pool exhausted, I/O error.
+    Unavailable,
+    /// The backend did not answer within the configured timeout.
+    Timeout,
+    /// The backend answered with an error of its own (a server error).
+    Backend,
+    /// A value could not be encoded, or a stored value could not be decoded.
+    Codec,
+    /// The operation named an index the object cache was not built with: a programming error.
+    UnknownIndex,
+    /// The circuit breaker is open: the backend is considered down and was not called.
+    BreakerOpen,
+    /// The configuration is invalid.
+    Config,
+}
+
+impl ErrorKind {
+    /// Whether errors of this kind are usually temporary (see [`Error::is_temporary`]).
+    pub fn is_temporary_by_default(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend | ErrorKind::BreakerOpen
+        )
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "cache backend unavailable",
+            ErrorKind::Timeout => "cache backend timed out",
+            ErrorKind::Backend => "cache backend error",
+            ErrorKind::Codec => "cache value codec error",
+            ErrorKind::UnknownIndex => "unknown cache index",
+            ErrorKind::BreakerOpen => "cache circuit breaker open",
+            ErrorKind::Config => "invalid cache configuration",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// An error of a cache operation.
+///
+/// It carries a [`kind`](Error::kind), a message that says what to do next, an optional
+/// source, and whether it is **temporary**: a temporary error says the backend itself is
+/// unhealthy (the circuit breaker counts it as a failure); a permanent one says the request
+/// was wrong (an unknown index, an undecodable value) and retrying it will not help.
+pub struct Error {
+    kind: ErrorKind,
+    temporary: bool,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+/// The result of a cache operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind`; temporary when the kind usually is.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            temporary: kind.is_temporary_by_default(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The backend could not be reached.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+
+    /// The backend did not answer in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Timeout, message)
+    }
+
+    /// The backend answered with an error.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Backend, message)
+    }
+
+    /// A value could not be encoded or decoded.
+    pub fn codec(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Codec, message)
+    }
+
+    /// The configuration is invalid.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// `index` is not one of the indices the object cache `purpose` was built with.
+    pub fn unknown_index(purpose: &str, index: impl fmt::Debug) -> Self {
+        Self::new(
+            ErrorKind::UnknownIndex,
+            format!(
+                "index {index:?} is not an index of the {purpose:?} cache; \
+                 pass it in the index list when the cache is built"
+            ),
+        )
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Overrides whether this error is temporary.
+    pub fn set_temporary(mut self, temporary: bool) -> Self {
+        self.temporary = temporary;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the backend is unhealthy (counted as a failure by the circuit breaker), as
+    /// opposed to a request that was wrong in itself.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// The message, without the kind and the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind)
+            .field("temporary", &self.temporary)
+            .field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_flag_follows_kind_unless_overridden() {
+        assert!(Error::timeout("x").is_temporary());
+        assert!(Error::unavailable("x").is_temporary());
+        assert!(!Error::codec("x").is_temporary());
+        assert!(!Error::unknown_index("p", 3).is_temporary());
+        assert!(!Error::backend("x").set_temporary(false).is_temporary());
+    }
+
+    #[test]
+    fn display_names_kind_message_and_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::unavailable("connecting to redis at 127.0.0.1:1").with_source(io);
+        assert_eq!(
+            e.to_string(),
+            "cache backend unavailable: connecting to redis at 127.0.0.1:1: refused"
+        );
+        assert!(e.source().is_some());
+    }
+}

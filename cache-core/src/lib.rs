@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod cache;
+mod clock;
+pub mod codec;
+mod error;
+mod index;
+mod noop;
+mod object_cache;
+pub mod settings;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use cache::{Cache, Prune};
+pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use error::{Error, ErrorKind, Result};
+pub use index::{Entry, Index};
+pub use noop::{NOOP_CONNECTOR, NoopCache};
+pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};
+pub use settings::{AutoPrune, CacheSettings, LogFormat, LogLevel, LogSettings};
+
+/// Re-exported so connector crates and applications use the same `async_trait`.
+pub use async_trait::async_trait;
