@@ -135,11 +135,19 @@ impl Expiry {
 
     /// How long an object that was set at `created` and last read at `last_used` stays
     /// reachable after `now`, or `None` when neither rule applies (it lives until removed).
-    pub fn remaining(&self, created: Timestamp, last_used: Timestamp, now: Timestamp) -> Option<Duration> {
+    pub fn remaining(
+        &self,
+        created: Timestamp,
+        last_used: Timestamp,
+        now: Timestamp,
+    ) -> Option<Duration> {
         let by_age = (!self.max_age.is_zero())
             .then(|| created.saturating_add(self.max_age).saturating_since(now));
-        let by_use = (!self.last_usage.is_zero())
-            .then(|| last_used.saturating_add(self.last_usage).saturating_since(now));
+        let by_use = (!self.last_usage.is_zero()).then(|| {
+            last_used
+                .saturating_add(self.last_usage)
+                .saturating_since(now)
+        });
         match (by_age, by_use) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -156,7 +164,10 @@ mod tests {
     #[test]
     fn max_age_expires_when_reached_and_zero_disables() {
         let t0 = Timestamp::from_micros(1_000_000_000);
-        let e = Expiry { max_age: 10 * S, last_usage: Duration::ZERO };
+        let e = Expiry {
+            max_age: 10 * S,
+            last_usage: Duration::ZERO,
+        };
         assert!(!e.is_expired(t0, t0, t0.saturating_add(9 * S)));
         assert!(e.is_expired(t0, t0, t0.saturating_add(10 * S)));
         let off = Expiry::default();
@@ -166,7 +177,10 @@ mod tests {
     #[test]
     fn last_usage_counts_from_last_read() {
         let t0 = Timestamp::from_micros(1_000_000_000);
-        let e = Expiry { max_age: Duration::ZERO, last_usage: 5 * S };
+        let e = Expiry {
+            max_age: Duration::ZERO,
+            last_usage: 5 * S,
+        };
         let read = t0.saturating_add(4 * S);
         assert!(!e.is_expired(t0, read, t0.saturating_add(8 * S)));
         assert!(e.is_expired(t0, read, t0.saturating_add(9 * S)));
@@ -175,11 +189,20 @@ mod tests {
     #[test]
     fn remaining_is_the_nearer_limit() {
         let t0 = Timestamp::from_micros(1_000_000_000);
-        let e = Expiry { max_age: 10 * S, last_usage: 3 * S };
+        let e = Expiry {
+            max_age: 10 * S,
+            last_usage: 3 * S,
+        };
         assert_eq!(e.remaining(t0, t0, t0.saturating_add(S)), Some(2 * S));
         assert_eq!(Expiry::default().remaining(t0, t0, t0), None);
-        let age_only = Expiry { max_age: 10 * S, last_usage: Duration::ZERO };
-        assert_eq!(age_only.remaining(t0, t0, t0.saturating_add(4 * S)), Some(6 * S));
+        let age_only = Expiry {
+            max_age: 10 * S,
+            last_usage: Duration::ZERO,
+        };
+        assert_eq!(
+            age_only.remaining(t0, t0, t0.saturating_add(4 * S)),
+            Some(6 * S)
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@ impl ErrorKind {
     pub fn is_temporary_by_default(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Backend | ErrorKind::BreakerOpen
+            ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::Backend
+                | ErrorKind::BreakerOpen
         )
     }
 

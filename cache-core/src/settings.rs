@@ -73,7 +73,9 @@ pub struct LogSettings {
 }
 
 /// A log level of [`LogSettings`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Everything, including each cache operation's outcome.
@@ -127,6 +129,73 @@ impl AutoPrune {
     }
 }
 
+/// The circuit breaker of a remote connector (`Caches.Connectors.<Redis|Postgres>.CircuitBreaker`),
+/// see the `cache-breaker` crate. Key names follow the reference; `MinRequests` is ours.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// How often the failure counters are cleared while the breaker is closed. Zero (the
+    /// default): never.
+    #[serde(rename = "interval", with = "duration")]
+    pub interval: Duration,
+    /// The breaker opens when consecutive failures **exceed** this. Zero disables the rule.
+    /// Default 5.
+    #[serde(rename = "maxconsecutivefailures")]
+    pub max_consecutive_failures: u32,
+    /// The breaker opens when failures per request **exceed** this ratio (0..=1), once at
+    /// least [`min_requests`](Self::min_requests) were counted. Zero disables the rule.
+    /// Default 0.1.
+    #[serde(rename = "maxfailureratio")]
+    pub max_failure_ratio: f64,
+    /// How long the breaker stays open before it lets trial requests through. Default `60s`.
+    #[serde(rename = "timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Trial requests let through while half-open; that many consecutive successes close
+    /// the breaker. Default 1.
+    #[serde(rename = "maxretryrequests")]
+    pub max_retry_requests: u32,
+    /// Requests counted (since the last reset) before the ratio rule may trip, so a single
+    /// failure right after startup does not switch the cache off. Default 20.
+    #[serde(rename = "minrequests")]
+    pub min_requests: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            interval: Duration::ZERO,
+            max_consecutive_failures: 5,
+            max_failure_ratio: 0.1,
+            timeout: Duration::from_secs(60),
+            max_retry_requests: 1,
+            min_requests: 20,
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// Checks the values serde cannot: returns the offending key (as written in the
+    /// reference, e.g. `MaxFailureRatio`) and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=1.0).contains(&self.max_failure_ratio) || self.max_failure_ratio.is_nan() {
+            return Err((
+                "MaxFailureRatio",
+                format!(
+                    "{} is outside 0..1; write e.g. 0.1 for 10 %, or 0 to disable the rule",
+                    self.max_failure_ratio
+                ),
+            ));
+        }
+        if self.max_retry_requests == 0 {
+            return Err((
+                "MaxRetryRequests",
+                "0 would keep the breaker half-open forever; write 1 or more".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Serde support for durations written as `1h`, `10m`, `60s`, `500ms`, `1h30m`, or a bare `0`.
 ///
 /// Use with `#[serde(with = "cache_core::settings::duration")]`. A bare non-zero number is
@@ -140,7 +209,9 @@ pub mod duration {
     pub fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
         if text.starts_with('-') {
-            return Err(format!("{text:?} is negative; durations must be 0 or positive"));
+            return Err(format!(
+                "{text:?} is negative; durations must be 0 or positive"
+            ));
         }
         if text.chars().all(|c| c.is_ascii_digit()) && !text.is_empty() {
             return match text.parse::<u64>() {
@@ -151,7 +222,9 @@ pub mod duration {
             };
         }
         humantime::parse_duration(text).map_err(|e| {
-            format!("{text:?} is not a duration ({e}); write e.g. \"1h30m\", \"10m\", \"500ms\" or 0")
+            format!(
+                "{text:?} is not a duration ({e}); write e.g. \"1h30m\", \"10m\", \"500ms\" or 0"
+            )
         })
     }
 
@@ -225,9 +298,28 @@ mod tests {
 
     #[test]
     fn durations_round_trip_through_format() {
-        for d in [Duration::ZERO, Duration::from_millis(500), Duration::from_secs(5400)] {
+        for d in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_secs(5400),
+        ] {
             assert_eq!(parse(&duration::format(d)).unwrap(), d);
         }
+    }
+
+    #[test]
+    fn breaker_settings_validate_ratio_and_quota() {
+        assert!(BreakerSettings::default().validate().is_ok());
+        let bad = BreakerSettings {
+            max_failure_ratio: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "MaxFailureRatio");
+        let stuck = BreakerSettings {
+            max_retry_requests: 0,
+            ..Default::default()
+        };
+        assert_eq!(stuck.validate().unwrap_err().0, "MaxRetryRequests");
     }
 
     #[test]

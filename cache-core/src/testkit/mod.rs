@@ -95,7 +95,12 @@ pub trait Fixture: Send + Sync + 'static {
     /// Caches made by one fixture share one connector (and one clock); different purposes
     /// must be isolated from each other. Purposes are unique per test run (see
     /// [`unique_purpose`]), so fixtures on shared servers need no clean-up between cases.
-    async fn cache(&self, purpose: &str, indices: &[TestIndex], settings: &CacheSettings) -> TestCache;
+    async fn cache(
+        &self,
+        purpose: &str,
+        indices: &[TestIndex],
+        settings: &CacheSettings,
+    ) -> TestCache;
 
     /// Lets `duration` pass as the caches see it: a manual clock's advance, or a real sleep
     /// for backends that keep time themselves (Redis TTLs).
