@@ -1,6 +1,221 @@
-//! `cargo xtask`: the project's tasks (being written; see issue 2).
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `cargo xtask test`  — start throwaway Redis and PostgreSQL, run every test of the workspace
+//!   (nextest when installed, else `cargo test`) and the doc tests, stop the servers.
+//! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, and each
+//!   `cache-config` feature building on its own.
+//! - `cargo xtask ci`    — lint, then test.
+//! - `cargo xtask serve` — start both servers, print (and write to `target/xtask/servers.env`)
+//!   the `export CACHE_TEST_...=` lines, and stay in the foreground until killed.
+
+mod servers;
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use util::Result;
+
+const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve>
+
+  test   start throwaway redis-server and PostgreSQL, run all tests (+ doc tests), stop them
+  lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
+  ci     lint, then test
+  serve  start both servers, print their env vars, stay up until Ctrl-C / SIGTERM";
 
 fn main() {
-    eprintln!("cargo xtask: no tasks yet");
-    std::process::exit(2);
+    // Register the signal flag before starting anything.
+    util::interrupted();
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let started = Instant::now();
+    let result = match task.as_str() {
+        "test" => test(),
+        "lint" => lint(),
+        "ci" => lint().and_then(|()| test()),
+        "serve" => serve(),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let took = fmt_duration(started.elapsed());
+    match result {
+        Ok(()) => eprintln!("\nxtask {task}: OK in {took}"),
+        Err(e) => {
+            eprintln!("\nxtask {task}: FAILED after {took}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs one step with a banner and its timing.
+fn step(name: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("\n==== xtask: {name} ====");
+    let started = Instant::now();
+    let result = util::run(cmd);
+    let took = fmt_duration(started.elapsed());
+    match &result {
+        Ok(()) => eprintln!("==== {name}: ok ({took}) ===="),
+        Err(_) => eprintln!("==== {name}: FAILED ({took}) ===="),
+    }
+    result
+}
+
+fn fmt_duration(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn test() -> Result<()> {
+    let servers = servers::Servers::start()?;
+    let env = servers.env();
+    for (k, v) in &env {
+        eprintln!("xtask: {k}={v}");
+    }
+    let with_env = |mut cmd: Command| {
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("CACHE_TEST_REQUIRE_SERVERS", "1");
+        cmd
+    };
+    let nextest = util::output(cargo().args(["nextest", "--version"])).is_ok();
+    let mut tests = with_env(cargo());
+    if nextest {
+        tests.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+        ]);
+    } else {
+        tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
+    }
+    let tests_result = step(
+        if nextest {
+            "tests (cargo nextest)"
+        } else {
+            "tests (cargo test)"
+        },
+        &mut tests,
+    );
+    // Doc tests run even if the unit tests failed, so one run reports everything.
+    let mut doc = with_env(cargo());
+    doc.args(["test", "--workspace", "--all-features", "--doc"]);
+    let doc_result = if util::interrupted().load(std::sync::atomic::Ordering::SeqCst) {
+        Err("interrupted".into())
+    } else {
+        step("doc tests", &mut doc)
+    };
+    eprintln!("xtask: stopping servers");
+    drop(servers);
+    tests_result.and(doc_result)
+}
+
+fn lint() -> Result<()> {
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "cargo clippy -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "cargo doc (warnings are errors)",
+        cargo()
+            .args(["doc", "--workspace", "--all-features", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    let manifest = root().join("cache-config").join("Cargo.toml");
+    if manifest.is_file() {
+        for feature in features(&manifest)? {
+            step(
+                &format!("cache-config builds with only feature `{feature}`"),
+                cargo().args([
+                    "check",
+                    "-p",
+                    "cache-config",
+                    "--no-default-features",
+                    "--features",
+                    &feature,
+                ]),
+            )?;
+        }
+        step(
+            "cache-config builds with no features",
+            cargo().args(["check", "-p", "cache-config", "--no-default-features"]),
+        )?;
+    }
+    Ok(())
+}
+
+/// The feature names of a Cargo.toml `[features]` table, except `default`.
+fn features(manifest: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| format!("reading {}: {e}", manifest.display()))?;
+    let mut in_features = false;
+    let mut names = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+        } else if in_features && let Some((name, _)) = line.split_once('=') {
+            let name = name.trim().trim_matches('"');
+            if !name.is_empty() && !name.starts_with('#') && name != "default" {
+                names.push(name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn serve() -> Result<()> {
+    let servers = servers::Servers::start()?;
+    let exports: String = servers
+        .env()
+        .iter()
+        .map(|(k, v)| format!("export {k}={v}\n"))
+        .collect();
+    let dir = root().join("target").join("xtask");
+    let file = dir.join("servers.env");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::write(&file, &exports).map_err(|e| format!("writing {}: {e}", file.display()))?;
+    print!("{exports}");
+    eprintln!(
+        "xtask: servers up (exports also in {}); Ctrl-C or SIGTERM stops them",
+        file.display()
+    );
+    let parent = std::os::unix::process::parent_id();
+    while !util::should_stop(parent) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("xtask: stopping servers");
+    let _ = std::fs::remove_file(&file);
+    drop(servers);
+    Ok(())
 }

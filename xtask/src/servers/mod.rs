@@ -1,0 +1,32 @@
+//! Throwaway servers for the tests: one small module per backend.
+
+pub(crate) mod postgres;
+pub(crate) mod redis;
+
+use crate::util::Result;
+
+/// All servers the tests need; each stops when this is dropped (also on error, panic, Ctrl-C).
+#[derive(Debug)]
+pub(crate) struct Servers {
+    redis: redis::RedisServer,
+    postgres: postgres::PostgresServer,
+}
+
+impl Servers {
+    /// Starts every server and waits until each accepts connections.
+    pub(crate) fn start() -> Result<Self> {
+        eprintln!("xtask: starting redis-server");
+        let redis = redis::RedisServer::start()?;
+        eprintln!("xtask: starting postgres");
+        let postgres = postgres::PostgresServer::start()?;
+        Ok(Self { redis, postgres })
+    }
+
+    /// The environment variables tests read to find the servers.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CACHE_TEST_REDIS_URL", self.redis.url()),
+            ("CACHE_TEST_POSTGRES_URL", self.postgres.url()),
+        ]
+    }
+}
