@@ -119,7 +119,7 @@ fn test() -> Result<()> {
     // Doc tests run even if the unit tests failed, so one run reports everything.
     let mut doc = with_env(cargo());
     doc.args(["test", "--workspace", "--all-features", "--doc"]);
-    let doc_result = if util::interrupted().load(std::sync::atomic::Ordering::SeqCst) {
+    let doc_result = if util::should_stop() {
         Err("interrupted".into())
     } else {
         step("doc tests", &mut doc)
@@ -210,12 +210,40 @@ fn serve() -> Result<()> {
         "xtask: servers up (exports also in {}); Ctrl-C or SIGTERM stops them",
         file.display()
     );
-    let parent = std::os::unix::process::parent_id();
-    while !util::should_stop(parent) {
+    while !util::should_stop() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("xtask: stopping servers");
     let _ = std::fs::remove_file(&file);
     drop(servers);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_lists_every_feature_but_default() {
+        let dir = util::TempDir::new("xtask-test").unwrap();
+        let manifest = dir.path().join("Cargo.toml");
+        std::fs::write(
+            &manifest,
+            "[package]\nname = \"x\"\n\n[features]\ndefault = [\"memory\"]\n# a comment\nmemory = [\"dep:cache-memory\"]\n\"redis\" = []\npostgres = [\"dep:cache-postgres\"]\n\n[dependencies]\nserde = \"1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            features(&manifest).unwrap(),
+            ["memory", "redis", "postgres"]
+        );
+    }
+
+    #[test]
+    fn temp_dir_is_removed_on_drop() {
+        let dir = util::TempDir::new("xtask-test").unwrap();
+        let path = dir.path().to_path_buf();
+        std::fs::write(path.join("f"), "x").unwrap();
+        drop(dir);
+        assert!(!path.exists());
+    }
 }

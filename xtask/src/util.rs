@@ -28,14 +28,14 @@ pub(crate) fn interrupted() -> &'static Arc<AtomicBool> {
     })
 }
 
-/// True once a stop signal arrived or the parent (cargo) went away.
-pub(crate) fn should_stop(parent: u32) -> bool {
-    interrupted().load(Ordering::SeqCst) || std::os::unix::process::parent_id() != parent
+/// True once a stop signal arrived. (No parent-death check: `cargo run` execs us, and `serve` is
+/// meant to outlive the shell that started it in the background.)
+pub(crate) fn should_stop() -> bool {
+    interrupted().load(Ordering::SeqCst)
 }
 
 /// Waits for `child`, killing it if a stop signal arrives. Returns its exit status.
 pub(crate) fn wait_interruptible(child: &mut Child) -> Result<ExitStatus> {
-    let parent = std::os::unix::process::parent_id();
     loop {
         if let Some(status) = child
             .try_wait()
@@ -43,7 +43,7 @@ pub(crate) fn wait_interruptible(child: &mut Child) -> Result<ExitStatus> {
         {
             return Ok(status);
         }
-        if should_stop(parent) {
+        if should_stop() {
             let _ = child.kill();
             let _ = child.wait();
             return Err("interrupted".into());
