@@ -196,11 +196,15 @@ fn features(manifest: &Path) -> Result<Vec<String>> {
 
 fn serve() -> Result<()> {
     let servers = servers::Servers::start()?;
-    let exports: String = servers
+    let mut exports: String = servers
         .env()
         .iter()
         .map(|(k, v)| format!("export {k}={v}\n"))
         .collect();
+    exports.push_str(&format!(
+        "# stop with: kill {} (SIGINT/SIGTERM/SIGHUP stop both servers)\n",
+        std::process::id()
+    ));
     let dir = root().join("target").join("xtask");
     let file = dir.join("servers.env");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
