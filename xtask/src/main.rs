@@ -167,10 +167,6 @@ fn lint() -> Result<()> {
                 ]),
             )?;
         }
-        step(
-            "cache-config builds with no features",
-            cargo().args(["check", "-p", "cache-config", "--no-default-features"]),
-        )?;
     }
     Ok(())
 }
