@@ -1,0 +1,226 @@
+//! Hit and set cost of the memory connector through the public `ObjectCache` API, against raw
+//! `quick_cache` and `moka` holding the same values under the same keys, in the same run.
+//!
+//! `cargo bench -p cache-memory --bench hit`. Groups:
+//! - `get_hit`: one hit on a random one of 10 000 cached objects, single thread;
+//! - `set`: storing one of those objects again (our set also invalidates the previous version);
+//! - `get_hit_2_threads`: 2 threads hitting concurrently (throughput; per-get time reported).
+//!
+//! Our `get` is `async`; it is polled once with a no-op waker, which is the work an executor
+//! does for it (the memory connector answers on the first poll, without awaiting).
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use cache_core::{CacheSettings, Entry, Index, ObjectCache};
+use cache_memory::{MemoryConfig, MemoryConnector};
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::seq::SliceRandom;
+use rand::{SeedableRng, rngs::StdRng};
+
+const OBJECTS: usize = 10_000;
+const CAPACITY: u64 = 4 * OBJECTS as u64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum OrgIndex {
+    Id,
+    Domain,
+}
+
+impl Index for OrgIndex {
+    fn name(self) -> &'static str {
+        match self {
+            OrgIndex::Id => "id",
+            OrgIndex::Domain => "domain",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Org {
+    id: String,
+    domain: String,
+    name: String,
+}
+
+impl Entry<OrgIndex> for Org {
+    fn keys(&self, index: OrgIndex) -> Vec<String> {
+        match index {
+            OrgIndex::Id => vec![self.id.clone()],
+            OrgIndex::Domain => vec![self.domain.clone()],
+        }
+    }
+}
+
+fn orgs() -> Vec<Arc<Org>> {
+    (0..OBJECTS)
+        .map(|i| {
+            Arc::new(Org {
+                id: format!("3074539{i:06}"),
+                domain: format!("org-{i}.acme.example"),
+                name: format!("Organization {i}"),
+            })
+        })
+        .collect()
+}
+
+/// Random lookup order over all ids, the same for every contender.
+fn lookups(orgs: &[Arc<Org>]) -> Vec<String> {
+    let mut ids: Vec<String> = orgs.iter().map(|o| o.id.clone()).collect();
+    ids.shuffle(&mut StdRng::seed_from_u64(7));
+    ids
+}
+
+/// Polls a future that must be ready at once, as an executor's first poll would.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the memory connector must answer without awaiting"),
+    }
+}
+
+struct Contenders {
+    ours: ObjectCache<OrgIndex, Org>,
+    quick: quick_cache::sync::Cache<String, Arc<Org>>,
+    moka: moka::sync::Cache<String, Arc<Org>>,
+}
+
+fn contenders(orgs: &[Arc<Org>]) -> Contenders {
+    let connector = MemoryConnector::new(MemoryConfig::enabled().with_capacity(CAPACITY));
+    let settings = CacheSettings::default();
+    let ours = ObjectCache::new(
+        "organization",
+        connector.cache::<OrgIndex, Org>(
+            "organization",
+            &[OrgIndex::Id, OrgIndex::Domain],
+            &settings,
+        ),
+    );
+    let quick = quick_cache::sync::Cache::new(CAPACITY as usize);
+    let moka = moka::sync::Cache::new(CAPACITY);
+    for org in orgs {
+        ready(ours.set(Arc::clone(org)));
+        quick.insert(org.id.clone(), Arc::clone(org));
+        moka.insert(org.id.clone(), Arc::clone(org));
+    }
+    Contenders { ours, quick, moka }
+}
+
+fn get_hit(c: &mut Criterion) {
+    let orgs = orgs();
+    let keys = lookups(&orgs);
+    let all = contenders(&orgs);
+    let mut group = c.benchmark_group("get_hit");
+    let mut i = 0;
+    let mut next = move || {
+        i = (i + 1) % OBJECTS;
+        i
+    };
+    group.bench_function("object_cache", |b| {
+        b.iter(|| ready(all.ours.get(OrgIndex::Id, black_box(&keys[next()]))).expect("hit"))
+    });
+    group.bench_function("quick_cache", |b| {
+        b.iter(|| {
+            all.quick
+                .get(black_box(keys[next()].as_str()))
+                .expect("hit")
+        })
+    });
+    group.bench_function("moka", |b| {
+        b.iter(|| all.moka.get(black_box(keys[next()].as_str())).expect("hit"))
+    });
+    group.finish();
+}
+
+fn set(c: &mut Criterion) {
+    let orgs = orgs();
+    let all = contenders(&orgs);
+    let mut group = c.benchmark_group("set");
+    let mut i = 0;
+    let mut next = move || {
+        i = (i + 1) % OBJECTS;
+        i
+    };
+    group.bench_function("object_cache", |b| {
+        b.iter(|| ready(all.ours.set(Arc::clone(&orgs[next()]))))
+    });
+    group.bench_function("quick_cache", |b| {
+        b.iter(|| {
+            let org = &orgs[next()];
+            all.quick.insert(org.id.clone(), Arc::clone(org))
+        })
+    });
+    group.bench_function("moka", |b| {
+        b.iter(|| {
+            let org = &orgs[next()];
+            all.moka.insert(org.id.clone(), Arc::clone(org))
+        })
+    });
+    group.finish();
+}
+
+/// Runs `get` on 2 threads, `iters` calls in all; the time reported is per call, so a lower
+/// figure is a higher throughput.
+fn on_two_threads(iters: u64, keys: &[String], get: impl Fn(&str) + Sync) -> Duration {
+    let per_thread = iters.div_ceil(2);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let get = &get;
+            s.spawn(move || {
+                let offset = (t as usize) * OBJECTS / 2;
+                for n in 0..per_thread {
+                    get(&keys[(offset + n as usize) % OBJECTS]);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn get_hit_2_threads(c: &mut Criterion) {
+    let orgs = orgs();
+    let keys = lookups(&orgs);
+    let all = contenders(&orgs);
+    let mut group = c.benchmark_group("get_hit_2_threads");
+    group.bench_function("object_cache", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, &keys, |k| {
+                black_box(ready(all.ours.get(OrgIndex::Id, k)).expect("hit"));
+            })
+        })
+    });
+    group.bench_function("quick_cache", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, &keys, |k| {
+                black_box(all.quick.get(k).expect("hit"));
+            })
+        })
+    });
+    group.bench_function("moka", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, &keys, |k| {
+                black_box(all.moka.get(k).expect("hit"));
+            })
+        })
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = get_hit, set, get_hit_2_threads
+}
+criterion_main!(benches);

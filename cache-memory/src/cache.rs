@@ -1,0 +1,256 @@
+//! [`MemoryCache`]: one object cache in process memory.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cache_core::{
+    Cache, CacheSettings, Entry, Error, Expiry, Index, Prune, Result, SharedClock, async_trait,
+};
+use quick_cache::sync::Cache as Map;
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
+
+use crate::CONNECTOR;
+use crate::store::{EvictWhole, SlotKey, SlotRef, Stored};
+
+type Slots<V> = Map<SlotKey, Arc<Stored<V>>, UnitWeighter, DefaultHashBuilder, EvictWhole>;
+
+/// One object cache of the [memory connector](crate::MemoryConnector): a bounded map from
+/// (index, key) to a stored object that all of the object's keys share.
+///
+/// Reads take no lock of ours (only quick_cache's shard read lock); writes (set, invalidate,
+/// delete, truncate) are serialised per object cache, which is what makes "set invalidates
+/// every older object sharing a key" hold under concurrency.
+pub struct MemoryCache<I: Index, V: Entry<I>> {
+    purpose: Arc<str>,
+    indices: Box<[I]>,
+    expiry: Expiry,
+    clock: SharedClock,
+    slots: Slots<V>,
+    writes: Mutex<()>,
+}
+
+impl<I: Index, V: Entry<I>> fmt::Debug for MemoryCache<I, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("purpose", &self.purpose)
+            .field("indices", &self.indices)
+            .field("expiry", &self.expiry)
+            .field("keys", &self.slots.len())
+            .field("capacity", &self.slots.capacity())
+            .finish()
+    }
+}
+
+impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
+    /// A cache for `purpose` holding at most `capacity` keys (at least 1 is used).
+    ///
+    /// # Panics
+    /// With more than 256 indices, which no object type has.
+    pub(crate) fn new(
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+        capacity: u64,
+        clock: SharedClock,
+    ) -> Self {
+        let mut unique: Vec<I> = Vec::with_capacity(indices.len());
+        for index in indices {
+            if !unique.contains(index) {
+                unique.push(*index);
+            }
+        }
+        assert!(
+            unique.len() <= usize::from(u8::MAX) + 1,
+            "the {purpose:?} cache has {} indices; at most 256 are supported",
+            unique.len()
+        );
+        let capacity = capacity.max(1);
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(usize::try_from(capacity).unwrap_or(usize::MAX).min(1 << 20))
+            .weight_capacity(capacity)
+            .build()
+            .expect("estimated items and weight capacity are always set");
+        MemoryCache {
+            purpose: purpose.into(),
+            indices: unique.into_boxed_slice(),
+            expiry: settings.expiry(),
+            clock,
+            slots: Map::with_options(
+                options,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                EvictWhole,
+            ),
+            writes: Mutex::new(()),
+        }
+    }
+
+    /// The purpose this cache was built for.
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
+    /// How many keys the cache holds right now, including keys of objects that are invalid or
+    /// expired but not yet pruned.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the cache holds no key at all.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The most keys this cache holds before it evicts.
+    pub fn capacity(&self) -> u64 {
+        self.slots.capacity()
+    }
+
+    fn position(&self, index: I) -> Result<u8> {
+        self.indices
+            .iter()
+            .position(|built| *built == index)
+            .and_then(|p| u8::try_from(p).ok())
+            .ok_or_else(|| Error::unknown_index(&self.purpose, index.name()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lookup(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        let slot = SlotRef {
+            index: self.position(index)?,
+            key,
+        };
+        let Some(stored) = self.slots.get(&slot) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if stored.is_live(&self.expiry, now) {
+            stored.touch(now);
+            return Ok(Some(Arc::clone(&stored.value)));
+        }
+        // Dead: drop this mapping now rather than wait for the pruner, but only if it still
+        // points at the object we looked at (a set may have replaced it meanwhile).
+        self.slots
+            .remove_if(&slot, |current| Arc::ptr_eq(current, &stored));
+        Ok(None)
+    }
+
+    fn store(&self, value: Arc<V>) {
+        let mut keys: Vec<SlotKey> = Vec::new();
+        for (position, index) in self.indices.iter().enumerate() {
+            let position = u8::try_from(position).expect("at most 256 indices (checked in new)");
+            for key in value.keys(*index) {
+                let slot = SlotKey::new(position, &key);
+                if !keys.contains(&slot) {
+                    keys.push(slot);
+                }
+            }
+        }
+        let stored = Arc::new(Stored::new(
+            value,
+            keys.into_boxed_slice(),
+            self.clock.now(),
+        ));
+        let _writes = self.lock();
+        for slot in stored.keys.iter() {
+            if let Some(older) = self.slots.peek(&slot.as_ref()) {
+                self.remove_object(&older);
+            }
+        }
+        let mut evicted = Vec::new();
+        for slot in stored.keys.iter() {
+            self.slots
+                .insert_with_lifecycle(slot.clone(), Arc::clone(&stored), &mut evicted);
+        }
+        drop(_writes);
+        drop(evicted);
+    }
+
+    /// Invalidates `stored` and unlinks every key that still points at it. Keys that now
+    /// point at another object are left alone. Call with the write lock held.
+    fn remove_object(&self, stored: &Arc<Stored<V>>) {
+        stored.invalidate();
+        for slot in stored.keys.iter() {
+            self.slots
+                .remove_if(&slot.as_ref(), |current| Arc::ptr_eq(current, stored));
+        }
+    }
+
+    fn remove_dead(&self) {
+        let now = self.clock.now();
+        self.slots
+            .retain(|_, stored| stored.is_live(&self.expiry, now));
+    }
+}
+
+#[async_trait]
+impl<I: Index, V: Entry<I>> Cache<I, V> for MemoryCache<I, V> {
+    fn connector(&self) -> &'static str {
+        CONNECTOR
+    }
+
+    fn get_ready(&self, index: I, key: &str) -> Option<Result<Option<Arc<V>>>> {
+        Some(self.lookup(index, key))
+    }
+
+    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        self.lookup(index, key)
+    }
+
+    async fn set(&self, value: Arc<V>) -> Result<()> {
+        self.store(value);
+        Ok(())
+    }
+
+    async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index = self.position(index)?;
+        let _writes = self.lock();
+        for key in keys {
+            if let Some(stored) = self.slots.peek(&SlotRef { index, key }) {
+                self.remove_object(&stored);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index = self.position(index)?;
+        let _writes = self.lock();
+        for key in keys {
+            self.slots.remove(&SlotRef { index, key });
+        }
+        Ok(())
+    }
+
+    async fn truncate(&self) -> Result<()> {
+        let _writes = self.lock();
+        self.slots.clear();
+        tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
+        Ok(())
+    }
+
+    fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl<I: Index, V: Entry<I>> Prune for MemoryCache<I, V> {
+    /// Removes the keys of invalidated and expired objects. Reads no object as a use, so it
+    /// never renews LastUsage.
+    async fn prune(&self) -> Result<()> {
+        let before = self.slots.len();
+        self.remove_dead();
+        tracing::debug!(
+            purpose = %self.purpose,
+            connector = CONNECTOR,
+            removed = before.saturating_sub(self.slots.len()),
+            "pruned"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Behaviour specific to the memory connector; the shared rules are in `conformance.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::testkit::{TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings, ManualClock, Prune};
+use cache_memory::{MemoryCache, MemoryConfig, MemoryConnector};
+
+fn cache(
+    capacity: u64,
+    settings: &CacheSettings,
+) -> (Arc<ManualClock>, Arc<MemoryCache<TestIndex, TestEntry>>) {
+    let clock = Arc::new(ManualClock::new());
+    let connector = MemoryConnector::with_clock(
+        MemoryConfig::enabled().with_capacity(capacity),
+        clock.clone(),
+    );
+    (
+        clock,
+        connector.cache("memory-test", TestIndex::BUILT, settings),
+    )
+}
+
+fn entry(i: usize) -> Arc<TestEntry> {
+    Arc::new(TestEntry::new(&format!("id-{i}"), &[&format!("name-{i}")]))
+}
+
+#[tokio::test]
+async fn holds_at_most_capacity_keys() {
+    let (_, cache) = cache(100, &CacheSettings::default());
+    for i in 0..1_000 {
+        cache.set(entry(i)).await.unwrap();
+    }
+    assert!(
+        cache.len() <= 100,
+        "holds {} keys with capacity 100",
+        cache.len()
+    );
+    let mut hits = 0;
+    for i in 0..1_000 {
+        if cache
+            .get(TestIndex::Id, &format!("id-{i}"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            hits += 1;
+        }
+    }
+    assert!(hits > 0, "a bounded cache still keeps recent objects");
+    assert!(hits <= 100, "{hits} objects reachable with capacity 100");
+}
+
+#[tokio::test]
+async fn evicting_one_key_drops_the_whole_object() {
+    let (_, cache) = cache(50, &CacheSettings::default());
+    for i in 0..500 {
+        cache.set(entry(i)).await.unwrap();
+        // Every object is reachable through both keys or through none: eviction of one key
+        // must never leave the object reachable through the other.
+        for j in 0..=i {
+            let by_id = cache.get(TestIndex::Id, &format!("id-{j}")).await.unwrap();
+            let by_name = cache
+                .get(TestIndex::Name, &format!("name-{j}"))
+                .await
+                .unwrap();
+            if by_id.is_some() != by_name.is_some() {
+                // The missing key may have been evicted with the object invalidated; then the
+                // other key must miss too. A hit through one key only is the defect.
+                panic!("object {j} reachable through one key only after set {i}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hit_hands_out_the_stored_value_without_copying() {
+    let (_, cache) = cache(100, &CacheSettings::default());
+    let value = entry(1);
+    cache.set(Arc::clone(&value)).await.unwrap();
+    let by_id = cache.get(TestIndex::Id, "id-1").await.unwrap().unwrap();
+    let by_name = cache.get(TestIndex::Name, "name-1").await.unwrap().unwrap();
+    assert!(
+        Arc::ptr_eq(&value, &by_id),
+        "a hit must return the Arc that was set"
+    );
+    assert!(
+        Arc::ptr_eq(&by_id, &by_name),
+        "all keys share one stored object"
+    );
+}
+
+#[tokio::test]
+async fn prune_unlinks_dead_keys_and_keeps_live_ones() {
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(10),
+        last_usage: Duration::ZERO,
+        ..CacheSettings::default()
+    };
+    let (clock, cache) = cache(100, &settings);
+    cache.set(entry(1)).await.unwrap();
+    cache.set(entry(2)).await.unwrap();
+    cache.invalidate(TestIndex::Id, &["id-1"]).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    cache.set(entry(3)).await.unwrap();
+    assert_eq!(cache.len(), 4, "entries 2 and 3, two keys each");
+    clock.advance(Duration::from_secs(5));
+    cache.prune().await.unwrap();
+    assert_eq!(cache.len(), 2, "entry 2 expired: only entry 3's keys stay");
+    assert!(
+        cache
+            .get(TestIndex::Name, "name-3")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_dead_key_is_unlinked_by_the_get_that_finds_it() {
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(1),
+        last_usage: Duration::ZERO,
+        ..CacheSettings::default()
+    };
+    let (clock, cache) = cache(100, &settings);
+    cache.set(entry(1)).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(cache.get(TestIndex::Id, "id-1").await.unwrap().is_none());
+    assert_eq!(
+        cache.len(),
+        1,
+        "the expired id key is gone, the name key waits for prune"
+    );
+}
+
+#[tokio::test]
+async fn the_pruner_runs_the_memory_prune() {
+    let settings = CacheSettings {
+        max_age: Duration::from_millis(1),
+        last_usage: Duration::ZERO,
+        ..CacheSettings::default()
+    };
+    let (clock, cache) = cache(100, &settings);
+    cache.set(entry(1)).await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    let prune = Arc::clone(&cache)
+        .into_prune()
+        .expect("memory caches prune");
+    let pruner = cache_pruner::Pruner::start(
+        "memory-test",
+        "memory",
+        prune,
+        cache_core::AutoPrune::new(Duration::from_millis(20), Duration::from_secs(1)),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cache.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pruner.shutdown().await;
+    assert!(
+        cache.is_empty(),
+        "the pruner removed the expired object's keys"
+    );
+}
