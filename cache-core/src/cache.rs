@@ -20,6 +20,11 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
     /// The name of the connector storing this cache (`memory`, `redis`, ...), for logs.
     fn connector(&self) -> &'static str;
 
+    /// The indices this cache was built with; invalidate and delete through any other index
+    /// fail with [`UnknownIndex`](crate::ErrorKind::UnknownIndex). (The no-op cache reports
+    /// none and accepts every index.)
+    fn indices(&self) -> &[I];
+
     /// Answers a get without awaiting when the connector can (an in-process connector);
     /// `None` means "call [`get`](Cache::get)". Lets the memory connector skip the boxed
     /// future of an async call on its hot path.

@@ -23,6 +23,11 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NoopCache {
         NOOP_CONNECTOR
     }
 
+    /// None: the no-op cache stores nothing under any index, and accepts every index.
+    fn indices(&self) -> &[I] {
+        &[]
+    }
+
     fn get_ready(&self, _: I, _: &str) -> Option<Result<Option<Arc<V>>>> {
         Some(Ok(None))
     }

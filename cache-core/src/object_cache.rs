@@ -1,6 +1,7 @@
 //! The face applications use: one object cache, with the failure policy applied.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +35,9 @@ struct Inner<I: Index, V: Entry<I>> {
     purpose: Arc<str>,
     backend: ArcSwap<Backend<I, V>>,
     stats: Counters,
+    /// Bumped before every invalidate / delete / truncate / replace, so
+    /// [`ObjectCache::get_or_load`] can tell that a load raced with one.
+    changes: AtomicU64,
 }
 
 struct Backend<I: Index, V: Entry<I>> {
@@ -95,6 +99,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                 purpose: purpose.into(),
                 backend: ArcSwap::from_pointee(Backend { cache }),
                 stats: Counters::default(),
+                changes: AtomicU64::new(0),
             }),
         }
     }
@@ -122,6 +127,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// Switches this object cache to another backend and returns the previous one. Readers
     /// are never blocked; operations already running finish on the previous backend.
     pub fn replace(&self, cache: Arc<dyn Cache<I, V>>) -> Arc<dyn Cache<I, V>> {
+        self.inner.changes.fetch_add(1, Ordering::SeqCst);
         let old = self.inner.backend.swap(Arc::new(Backend { cache }));
         tracing::info!(
             target: LOG_TARGET,
@@ -183,11 +189,84 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         }
     }
 
+    /// The object reachable through `key`, loading it with `load` on a miss and caching what
+    /// it returns: the read-through way to use a cache.
+    ///
+    /// Safe against the classic cache-aside race: if an invalidate, delete, truncate or
+    /// backend switch of this object cache starts while `load` runs, the loaded value (which
+    /// may predate the change) is returned to this caller but not left in the cache. So once
+    /// an invalidation has returned, no later get in this process sees the older object.
+    /// `load` errors are returned as they are; cache errors never are (a failed get is a
+    /// miss, a failed set is logged).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cache_core::{Entry, Index, ObjectCache};
+    /// # #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)] enum Idx { Id }
+    /// # impl Index for Idx { fn name(self) -> &'static str { "id" } }
+    /// # struct User { id: String }
+    /// # impl Entry<Idx> for User { fn keys(&self, _: Idx) -> Vec<String> { vec![self.id.clone()] } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// let users: ObjectCache<Idx, User> = ObjectCache::noop("user");
+    /// let user = users
+    ///     .get_or_load(Idx::Id, "7", || async {
+    ///         Ok::<_, std::io::Error>(Some(User { id: "7".into() })) // the database query
+    ///     })
+    ///     .await?;
+    /// assert_eq!(user.map(|u| u.id.clone()).as_deref(), Some("7"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        index: I,
+        key: &str,
+        load: F,
+    ) -> std::result::Result<Option<Arc<V>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<Option<V>, E>>,
+    {
+        let changes = &self.inner.changes;
+        let before = changes.load(Ordering::SeqCst);
+        if let Some(hit) = self.get(index, key).await {
+            return Ok(Some(hit));
+        }
+        let Some(loaded) = load().await?.map(Arc::new) else {
+            return Ok(None);
+        };
+        if changes.load(Ordering::SeqCst) != before {
+            return Ok(Some(loaded));
+        }
+        self.set(Arc::clone(&loaded)).await;
+        // A change that began between the check above and the set may have run before the
+        // set landed: take the set back rather than leave a possibly outdated object.
+        if changes.load(Ordering::SeqCst) != before {
+            self.unset(&loaded).await;
+        }
+        Ok(Some(loaded))
+    }
+
+    /// Invalidates `value` through every key it has, for [`get_or_load`](Self::get_or_load).
+    async fn unset(&self, value: &V) {
+        let backend = self.inner.backend.load_full();
+        for &index in backend.cache.indices() {
+            let keys = value.keys(index);
+            if keys.is_empty() {
+                continue;
+            }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            if let Err(error) = backend.cache.invalidate(index, &keys).await {
+                self.failed("invalidate", index.name(), &error);
+            }
+        }
+    }
+
     /// Makes the objects reachable through `keys` under `index` unreachable through every
     /// index. Fails only if the backend could not be told.
     pub async fn invalidate<K: AsRef<str> + Sync>(&self, index: I, keys: &[K]) -> Result<()> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let backend = self.inner.backend.load_full();
+        self.inner.changes.fetch_add(1, Ordering::SeqCst);
         let outcome = backend.cache.invalidate(index, &keys).await;
         self.count("invalidate", index.name(), outcome)
     }
@@ -197,6 +276,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     pub async fn delete<K: AsRef<str> + Sync>(&self, index: I, keys: &[K]) -> Result<()> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let backend = self.inner.backend.load_full();
+        self.inner.changes.fetch_add(1, Ordering::SeqCst);
         let outcome = backend.cache.delete(index, &keys).await;
         self.count("delete", index.name(), outcome)
     }
@@ -204,6 +284,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// Empties this object cache (and nothing else).
     pub async fn truncate(&self) -> Result<()> {
         let backend = self.inner.backend.load_full();
+        self.inner.changes.fetch_add(1, Ordering::SeqCst);
         let outcome = backend.cache.truncate().await;
         self.count("truncate", "", outcome)
     }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use cache_core::{CacheSettings, Entry, Index, ObjectCache};
-use cache_memory::{MemoryConfig, MemoryConnector};
+use cache_core::{Cache, CacheSettings, Entry, Index, ObjectCache};
+use cache_memory::{MemoryCache, MemoryConfig, MemoryConnector};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
@@ -44,7 +44,8 @@ impl Index for OrgIndex {
 struct Org {
     id: String,
     domain: String,
-    name: String,
+    /// Makes the value a realistic size; never read.
+    _name: String,
 }
 
 impl Entry<OrgIndex> for Org {
@@ -62,7 +63,7 @@ fn orgs() -> Vec<Arc<Org>> {
             Arc::new(Org {
                 id: format!("3074539{i:06}"),
                 domain: format!("org-{i}.acme.example"),
-                name: format!("Organization {i}"),
+                _name: format!("Organization {i}"),
             })
         })
         .collect()
@@ -86,6 +87,8 @@ fn ready<F: Future>(future: F) -> F::Output {
 
 struct Contenders {
     ours: ObjectCache<OrgIndex, Org>,
+    /// The same memory cache without the `ObjectCache` layer, to attribute the cost.
+    direct: Arc<MemoryCache<OrgIndex, Org>>,
     quick: quick_cache::sync::Cache<String, Arc<Org>>,
     moka: moka::sync::Cache<String, Arc<Org>>,
 }
@@ -93,14 +96,12 @@ struct Contenders {
 fn contenders(orgs: &[Arc<Org>]) -> Contenders {
     let connector = MemoryConnector::new(MemoryConfig::enabled().with_capacity(CAPACITY));
     let settings = CacheSettings::default();
-    let ours = ObjectCache::new(
+    let direct = connector.cache::<OrgIndex, Org>(
         "organization",
-        connector.cache::<OrgIndex, Org>(
-            "organization",
-            &[OrgIndex::Id, OrgIndex::Domain],
-            &settings,
-        ),
+        &[OrgIndex::Id, OrgIndex::Domain],
+        &settings,
     );
+    let ours = ObjectCache::new("organization", direct.clone());
     let quick = quick_cache::sync::Cache::new(CAPACITY as usize);
     let moka = moka::sync::Cache::new(CAPACITY);
     for org in orgs {
@@ -108,7 +109,12 @@ fn contenders(orgs: &[Arc<Org>]) -> Contenders {
         quick.insert(org.id.clone(), Arc::clone(org));
         moka.insert(org.id.clone(), Arc::clone(org));
     }
-    Contenders { ours, quick, moka }
+    Contenders {
+        ours,
+        direct,
+        quick,
+        moka,
+    }
 }
 
 fn get_hit(c: &mut Criterion) {
@@ -123,6 +129,15 @@ fn get_hit(c: &mut Criterion) {
     };
     group.bench_function("object_cache", |b| {
         b.iter(|| ready(all.ours.get(OrgIndex::Id, black_box(&keys[next()]))).expect("hit"))
+    });
+    group.bench_function("memory_cache_direct", |b| {
+        b.iter(|| {
+            all.direct
+                .get_ready(OrgIndex::Id, black_box(&keys[next()]))
+                .expect("ready")
+                .expect("no error")
+                .expect("hit")
+        })
     });
     group.bench_function("quick_cache", |b| {
         b.iter(|| {

@@ -193,6 +193,10 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for MemoryCache<I, V> {
         CONNECTOR
     }
 
+    fn indices(&self) -> &[I] {
+        &self.indices
+    }
+
     fn get_ready(&self, index: I, key: &str) -> Option<Result<Option<Arc<V>>>> {
         Some(self.lookup(index, key))
     }

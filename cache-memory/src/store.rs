@@ -101,7 +101,7 @@ impl<V> Stored<V> {
     pub(crate) fn touch(&self, now: Timestamp) {
         let now = now.as_micros();
         if self.last_used.load(Ordering::Relaxed) < now {
-            self.last_used.fetch_max(now, Ordering::Relaxed);
+            self.last_used.store(now, Ordering::Relaxed);
         }
     }
 

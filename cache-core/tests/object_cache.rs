@@ -1,0 +1,196 @@
+//! The failure policy and read-through of `ObjectCache`, over two tiny in-test caches: one
+//! that keeps objects in a map (one index), one whose backend always fails.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cache_core::{Cache, Entry, Error, ErrorKind, Index, ObjectCache, Result, async_trait};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct ById;
+
+impl Index for ById {
+    fn name(self) -> &'static str {
+        "id"
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct User {
+    id: String,
+    revision: u32,
+}
+
+impl Entry<ById> for User {
+    fn keys(&self, _: ById) -> Vec<String> {
+        vec![self.id.clone()]
+    }
+}
+
+#[derive(Default)]
+struct MapCache(Mutex<HashMap<String, Arc<User>>>);
+
+#[async_trait]
+impl Cache<ById, User> for MapCache {
+    fn connector(&self) -> &'static str {
+        "map"
+    }
+    fn indices(&self) -> &[ById] {
+        &[ById]
+    }
+    async fn get(&self, _: ById, key: &str) -> Result<Option<Arc<User>>> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn set(&self, value: Arc<User>) -> Result<()> {
+        self.0.lock().unwrap().insert(value.id.clone(), value);
+        Ok(())
+    }
+    async fn invalidate(&self, _: ById, keys: &[&str]) -> Result<()> {
+        let mut map = self.0.lock().unwrap();
+        for key in keys {
+            map.remove(*key);
+        }
+        Ok(())
+    }
+    async fn delete(&self, index: ById, keys: &[&str]) -> Result<()> {
+        self.invalidate(index, keys).await
+    }
+    async fn truncate(&self) -> Result<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+struct DownCache;
+
+fn down() -> Error {
+    Error::unavailable("connection refused")
+}
+
+#[async_trait]
+impl Cache<ById, User> for DownCache {
+    fn connector(&self) -> &'static str {
+        "down"
+    }
+    fn indices(&self) -> &[ById] {
+        &[ById]
+    }
+    async fn get(&self, _: ById, _: &str) -> Result<Option<Arc<User>>> {
+        Err(down())
+    }
+    async fn set(&self, _: Arc<User>) -> Result<()> {
+        Err(down())
+    }
+    async fn invalidate(&self, _: ById, _: &[&str]) -> Result<()> {
+        Err(down())
+    }
+    async fn delete(&self, _: ById, _: &[&str]) -> Result<()> {
+        Err(down())
+    }
+    async fn truncate(&self) -> Result<()> {
+        Err(down())
+    }
+}
+
+fn user(revision: u32) -> User {
+    User {
+        id: "7".into(),
+        revision,
+    }
+}
+
+#[tokio::test]
+async fn get_and_set_never_fail_the_caller_and_are_counted() {
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(DownCache));
+    users.set(user(1)).await;
+    assert_eq!(users.get(ById, "7").await, None, "a failed get is a miss");
+    let stats = users.stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (0, 1, 2));
+}
+
+#[tokio::test]
+async fn invalidate_delete_truncate_report_backend_errors() {
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(DownCache));
+    let err = users.invalidate(ById, &["7"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.is_temporary());
+    assert!(users.delete(ById, &["7"]).await.is_err());
+    assert!(users.truncate().await.is_err());
+    assert_eq!(users.stats().errors, 3);
+}
+
+#[tokio::test]
+async fn get_or_load_loads_once_then_hits() {
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(MapCache::default()));
+    let loads = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let got = users
+            .get_or_load(ById, "7", || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(Some(user(1)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&user(1)));
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the first call loads, the others hit"
+    );
+    let stats = users.stats();
+    assert_eq!((stats.hits, stats.misses), (2, 1));
+}
+
+#[tokio::test]
+async fn get_or_load_passes_load_errors_and_caches_no_absence() {
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(MapCache::default()));
+    let err = users
+        .get_or_load(ById, "7", || async { Err::<Option<User>, _>("db down") })
+        .await
+        .unwrap_err();
+    assert_eq!(err, "db down");
+    let none = users
+        .get_or_load(ById, "7", || async { Ok::<_, Error>(None) })
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert!(users.get(ById, "7").await.is_none());
+}
+
+#[tokio::test]
+async fn a_load_that_raced_with_an_invalidation_is_not_cached() {
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(MapCache::default()));
+    // The loader reads revision 1 from the source of truth; meanwhile the service writes
+    // revision 2 and invalidates. The revision-1 object must not stay in the cache.
+    let got = users
+        .get_or_load(ById, "7", || async {
+            let stale = user(1);
+            users.invalidate(ById, &["7"]).await.unwrap();
+            Ok::<_, Error>(Some(stale))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Some(&user(1)),
+        "the caller still gets what it loaded"
+    );
+    assert!(
+        users.get(ById, "7").await.is_none(),
+        "an object loaded before an invalidation finished must not be cached"
+    );
+}
+
+#[tokio::test]
+async fn replace_switches_backend_for_later_calls() {
+    let users: ObjectCache<ById, User> = ObjectCache::noop("user");
+    assert_eq!(users.connector(), "none");
+    users.set(user(1)).await;
+    assert!(users.get(ById, "7").await.is_none());
+    let old = users.replace(Arc::new(MapCache::default()));
+    assert_eq!(old.connector(), "none");
+    users.set(user(2)).await;
+    assert_eq!(users.get(ById, "7").await.as_deref(), Some(&user(2)));
+}
