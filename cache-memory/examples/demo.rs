@@ -1,0 +1,508 @@
+//! The object cache playing its part in a service, on the embedded memory connector.
+//!
+//! ```sh
+//! cargo run --release --example demo [-- --requests 200000 --workers 8]
+//! ```
+//!
+//! Simulated requests resolve their instance by host and an organization by id or primary
+//! domain through two object caches; misses load from a slower simulated source of truth.
+//! Meanwhile an admin task renames instances and organizations in the source and invalidates
+//! them in the cache. Every request checks that it never sees an object older than the last
+//! change whose invalidation had finished when the request started. The report at the end
+//! shows requests, loads, hit ratios, lookup latency and that check.
+//!
+//! Loads go through `ObjectCache::get_or_load`, which does not cache an answer that may predate
+//! an invalidation running meanwhile. A plain get / load / set would fail the check: an answer
+//! read from the database just before a change arrives after the change's invalidation and
+//! would be cached stale (try it: the report then counts hundreds of stale reads).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use cache_core::{AutoPrune, CacheSettings, Entry, Index, ObjectCache, Prune};
+use cache_memory::{MemoryConfig, MemoryConnector};
+use cache_pruner::Pruner;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const INSTANCES: usize = 20;
+const DOMAINS_PER_INSTANCE: usize = 3;
+const ORGS_PER_INSTANCE: usize = 100;
+/// How long the source of truth takes to answer one query.
+const SOURCE_LATENCY: Duration = Duration::from_micros(500);
+/// Time between two admin changes.
+const CHANGE_EVERY: Duration = Duration::from_millis(2);
+
+// ---- the service's own types --------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum InstanceIndex {
+    Id,
+    Host,
+}
+
+impl Index for InstanceIndex {
+    fn name(self) -> &'static str {
+        match self {
+            InstanceIndex::Id => "id",
+            InstanceIndex::Host => "host",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Instance {
+    id: String,
+    hosts: Vec<String>,
+    name: String,
+    revision: u64,
+}
+
+impl Entry<InstanceIndex> for Instance {
+    fn keys(&self, index: InstanceIndex) -> Vec<String> {
+        match index {
+            InstanceIndex::Id => vec![self.id.clone()],
+            InstanceIndex::Host => self.hosts.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum OrgIndex {
+    Id,
+    PrimaryDomain,
+}
+
+impl Index for OrgIndex {
+    fn name(self) -> &'static str {
+        match self {
+            OrgIndex::Id => "id",
+            OrgIndex::PrimaryDomain => "primary_domain",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Organization {
+    instance_id: String,
+    id: String,
+    primary_domain: String,
+    name: String,
+    revision: u64,
+}
+
+impl Entry<OrgIndex> for Organization {
+    /// Tenant-scoped keys: `<instance>-<org id>`, `<instance>-<domain>`.
+    fn keys(&self, index: OrgIndex) -> Vec<String> {
+        let key = match index {
+            OrgIndex::Id => &self.id,
+            OrgIndex::PrimaryDomain => &self.primary_domain,
+        };
+        vec![format!("{}-{}", self.instance_id, key)]
+    }
+}
+
+// ---- the simulated source of truth --------------------------------------------------------
+
+/// The database: slower than the cache, always right. Objects are addressed by number.
+struct Source {
+    instances: Vec<RwLock<Instance>>,
+    orgs: Vec<RwLock<Organization>>,
+    instance_by_host: HashMap<String, usize>,
+    org_by_key: HashMap<String, usize>,
+    loads: AtomicU64,
+}
+
+impl Source {
+    fn new() -> Self {
+        let mut instances = Vec::new();
+        let mut orgs = Vec::new();
+        let mut instance_by_host = HashMap::new();
+        let mut org_by_key = HashMap::new();
+        for i in 0..INSTANCES {
+            let id = format!("inst{i:03}");
+            let hosts: Vec<String> = (0..DOMAINS_PER_INSTANCE)
+                .map(|d| format!("{}.tenant{i}.example", ["auth", "login", "id"][d]))
+                .collect();
+            for host in &hosts {
+                instance_by_host.insert(host.clone(), i);
+            }
+            for o in 0..ORGS_PER_INSTANCE {
+                let org = Organization {
+                    instance_id: id.clone(),
+                    id: format!("{}", 300_000 + i * ORGS_PER_INSTANCE + o),
+                    primary_domain: format!("org{o}.tenant{i}.example"),
+                    name: format!("Organization {o} of tenant {i}"),
+                    revision: 0,
+                };
+                for key in org
+                    .keys(OrgIndex::Id)
+                    .into_iter()
+                    .chain(org.keys(OrgIndex::PrimaryDomain))
+                {
+                    org_by_key.insert(key, orgs.len());
+                }
+                orgs.push(RwLock::new(org));
+            }
+            instances.push(RwLock::new(Instance {
+                id,
+                hosts,
+                name: format!("Tenant {i}"),
+                revision: 0,
+            }));
+        }
+        Source {
+            instances,
+            orgs,
+            instance_by_host,
+            org_by_key,
+            loads: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers with what the database held when the query ran; the answer then takes
+    /// [`SOURCE_LATENCY`] to arrive (so it can be outdated on arrival, as in real life).
+    async fn answer<T>(&self, snapshot: T) -> Result<T, String> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(SOURCE_LATENCY).await;
+        Ok(snapshot)
+    }
+
+    async fn instance_by_host(&self, host: &str) -> Result<Option<Instance>, String> {
+        let snapshot = self
+            .instance_by_host
+            .get(host)
+            .map(|&i| read(&self.instances[i]).clone());
+        self.answer(snapshot).await
+    }
+
+    async fn org_by_key(&self, key: &str) -> Result<Option<Organization>, String> {
+        let snapshot = self
+            .org_by_key
+            .get(key)
+            .map(|&o| read(&self.orgs[o]).clone());
+        self.answer(snapshot).await
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---- the service ----------------------------------------------------------------------------
+
+struct Service {
+    source: Source,
+    instances: ObjectCache<InstanceIndex, Instance>,
+    orgs: ObjectCache<OrgIndex, Organization>,
+    /// Per object, the revision whose invalidation has finished: no request that starts later
+    /// may see an older one.
+    fresh_instances: Vec<AtomicU64>,
+    fresh_orgs: Vec<AtomicU64>,
+    stale_reads: AtomicU64,
+    not_found: AtomicU64,
+}
+
+#[derive(Default)]
+struct Latencies {
+    all: Vec<u64>,
+}
+
+impl Service {
+    /// One request: resolve the instance by host, then an organization by id or domain.
+    async fn request(&self, rng: &mut StdRng, latencies: &mut Latencies) {
+        let i = skewed(rng, INSTANCES);
+        let host = read(&self.source.instances[i]).hosts[rng.random_range(0..DOMAINS_PER_INSTANCE)]
+            .clone();
+        let fresh = self.fresh_instances[i].load(Ordering::SeqCst);
+        let started = Instant::now();
+        let instance = self
+            .instances
+            .get_or_load(InstanceIndex::Host, &host, || {
+                self.source.instance_by_host(&host)
+            })
+            .await;
+        latencies.all.push(nanos(started));
+        let Ok(Some(instance)) = instance else {
+            self.not_found.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if instance.revision < fresh {
+            self.stale_reads.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let o = i * ORGS_PER_INSTANCE + skewed(rng, ORGS_PER_INSTANCE);
+        let (index, key) = {
+            let org = read(&self.source.orgs[o]);
+            if rng.random_bool(0.7) {
+                (OrgIndex::Id, format!("{}-{}", instance.id, org.id))
+            } else {
+                let domain = &org.primary_domain;
+                (OrgIndex::PrimaryDomain, format!("{}-{domain}", instance.id))
+            }
+        };
+        let fresh = self.fresh_orgs[o].load(Ordering::SeqCst);
+        let started = Instant::now();
+        let org = self
+            .orgs
+            .get_or_load(index, &key, || self.source.org_by_key(&key))
+            .await;
+        latencies.all.push(nanos(started));
+        match org {
+            Ok(Some(org)) if org.revision < fresh => {
+                self.stale_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(_)) => {}
+            _ => {
+                self.not_found.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// One admin change: rename an instance or an organization in the source of truth, then
+    /// invalidate it in the cache, then publish that the new revision is the one to see.
+    async fn change(&self, rng: &mut StdRng) -> &'static str {
+        if rng.random_bool(0.2) {
+            let i = rng.random_range(0..INSTANCES);
+            let (id, revision) = {
+                let mut instance = write(&self.source.instances[i]);
+                instance.revision += 1;
+                instance.name = format!("Tenant {i} (rev {})", instance.revision);
+                (instance.id.clone(), instance.revision)
+            };
+            self.instances
+                .invalidate(InstanceIndex::Id, &[id])
+                .await
+                .expect("the memory connector cannot fail");
+            self.fresh_instances[i].store(revision, Ordering::SeqCst);
+            "instance"
+        } else {
+            let o = rng.random_range(0..self.source.orgs.len());
+            let (key, revision) = {
+                let mut org = write(&self.source.orgs[o]);
+                org.revision += 1;
+                org.name = format!("Organization {o} (rev {})", org.revision);
+                (org.keys(OrgIndex::Id), org.revision)
+            };
+            self.orgs
+                .invalidate(OrgIndex::Id, &key)
+                .await
+                .expect("the memory connector cannot fail");
+            self.fresh_orgs[o].store(revision, Ordering::SeqCst);
+            "organization"
+        }
+    }
+}
+
+/// A popularity-skewed pick in `0..n`: low numbers are much more frequent (like real tenants).
+fn skewed(rng: &mut StdRng, n: usize) -> usize {
+    let x: f64 = rng.random();
+    ((x * x * x) * n as f64) as usize % n
+}
+
+fn nanos(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    Duration::from_nanos(sorted[at])
+}
+
+struct Args {
+    requests: usize,
+    workers: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut parsed = Args {
+        requests: 200_000,
+        workers: 8,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || -> Result<usize, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|v| *v > 0)
+                .ok_or_else(|| format!("{flag} needs a positive number"))
+        };
+        match flag.as_str() {
+            "--requests" => parsed.requests = value()?,
+            "--workers" => parsed.workers = value()?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; use --requests N and --workers N"
+                ));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("demo: {message}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = MemoryConfig::enabled();
+    let connector = MemoryConnector::new(config.clone());
+    let settings = CacheSettings::default(); // MaxAge 1h, LastUsage 10m
+    let instance_cache = connector.cache(
+        "instance",
+        &[InstanceIndex::Id, InstanceIndex::Host],
+        &settings,
+    );
+    let org_cache = connector.cache(
+        "organization",
+        &[OrgIndex::Id, OrgIndex::PrimaryDomain],
+        &settings,
+    );
+    let prune_every = AutoPrune::new(Duration::from_millis(250), Duration::from_secs(1));
+    let pruners = [
+        Pruner::start(
+            "instance",
+            "memory",
+            instance_cache.clone() as Arc<dyn Prune>,
+            prune_every,
+        ),
+        Pruner::start(
+            "organization",
+            "memory",
+            org_cache.clone() as Arc<dyn Prune>,
+            prune_every,
+        ),
+    ];
+    let source = Source::new();
+    let service = Arc::new(Service {
+        fresh_instances: (0..INSTANCES).map(|_| AtomicU64::new(0)).collect(),
+        fresh_orgs: (0..source.orgs.len()).map(|_| AtomicU64::new(0)).collect(),
+        source,
+        instances: ObjectCache::new("instance", instance_cache),
+        orgs: ObjectCache::new("organization", org_cache),
+        stale_reads: AtomicU64::new(0),
+        not_found: AtomicU64::new(0),
+    });
+
+    println!(
+        "object-cache demo: {} requests from {} workers; {INSTANCES} instances, {} organizations \
+         on the memory connector (capacity {} keys per cache); source of truth answers in {:?}",
+        args.requests,
+        args.workers,
+        service.source.orgs.len(),
+        config.capacity,
+        SOURCE_LATENCY,
+    );
+
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let admin = {
+        let service = Arc::clone(&service);
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(1);
+            let mut changes: HashMap<&'static str, u64> = HashMap::new();
+            while !done.load(Ordering::Relaxed) {
+                *changes.entry(service.change(&mut rng).await).or_default() += 1;
+                tokio::time::sleep(CHANGE_EVERY).await;
+            }
+            changes
+        })
+    };
+    let workers: Vec<_> = (0..args.workers)
+        .map(|w| {
+            let service = Arc::clone(&service);
+            let requests =
+                args.requests / args.workers + usize::from(w < args.requests % args.workers);
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(100 + w as u64);
+                let mut latencies = Latencies::default();
+                for _ in 0..requests {
+                    service.request(&mut rng, &mut latencies).await;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.expect("a worker panicked").all);
+    }
+    done.store(true, Ordering::Relaxed);
+    let changes = admin.await.expect("the admin task panicked");
+    let elapsed = started.elapsed();
+    for pruner in pruners {
+        pruner.shutdown().await;
+    }
+    all.sort_unstable();
+
+    let loads = service.source.loads.load(Ordering::Relaxed);
+    let stale = service.stale_reads.load(Ordering::Relaxed);
+    let (i, o) = (service.instances.stats(), service.orgs.stats());
+    println!();
+    println!(
+        "  requests            {:>10}  in {:.2?} ({:.0} requests/s)",
+        args.requests,
+        elapsed,
+        args.requests as f64 / elapsed.as_secs_f64()
+    );
+    println!("  cache lookups       {:>10}", all.len());
+    println!(
+        "  loads from source   {:>10}  ({:.1} % of lookups)",
+        loads,
+        100.0 * loads as f64 / all.len().max(1) as f64
+    );
+    println!(
+        "  hit ratio           {:>9.1} %  instance {:.1} %, organization {:.1} %",
+        100.0 * (i.hits + o.hits) as f64 / (i.hits + i.misses + o.hits + o.misses).max(1) as f64,
+        100.0 * i.hit_ratio(),
+        100.0 * o.hit_ratio()
+    );
+    println!(
+        "  lookup latency      p50 {:.2?}, p99 {:.2?}, max {:.2?} (misses include the load)",
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        percentile(&all, 1.0)
+    );
+    println!(
+        "  changes             {:>10}  ({} instances, {} organizations), each invalidated",
+        changes.values().sum::<u64>(),
+        changes.get("instance").unwrap_or(&0),
+        changes.get("organization").unwrap_or(&0)
+    );
+    println!("  cache errors        {:>10}", i.errors + o.errors);
+    println!(
+        "  not found           {:>10}",
+        service.not_found.load(Ordering::Relaxed)
+    );
+    println!(
+        "  stale reads         {:>10}  (requests that saw an object older than a finished invalidation)",
+        stale
+    );
+    println!();
+    if stale == 0 {
+        println!("OK: no request saw a stale object after its invalidation.");
+    } else {
+        println!("FAILED: {stale} requests saw a stale object after its invalidation.");
+        std::process::exit(1);
+    }
+}
