@@ -1,15 +1,25 @@
 //! The conformance suite every connector and decorator must pass (feature `testkit`).
 //!
-//! A connector crate implements [`Fixture`] once and stamps the whole suite into its tests
-//! with one macro call:
+//! A connector crate implements [`Fixture`] once, writes an `async fn` that builds it
+//! (returning `None`, after printing why, when its server is missing), and stamps the whole
+//! suite and the model-based test into its tests with two lines:
 //!
 //! ```ignore
-//! cache_core::conformance_suite!(my_fixture().await);
-//! cache_core::model_test!(my_fixture().await);
+//! async fn fixture() -> Option<MyFixture> { ... }
+//!
+//! cache_core::conformance_suite!(fixture);
+//! cache_core::model_test!(fixture);
 //! ```
 //!
-//! Each case is a plain `async fn` over `&dyn Fixture`, documented with the rule it checks.
+//! That makes one `#[test]` per case in [`cases`] (module `conformance`) and one
+//! `model_matches_reference` test ([`model::check`]). Each test runs on its own
+//! multi-threaded Tokio runtime and builds its own fixture, so the connector crate needs no
+//! async test framework.
 
+pub mod cases;
+pub mod model;
+
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -108,6 +118,12 @@ pub trait Fixture: Send + Sync + 'static {
 
     /// Whether this connector's caches must offer [`Cache::into_prune`] (memory, postgres).
     fn prunable(&self) -> bool;
+
+    /// Whether [`advance`](Fixture::advance) moves the caches' clock exactly (a manual
+    /// clock), so cases may check expiry to the millisecond. `false` when time passes for
+    /// real (a server keeping its own TTLs): cases then use safe margins and the model test
+    /// leaves expiry out.
+    fn exact_time(&self) -> bool;
 }
 
 /// A purpose name unique in this process run, e.g. `max_age-3f2a-7`, so cases on a shared
@@ -116,4 +132,90 @@ pub fn unique_purpose(case: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let run = std::process::id();
     format!("{case}-{run:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The runtime each generated test runs on: 2 worker threads, I/O and time enabled.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime for the conformance suite")
+}
+
+/// The longest one conformance case may take before it fails as hung.
+pub const CASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `case` to completion on a fresh runtime, failing it after [`CASE_TIMEOUT`]. Used by
+/// [`conformance_suite!`](crate::conformance_suite).
+pub fn run<Fut: Future<Output = ()>>(case: Fut) {
+    runtime().block_on(async {
+        if tokio::time::timeout(CASE_TIMEOUT, case).await.is_err() {
+            panic!("the case did not finish within {CASE_TIMEOUT:?}");
+        }
+    });
+}
+
+/// Stamps one `#[test]` per conformance case into a `conformance` module.
+///
+/// `$make` names an `async fn() -> Option<F>` (or a closure returning such a future) with
+/// `F: Fixture`; `None` skips the case. See the [module docs](crate::testkit).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::__conformance_cases!($make;
+            set_then_get_through_every_index,
+            unknown_key_misses,
+            invalidate_hides_through_every_index,
+            invalidate_skips_unknown_keys,
+            delete_removes_one_mapping_only,
+            set_invalidates_older_objects_sharing_a_key,
+            set_replaces_the_previous_version,
+            duplicate_keys_in_one_entry,
+            max_age_expires,
+            last_usage_expires_and_hits_renew_it,
+            zero_durations_disable_expiry,
+            prune_never_renews_last_usage,
+            truncate_empties_only_this_cache,
+            unknown_index_is_an_error,
+            awkward_keys_never_collide,
+            purposes_are_isolated,
+            large_values_round_trip,
+            concurrent_operations_stay_consistent,
+            no_stale_read_after_invalidate,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($make:expr; $($case:ident),* $(,)?) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    $crate::testkit::run(async {
+                        let Some(fixture) = ($make)().await else { return };
+                        $crate::testkit::cases::$case(&fixture).await;
+                    });
+                }
+            )*
+        }
+    };
+}
+
+/// Stamps the model-based test ([`model::check`]) as `model_matches_reference`.
+///
+/// `$make` is the same fixture builder [`conformance_suite!`](crate::conformance_suite) takes.
+#[macro_export]
+macro_rules! model_test {
+    ($make:expr) => {
+        #[test]
+        fn model_matches_reference() {
+            $crate::testkit::model::check($make);
+        }
+    };
 }
