@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## The reference configuration (`defaults.yaml`)
+//!
+//! ```yaml
+#![doc = include_str!("../defaults.yaml")]
+//! ```
+
+mod error;
+mod keys;
+mod layer;
+mod load;
+mod model;
+
+pub use error::ConfigError;
+pub use load::{DEFAULTS_YAML, Loader};
+pub use model::{CachesConfig, ConnectorsConfig};

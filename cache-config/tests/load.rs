@@ -1,0 +1,281 @@
+//! Loading: the embedded defaults, the reference's example files, layering, and errors.
+
+// figment::Jail closures return figment's own (large) error type.
+#![allow(clippy::result_large_err)]
+
+use std::time::Duration;
+
+use cache_config::{ConfigError, DEFAULTS_YAML, Loader};
+
+fn load(yaml: &str) -> Result<cache_config::CachesConfig, ConfigError> {
+    Loader::new().yaml(yaml).load()
+}
+
+#[test]
+fn the_embedded_defaults_are_the_documented_ones() {
+    let config = Loader::new().load().expect("defaults load");
+    assert!(DEFAULTS_YAML.contains("LastUsage: 10m"));
+    for (purpose, settings) in config.object_caches() {
+        assert_eq!(
+            settings.connector_name(),
+            "",
+            "{purpose}: no caching by default"
+        );
+        assert_eq!(settings.max_age, Duration::from_secs(3600), "{purpose}");
+        assert_eq!(settings.last_usage, Duration::from_secs(600), "{purpose}");
+    }
+    assert!(!config.connectors.memory.enabled);
+    assert_eq!(config.connectors.memory.capacity, 10_000);
+    assert_eq!(
+        config.connectors.memory.auto_prune.interval,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        config.connectors.memory.auto_prune.timeout,
+        Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn reference_example_single_server_with_memory_loads_as_written() {
+    let config = load(
+        "Caches:\n  Memory:\n    Enabled: true\n  Instance:\n    Connector: \"memory\"\n    MaxAge: 1h\n  Organization:\n    Connector: \"memory\"\n    MaxAge: 1h\n",
+    )
+    .unwrap();
+    assert!(config.connectors.memory.enabled);
+    assert_eq!(config.instance.connector_name(), "memory");
+    assert_eq!(config.organization.connector_name(), "memory");
+    assert_eq!(config.milestones.connector_name(), "");
+    assert_eq!(config.instance.max_age, Duration::from_secs(3600));
+}
+
+#[test]
+fn reference_examples_with_remote_connectors_name_the_missing_feature() {
+    let postgres = load(
+        "Caches:\n  Memory:\n    Enabled: true\n  Postgres:\n    Enabled: true\n  Instance:\n    Connector: \"memory\"\n    MaxAge: 1s\n  Milestones:\n    Connector: \"postgres\"\n    MaxAge: 1h\n    LastUsage: 10m\n  Organization:\n    Connector: \"memory\"\n    MaxAge: 1s\n",
+    )
+    .unwrap_err();
+    assert_eq!(postgres.path(), "Caches.Connectors.Postgres.Enabled");
+    assert!(
+        postgres.message().contains("`postgres` Cargo feature"),
+        "{postgres}"
+    );
+    let redis = load(
+        "Caches:\n  Connectors:\n    Redis:\n      Enabled: true\n  Instance:\n    Connector: \"redis\"\n    MaxAge: 1h\n    LastUsage: 10m\n  Milestones:\n    Connector: \"redis\"\n    MaxAge: 1h\n    LastUsage: 10m\n  Organization:\n    Connector: \"redis\"\n    MaxAge: 1h\n    LastUsage: 10m\n",
+    )
+    .unwrap_err();
+    assert_eq!(redis.path(), "Caches.Connectors.Redis.Enabled");
+    assert!(redis.message().contains("`redis` Cargo feature"), "{redis}");
+}
+
+#[test]
+fn keys_are_case_insensitive_and_last_use_age_is_an_alias() {
+    let config = load(
+        "caches: { MEMORY: { enabled: true }, instance: { CONNECTOR: Memory, maxage: 500ms, LastUseAge: 1h30m } }",
+    )
+    .unwrap();
+    assert_eq!(config.instance.connector_name(), "memory");
+    assert_eq!(config.instance.max_age, Duration::from_millis(500));
+    assert_eq!(config.instance.last_usage, Duration::from_secs(5400));
+}
+
+#[test]
+fn later_layers_win_and_environment_wins_over_files() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "caches.yaml",
+            "Caches:\n  Memory: { Enabled: true }\n  Instance: { Connector: memory, MaxAge: 1h }\n",
+        )?;
+        jail.set_env("TESTAPP_CACHES_INSTANCE_MAXAGE", "1s");
+        jail.set_env("TESTAPP_CACHES_CONNECTORS_MEMORY_CAPACITY", "42");
+        let config = Loader::new()
+            .file("caches.yaml")
+            .env_prefix("TESTAPP")
+            .load()
+            .map_err(|e| e.to_string())?;
+        assert_eq!(config.instance.max_age, Duration::from_secs(1));
+        assert_eq!(config.instance.connector_name(), "memory");
+        assert_eq!(config.connectors.memory.capacity, 42);
+        let without_env = Loader::new()
+            .file("caches.yaml")
+            .load()
+            .map_err(|e| e.to_string())?;
+        assert_eq!(without_env.instance.max_age, Duration::from_secs(3600));
+        Ok(())
+    });
+}
+
+#[test]
+fn declared_purposes_have_their_own_settings() {
+    let config = Loader::new()
+        .yaml("Caches: { Memory: { Enabled: true }, Sessions: { Connector: memory, MaxAge: 5m } }")
+        .purpose("Sessions")
+        .load()
+        .unwrap();
+    let sessions = config.settings("sessions").expect("declared");
+    assert_eq!(sessions.connector_name(), "memory");
+    assert_eq!(sessions.max_age, Duration::from_secs(300));
+    let undeclared = Loader::new().purpose("tokens").load().unwrap();
+    assert_eq!(undeclared.settings("tokens").unwrap().connector_name(), "");
+}
+
+/// Each bad configuration and the exact key path its error must name.
+const BAD: &[(&str, &str, &str)] = &[
+    (
+        "Caches: { Instance: { MaxAg: 1h } }",
+        "Caches.Instance.maxag",
+        "did you mean `MaxAge`",
+    ),
+    (
+        "Caches: { Instanse: { MaxAge: 1h } }",
+        "Caches.instanse",
+        "did you mean `Instance`",
+    ),
+    (
+        "Caches: { Organization: { LastUsag: 1m } }",
+        "Caches.Organization.lastusag",
+        "did you mean `LastUsage`",
+    ),
+    (
+        "Caches: { Instance: { MaxAge: -1s } }",
+        "Caches.Instance.MaxAge",
+        "negative",
+    ),
+    (
+        "Caches: { Instance: { MaxAge: 10 } }",
+        "Caches.Instance.MaxAge",
+        "unit",
+    ),
+    (
+        "Caches: { Instance: { MaxAge: soon } }",
+        "Caches.Instance.MaxAge",
+        "soon",
+    ),
+    (
+        "Caches: { Milestones: { LastUsage: 1 fortnight } }",
+        "Caches.Milestones.LastUsage",
+        "fortnight",
+    ),
+    (
+        "Caches: { Instance: { Connector: memory } }",
+        "Caches.Instance.Connector",
+        "Caches.Connectors.Memory.Enabled: true",
+    ),
+    (
+        "Caches: { Instance: { Connector: memroy } }",
+        "Caches.Instance.Connector",
+        "did you mean `memory`",
+    ),
+    (
+        "Caches: { Organization: { Connector: redis } }",
+        "Caches.Organization.Connector",
+        "not enabled",
+    ),
+    (
+        "Caches: { Milestones: { Connector: postgres } }",
+        "Caches.Milestones.Connector",
+        "not enabled",
+    ),
+    (
+        "Caches: { Connectors: { Redis: { Enabled: true } } }",
+        "Caches.Connectors.Redis.Enabled",
+        "`redis` Cargo feature",
+    ),
+    (
+        "Caches: { Postgres: { Enabled: true } }",
+        "Caches.Connectors.Postgres.Enabled",
+        "`postgres` Cargo feature",
+    ),
+    (
+        "Caches: { Connectors: { Memcached: {} } }",
+        "Caches.Connectors.memcached",
+        "allowed here: Memory, Postgres, Redis",
+    ),
+    (
+        "Caches: { Connectors: { Memory: { Capacity: 0 } } }",
+        "Caches.Connectors.Memory.Capacity",
+        "cache nothing",
+    ),
+    (
+        "Caches: { Connectors: { Memory: { Capacity: lots } } }",
+        "Caches.Connectors.Memory.Capacity",
+        "lots",
+    ),
+    (
+        "Caches: { Connectors: { Memory: { Enabled: maybe } } }",
+        "Caches.Connectors.Memory.Enabled",
+        "maybe",
+    ),
+    (
+        "Caches: { Connectors: { Memory: { AutoPrune: { Intervall: 1m } } } }",
+        "Caches.Connectors.Memory.AutoPrune.intervall",
+        "did you mean `Interval`",
+    ),
+    (
+        "Caches: { Connectors: { Memory: { AutoPrune: { Interval: -5s } } } }",
+        "Caches.Connectors.Memory.AutoPrune.Interval",
+        "negative",
+    ),
+    (
+        "Caches: { Connectors: { Memory: { Capasity: 5 } } }",
+        "Caches.Connectors.Memory.capasity",
+        "did you mean `Capacity`",
+    ),
+    (
+        "Caches: { Instance: { Log: { Level: verbose } } }",
+        "Caches.Instance.Log.Level",
+        "verbose",
+    ),
+    (
+        "Caches: { Instance: { Log: { Formatter: { Format: xml } } } }",
+        "Caches.Instance.Log.Formatter.Format",
+        "xml",
+    ),
+    (
+        "Caches: { Instance: { Log: { Colour: red } } }",
+        "Caches.Instance.Log.colour",
+        "allowed here",
+    ),
+    (
+        "Caches: { Memory: { Enabled: true }, Connectors: { Memory: { Enabled: true } } }",
+        "Caches.Memory",
+        "both",
+    ),
+    ("Caches: { Instance: 5 }", "Caches.Instance", "expected"),
+    ("Caches: [1, 2]", "Caches", "map"),
+    (
+        "Caches: { Connectors: { Redis: { Enabled: yes please } } }",
+        "Caches.Connectors.Redis.Enabled",
+        "yes please",
+    ),
+];
+
+#[test]
+fn every_bad_configuration_names_its_key_path() {
+    assert!(BAD.len() >= 20);
+    let mut failures = Vec::new();
+    for (yaml, path, hint) in BAD {
+        match load(yaml) {
+            Ok(_) => failures.push(format!("{yaml}\n    loaded, expected an error at {path}")),
+            Err(e) if e.path() != *path || !e.message().contains(hint) => failures.push(format!(
+                "{yaml}\n    expected {path} mentioning {hint:?}\n    got      {e}"
+            )),
+            Err(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let e = Loader::new()
+        .file("/nonexistent/caches.yaml")
+        .load()
+        .unwrap_err();
+    assert!(e.message().contains("does not exist"), "{e}");
+}
