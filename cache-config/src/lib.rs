@@ -6,12 +6,14 @@
 #![doc = include_str!("../defaults.yaml")]
 //! ```
 
+mod assemble;
 mod error;
 mod keys;
 mod layer;
 mod load;
 mod model;
 
+pub use assemble::Caches;
 pub use error::ConfigError;
 pub use load::{DEFAULTS_YAML, Loader};
 pub use model::{CachesConfig, ConnectorsConfig};

@@ -1,0 +1,325 @@
+//! [`Caches`]: the running connectors and object caches of a service, built from a
+//! [`CachesConfig`] and switchable at runtime.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cache_core::{Cache, CacheSettings, Entry, Index, ObjectCache, Prune};
+use cache_pruner::Pruner;
+
+use crate::error::ConfigError;
+use crate::keys;
+use crate::model::{CachesConfig, ConnectorsConfig};
+
+/// The connectors a configuration enables, made once and shared by every object cache that
+/// names them.
+struct Connectors {
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
+    config: ConnectorsConfig,
+    #[cfg(feature = "memory")]
+    memory: Option<cache_memory::MemoryConnector>,
+}
+
+impl Connectors {
+    fn new(config: &ConnectorsConfig) -> Self {
+        Connectors {
+            config: config.clone(),
+            #[cfg(feature = "memory")]
+            memory: config
+                .memory
+                .enabled
+                .then(|| cache_memory::MemoryConnector::new(config.memory.clone())),
+        }
+    }
+
+    /// A backend for one object cache, with its prune capability and the connector's
+    /// prune schedule when it needs a pruner.
+    #[cfg_attr(not(feature = "memory"), allow(unused_variables))]
+    fn backend<I: Index, V: Entry<I>>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Result<Backend<I, V>, ConfigError> {
+        let name = settings.connector_name();
+        match name.as_str() {
+            "" => Ok(Backend {
+                cache: Arc::new(cache_core::NoopCache),
+                prune: None,
+            }),
+            #[cfg(feature = "memory")]
+            "memory" => {
+                let connector = self
+                    .memory
+                    .as_ref()
+                    .ok_or_else(|| not_enabled(purpose, &name))?;
+                let cache = connector.cache::<I, V>(purpose, indices, settings);
+                let prune = Arc::clone(&cache)
+                    .into_prune()
+                    .map(|prune| (prune, self.config.memory.auto_prune));
+                Ok(Backend { cache, prune })
+            }
+            _ => Err(not_enabled(purpose, &name)),
+        }
+    }
+}
+
+fn not_enabled(purpose: &str, connector: &str) -> ConfigError {
+    ConfigError::new(
+        format!("Caches.{}.Connector", keys::documented(purpose)),
+        format!(
+            "names the {connector} connector, which is not enabled or not compiled in; enable \
+             Caches.Connectors.{}.Enabled and its Cargo feature",
+            keys::documented(connector)
+        ),
+    )
+}
+
+struct Backend<I: Index, V: Entry<I>> {
+    cache: Arc<dyn Cache<I, V>>,
+    prune: Option<PruneJob>,
+}
+
+/// What [`Caches`] keeps of one object cache to rebuild it on a new configuration.
+struct Registered {
+    /// Builds a backend from these connectors and settings and swaps it into the object cache;
+    /// returns the new backend's prune capability and schedule.
+    rebuild: Rebuild,
+    settings: CacheSettings,
+    pruner: Option<Pruner>,
+}
+
+/// A prune capability and the schedule to run it on.
+type PruneJob = (Arc<dyn Prune>, cache_core::AutoPrune);
+type Rebuild =
+    Box<dyn Fn(&Connectors, &CacheSettings) -> Result<Option<PruneJob>, ConfigError> + Send + Sync>;
+
+struct State {
+    config: CachesConfig,
+    connectors: Connectors,
+    caches: BTreeMap<String, Registered>,
+}
+
+/// The running caches of a service: the enabled connectors, and every object cache made
+/// through [`object_cache`](Caches::object_cache), with their pruners.
+///
+/// Call it once at startup, inside a Tokio runtime (pruners are tasks):
+///
+/// ```
+/// use cache_config::{Caches, Loader};
+/// use cache_core::{Entry, Index};
+///
+/// #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// enum InstanceIndex { Id, Host }
+/// impl Index for InstanceIndex {
+///     fn name(self) -> &'static str {
+///         match self { InstanceIndex::Id => "id", InstanceIndex::Host => "host" }
+///     }
+/// }
+/// struct Instance { id: String, hosts: Vec<String> }
+/// impl Entry<InstanceIndex> for Instance {
+///     fn keys(&self, index: InstanceIndex) -> Vec<String> {
+///         match index {
+///             InstanceIndex::Id => vec![self.id.clone()],
+///             InstanceIndex::Host => self.hosts.clone(),
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), cache_config::ConfigError> {
+/// let config = Loader::new()
+///     .yaml("Caches: { Memory: { Enabled: true }, Instance: { Connector: memory } }")
+///     .load()?;
+/// let caches = Caches::start(&config, env!("CARGO_PKG_VERSION"));
+/// let instances = caches.object_cache::<InstanceIndex, Instance>(
+///     "instance",
+///     &[InstanceIndex::Id, InstanceIndex::Host],
+/// )?;
+/// assert_eq!(instances.connector(), "memory");
+/// caches.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Caches {
+    version: String,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Caches")
+            .field("version", &self.version)
+            .field("object_caches", &state.caches.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Caches {
+    /// Makes the connectors `config` enables. `version` scopes the objects of shared backends
+    /// (PostgreSQL, Redis) so that two releases running side by side never read each other's
+    /// objects; pass the application's build version.
+    pub fn start(config: &CachesConfig, version: impl Into<String>) -> Self {
+        Caches {
+            version: version.into(),
+            state: Mutex::new(State {
+                config: config.clone(),
+                connectors: Connectors::new(&config.connectors),
+                caches: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// The version string given at [`start`](Self::start).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The object cache `purpose` (`instance`, `milestones`, `organization`, or one declared
+    /// with [`Loader::purpose`](crate::Loader::purpose)), storing `V` found through `indices`,
+    /// on the connector its settings name; its pruner is started when the connector needs one.
+    /// Must be called inside a Tokio runtime when a pruner starts.
+    ///
+    /// Each purpose can be made once per `Caches`; a second call is an error.
+    pub fn object_cache<I: Index, V: Entry<I>>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+    ) -> Result<ObjectCache<I, V>, ConfigError> {
+        let purpose = purpose.to_ascii_lowercase();
+        let path = format!("Caches.{}", keys::documented(&purpose));
+        let mut state = self.lock();
+        if state.caches.contains_key(&purpose) {
+            return Err(ConfigError::new(
+                path,
+                "this object cache was already made; clone the ObjectCache you have instead",
+            ));
+        }
+        let settings = state.config.settings(&purpose).cloned().ok_or_else(|| {
+            ConfigError::new(
+                &path,
+                "not a built-in object cache and not declared; declare it with Loader::purpose",
+            )
+        })?;
+        let backend = state
+            .connectors
+            .backend::<I, V>(&purpose, indices, &settings)?;
+        let cache = ObjectCache::new(purpose.as_str(), backend.cache);
+        let pruner = start_pruner(&purpose, &settings, backend.prune);
+        let rebuild = {
+            let (cache, indices, purpose) = (cache.clone(), indices.to_vec(), purpose.clone());
+            Box::new(move |connectors: &Connectors, settings: &CacheSettings| {
+                let backend = connectors.backend::<I, V>(&purpose, &indices, settings)?;
+                cache.replace(backend.cache);
+                Ok(backend.prune)
+            })
+        };
+        state.caches.insert(
+            purpose,
+            Registered {
+                rebuild,
+                settings,
+                pruner,
+            },
+        );
+        Ok(cache)
+    }
+
+    /// Switches to `config` without a restart: every object cache whose connector or settings
+    /// changed gets a new, empty backend (readers are never blocked; operations already
+    /// running finish on the old one), pruners follow, and connectors no longer used are
+    /// dropped. Object caches whose settings did not change keep their contents.
+    ///
+    /// Nothing changes if any object cache cannot be built from `config`.
+    pub async fn reconfigure(&self, config: &CachesConfig) -> Result<(), ConfigError> {
+        let stopped = {
+            let mut state = self.lock();
+            let connectors = Connectors::new(&config.connectors);
+            let connectors_changed = state.config.connectors != config.connectors;
+            // Check every object cache first, so a bad configuration changes nothing.
+            let mut changes = Vec::new();
+            for (purpose, registered) in &state.caches {
+                let settings = config.settings(purpose).cloned().ok_or_else(|| {
+                    ConfigError::new(
+                        format!("Caches.{}", keys::documented(purpose)),
+                        "the running object cache is missing from the new configuration",
+                    )
+                })?;
+                if connectors_changed || settings != registered.settings {
+                    changes.push((purpose.clone(), settings));
+                }
+            }
+            for (purpose, settings) in &changes {
+                check_buildable(&connectors, purpose, settings)?;
+            }
+            let mut stopped = Vec::new();
+            for (purpose, settings) in changes {
+                let registered = state
+                    .caches
+                    .get_mut(&purpose)
+                    .expect("changes come from the registered caches");
+                let prune = (registered.rebuild)(&connectors, &settings)?;
+                stopped.extend(registered.pruner.take());
+                registered.pruner = start_pruner(&purpose, &settings, prune);
+                registered.settings = settings;
+            }
+            if connectors_changed {
+                state.connectors = connectors;
+            }
+            state.config = config.clone();
+            stopped
+        };
+        for pruner in stopped {
+            pruner.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Stops every pruner and waits for them. The object caches keep working until dropped.
+    pub async fn shutdown(self) {
+        let pruners: Vec<Pruner> = {
+            let mut state = self.lock();
+            state
+                .caches
+                .values_mut()
+                .filter_map(|r| r.pruner.take())
+                .collect()
+        };
+        for pruner in pruners {
+            pruner.shutdown().await;
+        }
+    }
+}
+
+/// Whether `settings` name a connector `connectors` has (without building anything).
+#[cfg_attr(not(feature = "memory"), allow(unused_variables))]
+fn check_buildable(
+    connectors: &Connectors,
+    purpose: &str,
+    settings: &CacheSettings,
+) -> Result<(), ConfigError> {
+    match settings.connector_name().as_str() {
+        "" => Ok(()),
+        #[cfg(feature = "memory")]
+        "memory" if connectors.memory.is_some() => Ok(()),
+        other => Err(not_enabled(purpose, other)),
+    }
+}
+
+fn start_pruner(
+    purpose: &str,
+    settings: &CacheSettings,
+    prune: Option<PruneJob>,
+) -> Option<Pruner> {
+    let (prune, schedule) = prune?;
+    Some(Pruner::start(
+        purpose,
+        settings.connector_name(),
+        prune,
+        schedule,
+    ))
+}
