@@ -1,8 +1,13 @@
-//! The object cache playing its part in a service, on the embedded memory connector.
+//! The object cache playing its part in a service, configured through `cache-config`.
 //!
 //! ```sh
-//! cargo run --release --example demo [-- --requests 200000 --workers 8]
+//! cargo run --release --example demo [-- --requests 200000 --workers 8 --config FILE ...]
 //! ```
+//!
+//! Its built-in configuration puts the instance and organization caches on the memory
+//! connector; `--config FILE` (repeatable) and `DEMO_CACHES_...` environment variables
+//! override it, e.g. `DEMO_CACHES_ORGANIZATION_CONNECTOR= cargo run --release --example demo`
+//! runs the organization cache without caching.
 //!
 //! Simulated requests resolve their instance by host and an organization by id or primary
 //! domain through two object caches; misses load from a slower simulated source of truth.
@@ -21,9 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cache_core::{AutoPrune, CacheSettings, Entry, Index, ObjectCache, Prune};
-use cache_memory::{MemoryConfig, MemoryConnector};
-use cache_pruner::Pruner;
+use cache_config::{Caches, Loader};
+use cache_core::{Entry, Index, ObjectCache};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -319,15 +323,27 @@ fn percentile(sorted: &[u64], p: f64) -> Duration {
     Duration::from_nanos(sorted[at])
 }
 
+/// The demo's own configuration layer, below `--config` files and the environment.
+const DEMO_CONFIG: &str = "
+Caches:
+  Memory:
+    Enabled: true
+    AutoPrune: { Interval: 250ms, Timeout: 1s }
+  Instance: { Connector: memory }
+  Organization: { Connector: memory }
+";
+
 struct Args {
     requests: usize,
     workers: usize,
+    configs: Vec<String>,
 }
 
 fn args() -> Result<Args, String> {
     let mut parsed = Args {
         requests: 200_000,
         workers: 8,
+        configs: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -337,12 +353,17 @@ fn args() -> Result<Args, String> {
                 .filter(|v| *v > 0)
                 .ok_or_else(|| format!("{flag} needs a positive number"))
         };
+        if flag == "--config" {
+            let file = args.next().ok_or("--config needs a file")?;
+            parsed.configs.push(file);
+            continue;
+        }
         match flag.as_str() {
             "--requests" => parsed.requests = value()?,
             "--workers" => parsed.workers = value()?,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; use --requests N and --workers N"
+                    "unknown argument {other:?}; use --requests N, --workers N, --config FILE"
                 ));
             }
         }
@@ -364,52 +385,47 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = MemoryConfig::enabled();
-    let connector = MemoryConnector::new(config.clone());
-    let settings = CacheSettings::default(); // MaxAge 1h, LastUsage 10m
-    let instance_cache = connector.cache(
-        "instance",
-        &[InstanceIndex::Id, InstanceIndex::Host],
-        &settings,
-    );
-    let org_cache = connector.cache(
-        "organization",
-        &[OrgIndex::Id, OrgIndex::PrimaryDomain],
-        &settings,
-    );
-    let prune_every = AutoPrune::new(Duration::from_millis(250), Duration::from_secs(1));
-    let pruners = [
-        Pruner::start(
-            "instance",
-            "memory",
-            instance_cache.clone() as Arc<dyn Prune>,
-            prune_every,
-        ),
-        Pruner::start(
-            "organization",
-            "memory",
-            org_cache.clone() as Arc<dyn Prune>,
-            prune_every,
-        ),
-    ];
+    let mut loader = Loader::new().yaml(DEMO_CONFIG);
+    for file in &args.configs {
+        loader = loader.file(file);
+    }
+    let config = match loader.env_prefix("DEMO").load() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("demo: bad configuration: {error}");
+            std::process::exit(2);
+        }
+    };
+    let caches = Caches::start(&config, env!("CARGO_PKG_VERSION"));
+    let (instances, orgs) = match (
+        caches.object_cache("instance", &[InstanceIndex::Id, InstanceIndex::Host]),
+        caches.object_cache("organization", &[OrgIndex::Id, OrgIndex::PrimaryDomain]),
+    ) {
+        (Ok(instances), Ok(orgs)) => (instances, orgs),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("demo: {error}");
+            std::process::exit(2);
+        }
+    };
     let source = Source::new();
     let service = Arc::new(Service {
         fresh_instances: (0..INSTANCES).map(|_| AtomicU64::new(0)).collect(),
         fresh_orgs: (0..source.orgs.len()).map(|_| AtomicU64::new(0)).collect(),
         source,
-        instances: ObjectCache::new("instance", instance_cache),
-        orgs: ObjectCache::new("organization", org_cache),
+        instances,
+        orgs,
         stale_reads: AtomicU64::new(0),
         not_found: AtomicU64::new(0),
     });
 
     println!(
-        "object-cache demo: {} requests from {} workers; {INSTANCES} instances, {} organizations \
-         on the memory connector (capacity {} keys per cache); source of truth answers in {:?}",
+        "object-cache demo: {} requests from {} workers; {INSTANCES} instances, {} organizations; \
+         instance cache on {:?}, organization cache on {:?}; source of truth answers in {:?}",
         args.requests,
         args.workers,
         service.source.orgs.len(),
-        config.capacity,
+        service.instances.connector(),
+        service.orgs.connector(),
         SOURCE_LATENCY,
     );
 
@@ -450,9 +466,7 @@ async fn main() {
     done.store(true, Ordering::Relaxed);
     let changes = admin.await.expect("the admin task panicked");
     let elapsed = started.elapsed();
-    for pruner in pruners {
-        pruner.shutdown().await;
-    }
+    caches.shutdown().await;
     all.sort_unstable();
 
     let loads = service.source.loads.load(Ordering::Relaxed);
