@@ -167,8 +167,60 @@ fn lint() -> Result<()> {
                 ]),
             )?;
         }
+        memory_build_has_no_server_clients()?;
     }
     Ok(())
+}
+
+/// Client crates that must only come with their backend's Cargo feature.
+const SERVER_CLIENTS: &[&str] = &[
+    "redis",
+    "bb8-redis",
+    "tokio-postgres",
+    "bb8-postgres",
+    "postgres-types",
+];
+
+/// `cargo tree` of cache-config with only the memory backend: no Redis or PostgreSQL client.
+fn memory_build_has_no_server_clients() -> Result<()> {
+    eprintln!("\n==== xtask: cache-config --features memory pulls in no server client ====");
+    let tree = util::output(cargo().args([
+        "tree",
+        "-p",
+        "cache-config",
+        "--no-default-features",
+        "--features",
+        "memory",
+        "--edges",
+        "normal,build",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ]))?;
+    let found = clients_in(&tree);
+    if found.is_empty() {
+        eprintln!("==== feature isolation: ok ====");
+        Ok(())
+    } else {
+        Err(format!(
+            "cache-config with only the memory feature depends on {}; gate them behind their backend feature",
+            found.join(", ")
+        ))
+    }
+}
+
+/// The server client crates named in `cargo tree --prefix none --format {p}` output.
+fn clients_in(tree: &str) -> Vec<String> {
+    let mut found: Vec<String> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| SERVER_CLIENTS.contains(name))
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// The feature names of a Cargo.toml `[features]` table, except `default`.
@@ -236,6 +288,13 @@ mod tests {
             features(&manifest).unwrap(),
             ["memory", "redis", "postgres"]
         );
+    }
+
+    #[test]
+    fn clients_in_finds_server_clients_only() {
+        let tree = "cache-config v0.1.0 (/w/cache-config)\nredis v1.0.0\nserde v1.0.0\nredis v1.0.0\ntokio-postgres v0.7.13\n";
+        assert_eq!(clients_in(tree), ["redis", "tokio-postgres"]);
+        assert!(clients_in("cache-core v0.1.0\nquick_cache v0.7.0\n").is_empty());
     }
 
     #[test]
