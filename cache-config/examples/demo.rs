@@ -30,6 +30,8 @@ use cache_config::{Caches, Loader};
 use cache_core::{Entry, Index, ObjectCache};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const INSTANCES: usize = 20;
 const DOMAINS_PER_INSTANCE: usize = 3;
@@ -380,11 +382,6 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(std::io::stderr)
-        .init();
-
     let mut loader = Loader::new().yaml(DEMO_CONFIG);
     for file in &args.configs {
         loader = loader.file(file);
@@ -396,6 +393,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // Each object cache logs as its `Log` settings say (default: errors, to stderr).
+    tracing_subscriber::registry()
+        .with(cache_config::log_layer(&config))
+        .init();
     let caches = Caches::start(&config, env!("CARGO_PKG_VERSION"));
     let (instances, orgs) = match (
         caches.object_cache("instance", &[InstanceIndex::Id, InstanceIndex::Host]),

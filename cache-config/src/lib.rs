@@ -11,9 +11,11 @@ mod error;
 mod keys;
 mod layer;
 mod load;
+mod log;
 mod model;
 
 pub use assemble::Caches;
 pub use error::ConfigError;
 pub use load::{DEFAULTS_YAML, Loader};
+pub use log::{log_layer, log_layer_with_writer};
 pub use model::{CachesConfig, ConnectorsConfig};
