@@ -5,43 +5,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cache_config::{Caches, CachesConfig, Loader};
-use cache_core::{Entry, Index};
+use cache_core::testkit::{TestEntry, TestIndex};
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum OrgIndex {
-    Id,
-    Domain,
-}
-
-impl Index for OrgIndex {
-    fn name(self) -> &'static str {
-        match self {
-            OrgIndex::Id => "id",
-            OrgIndex::Domain => "domain",
-        }
-    }
-}
-
-#[derive(Debug, PartialEq)]
-struct Org {
-    id: String,
-    domain: String,
-}
-
-impl Entry<OrgIndex> for Org {
-    fn keys(&self, index: OrgIndex) -> Vec<String> {
-        match index {
-            OrgIndex::Id => vec![self.id.clone()],
-            OrgIndex::Domain => vec![self.domain.clone()],
-        }
-    }
-}
+type OrgIndex = TestIndex;
+type Org = TestEntry;
 
 fn org() -> Org {
-    Org {
-        id: "1".into(),
-        domain: "acme.example".into(),
-    }
+    TestEntry::new("1", &["acme.example"])
 }
 
 fn config(yaml: &str) -> CachesConfig {
@@ -51,7 +21,7 @@ fn config(yaml: &str) -> CachesConfig {
         .expect("valid configuration")
 }
 
-const INDICES: &[OrgIndex] = &[OrgIndex::Id, OrgIndex::Domain];
+const INDICES: &[OrgIndex] = TestIndex::BUILT;
 
 #[tokio::test]
 async fn built_in_and_declared_purposes_get_their_configured_connector() {
@@ -80,7 +50,7 @@ async fn built_in_and_declared_purposes_get_their_configured_connector() {
     assert_eq!(sessions.connector(), "memory");
     orgs.set(org()).await;
     assert_eq!(
-        orgs.get(OrgIndex::Domain, "acme.example").await.as_deref(),
+        orgs.get(OrgIndex::Name, "acme.example").await.as_deref(),
         Some(&org())
     );
 
