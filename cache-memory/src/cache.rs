@@ -155,7 +155,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
             keys.into_boxed_slice(),
             self.clock.now(),
         ));
-        let _writes = self.lock();
+        let writes = self.lock();
         for slot in stored.keys.iter() {
             if let Some(older) = self.slots.peek(&slot.as_ref()) {
                 self.remove_object(&older);
@@ -166,7 +166,13 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
             self.slots
                 .insert_with_lifecycle(slot.clone(), Arc::clone(&stored), &mut evicted);
         }
-        drop(_writes);
+        // Evicting one key invalidated its whole object: unlink the object's other keys now
+        // so they do not hold capacity until the next prune.
+        for dead in &evicted {
+            self.remove_object(dead);
+        }
+        drop(writes);
+        // The evicted objects are freed here, outside the lock.
         drop(evicted);
     }
 

@@ -164,3 +164,34 @@ async fn the_pruner_runs_the_memory_prune() {
         "the pruner removed the expired object's keys"
     );
 }
+
+#[tokio::test]
+async fn eviction_frees_the_other_keys_of_the_evicted_object_at_once() {
+    let (_, cache) = cache(50, &CacheSettings::default());
+    for i in 0..500 {
+        cache.set(entry(i)).await.unwrap();
+        // Reading through the name makes name keys hotter than id keys, so eviction takes
+        // an object's id key and leaves its name key behind unless the connector unlinks it.
+        cache
+            .get(TestIndex::Name, &format!("name-{i}"))
+            .await
+            .unwrap();
+    }
+    // Every key held belongs to a live object: dead keys of evicted objects are not kept.
+    let held = cache.len();
+    let mut live_keys = 0;
+    for i in 0..500 {
+        if cache
+            .get(TestIndex::Id, &format!("id-{i}"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            live_keys += 2;
+        }
+    }
+    assert_eq!(
+        held, live_keys,
+        "the cache holds only keys of reachable objects"
+    );
+}
