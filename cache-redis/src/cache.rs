@@ -1,0 +1,304 @@
+//! [`RedisCache`]: one object cache on a Redis server, every change one atomic Lua script.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::{Cache, CacheSettings, Entry, Error, Index, Result, async_trait, codec};
+use redis::{AsyncCommands, Script};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::CONNECTOR;
+use crate::connector::Shared;
+use crate::keys;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// The scripts, loaded once per connector. `Script` runs EVALSHA and, on `NOSCRIPT` (after a
+/// restart or `SCRIPT FLUSH`), loads the script and retries: never a failure.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    get: Script,
+    set: Script,
+    invalidate: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            get: with_common(include_str!("lua/get.lua")),
+            set: with_common(include_str!("lua/set.lua")),
+            invalidate: with_common(include_str!("lua/invalidate.lua")),
+        }
+    }
+}
+
+/// One object cache of the [Redis connector](crate::RedisConnector).
+pub struct RedisCache<I: Index, V: Entry<I>> {
+    shared: Arc<Shared>,
+    purpose: String,
+    prefix: String,
+    indices: Box<[I]>,
+    max_age_ms: u64,
+    last_usage_ms: u64,
+    values: PhantomData<fn() -> V>,
+}
+
+impl<I: Index, V: Entry<I>> std::fmt::Debug for RedisCache<I, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("purpose", &self.purpose)
+            .field("prefix", &self.prefix)
+            .field("indices", &self.indices)
+            .finish()
+    }
+}
+
+/// Whole milliseconds, rounding a sub-millisecond non-zero duration up to 1 ms so it never
+/// silently turns into "no limit".
+fn millis(d: Duration) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 && !d.is_zero() { 1 } else { ms }
+}
+
+fn redis_error(e: redis::RedisError) -> Error {
+    let message = format!("redis: {e}");
+    let error = if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        Error::unavailable(message)
+    } else if e.is_timeout() {
+        Error::timeout(message)
+    } else {
+        Error::backend(message)
+    };
+    error.with_source(e)
+}
+
+impl<I, V> RedisCache<I, V>
+where
+    I: Index,
+    V: Entry<I> + Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Self {
+        let mut unique: Vec<I> = Vec::new();
+        for index in indices {
+            if !unique.contains(index) {
+                unique.push(*index);
+            }
+        }
+        RedisCache {
+            shared,
+            purpose: purpose.to_owned(),
+            prefix: keys::prefix(purpose),
+            indices: unique.into_boxed_slice(),
+            max_age_ms: millis(settings.max_age),
+            last_usage_ms: millis(settings.last_usage),
+            values: PhantomData,
+        }
+    }
+
+    fn index_key(&self, index: I, key: &str) -> Result<String> {
+        if !self.indices.contains(&index) {
+            return Err(Error::unknown_index(&self.purpose, index.name()));
+        }
+        Ok(keys::index_key(&self.prefix, index.name(), key))
+    }
+
+    /// Runs `op` on a pooled connection, bounded by the configured operation timeout.
+    async fn with_connection<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(bb8::PooledConnection<'static, bb8_redis::RedisConnectionManager>) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let timeout = self.shared.config.read_timeout + self.shared.config.dial_timeout;
+        let run = async {
+            let connection = self.shared.pool.get_owned().await.map_err(|e| match e {
+                bb8::RunError::User(e) => redis_error(e),
+                bb8::RunError::TimedOut => Error::timeout(
+                    "redis: no connection within Caches.Connectors.Redis.DialTimeout; is the server reachable?",
+                ),
+            })?;
+            tokio::time::timeout(self.shared.config.read_timeout, op(connection))
+                .await
+                .map_err(|_| {
+                    Error::timeout("redis: no answer within Caches.Connectors.Redis.ReadTimeout")
+                })?
+                .map_err(redis_error)
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Error::timeout("redis: the operation timed out"))?
+    }
+
+    async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
+        if index_keys.is_empty() {
+            return Ok(());
+        }
+        let script = &self.shared.scripts.invalidate;
+        self.with_connection(|mut c| async move {
+            let mut invocation = script.prepare_invoke();
+            for key in &index_keys {
+                invocation.key(key);
+            }
+            invocation.invoke_async::<i64>(&mut *c).await.map(drop)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<I, V> Cache<I, V> for RedisCache<I, V>
+where
+    I: Index,
+    V: Entry<I> + Serialize + DeserializeOwned,
+{
+    fn connector(&self) -> &'static str {
+        CONNECTOR
+    }
+
+    fn indices(&self) -> &[I] {
+        &self.indices
+    }
+
+    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        let index_key = self.index_key(index, key)?;
+        let script = &self.shared.scripts.get;
+        let (version, max_age, last_usage) = (
+            self.shared.version.to_string(),
+            self.max_age_ms,
+            self.last_usage_ms,
+        );
+        let lookup = index_key.clone();
+        let payload: Option<Vec<u8>> = self
+            .with_connection(|mut c| async move {
+                script
+                    .key(&lookup)
+                    .arg(version)
+                    .arg(max_age)
+                    .arg(last_usage)
+                    .invoke_async(&mut *c)
+                    .await
+            })
+            .await?;
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        match codec::decode::<V>(&payload) {
+            Ok(value) => Ok(Some(Arc::new(value))),
+            Err(error) => {
+                tracing::warn!(
+                    purpose = %self.purpose,
+                    connector = CONNECTOR,
+                    %error,
+                    "undecodable cached object removed"
+                );
+                self.invalidate_keys(vec![index_key]).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn set(&self, value: Arc<V>) -> Result<()> {
+        let payload = codec::encode(&*value)?;
+        let mut index_keys: Vec<String> = Vec::new();
+        for index in self.indices.iter() {
+            for key in value.keys(*index) {
+                let k = keys::index_key(&self.prefix, index.name(), &key);
+                if !index_keys.contains(&k) {
+                    index_keys.push(k);
+                }
+            }
+        }
+        if index_keys.is_empty() {
+            return Ok(());
+        }
+        let object = keys::new_object_key(&self.prefix);
+        let keys_json = serde_json::to_string(&index_keys)
+            .map_err(|e| Error::codec("index keys could not be encoded").with_source(e))?;
+        let script = &self.shared.scripts.set;
+        let version = self.shared.version.to_string();
+        let (max_age, last_usage) = (self.max_age_ms, self.last_usage_ms);
+        self.with_connection(|mut c| async move {
+            let mut invocation = script.prepare_invoke();
+            invocation.key(&object);
+            for key in &index_keys {
+                invocation.key(key);
+            }
+            invocation
+                .arg(payload)
+                .arg(version)
+                .arg(max_age)
+                .arg(last_usage)
+                .arg(keys_json)
+                .invoke_async::<i64>(&mut *c)
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index_keys = keys
+            .iter()
+            .map(|k| self.index_key(index, k))
+            .collect::<Result<Vec<_>>>()?;
+        self.invalidate_keys(index_keys).await
+    }
+
+    async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index_keys = keys
+            .iter()
+            .map(|k| self.index_key(index, k))
+            .collect::<Result<Vec<_>>>()?;
+        if index_keys.is_empty() {
+            return Ok(());
+        }
+        self.with_connection(|mut c| async move { c.del::<_, i64>(index_keys).await.map(drop) })
+            .await
+    }
+
+    /// Removes every key of this object cache (all versions) in batches of `SCAN` + `UNLINK`;
+    /// never `FLUSHDB`, never `KEYS`, nothing outside this cache's prefix.
+    async fn truncate(&self) -> Result<()> {
+        let pattern = keys::scan_pattern(&self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let pattern = pattern.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .with_connection(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut *c)
+                        .await
+                })
+                .await?;
+            if !batch.is_empty() {
+                self.with_connection(|mut c| async move {
+                    redis::cmd("UNLINK")
+                        .arg(batch)
+                        .query_async::<i64>(&mut *c)
+                        .await
+                        .map(drop)
+                })
+                .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! [`RedisConnector`]: one pool, shared by every object cache on this server.
+
+use std::sync::Arc;
+
+use bb8_redis::RedisConnectionManager;
+use cache_core::{CacheSettings, Entry, Error, Index, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::{RedisCache, Scripts};
+use crate::config::RedisConfig;
+
+/// A bb8 pool of multiplexed connections.
+pub(crate) type Pool = bb8::Pool<RedisConnectionManager>;
+
+/// The Redis connector: makes object caches that share one connection pool.
+#[derive(Clone, Debug)]
+pub struct RedisConnector {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: RedisConfig,
+    pub(crate) version: Arc<str>,
+    pub(crate) pool: Pool,
+    pub(crate) scripts: Scripts,
+}
+
+impl RedisConnector {
+    /// A connector for `config`, scoping objects by the application's `version`.
+    ///
+    /// Does not connect: a server that is down at startup makes the caches miss until it is
+    /// reachable. Fails only on a malformed URL.
+    pub fn new(config: RedisConfig, version: &str) -> Result<Self> {
+        let manager = RedisConnectionManager::new(config.url.as_str()).map_err(|e| {
+            Error::config(format!(
+                "Caches.Connectors.Redis.URL {:?} is not a Redis URL ({e}); write e.g. redis://localhost:6379/0",
+                config.redacted_url()
+            ))
+        })?;
+        let pool = bb8::Pool::builder()
+            .max_size(config.pool_size.max(1))
+            .connection_timeout(config.dial_timeout)
+            .build_unchecked(manager);
+        Ok(RedisConnector {
+            shared: Arc::new(Shared {
+                config,
+                version: version.into(),
+                pool,
+                scripts: Scripts::new(),
+            }),
+        })
+    }
+
+    /// The configuration this connector was made with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+
+    /// A new object cache for `purpose` on this server, reachable through `indices`.
+    pub fn cache<I, V>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Arc<RedisCache<I, V>>
+    where
+        I: Index,
+        V: Entry<I> + Serialize + DeserializeOwned,
+    {
+        Arc::new(RedisCache::new(
+            Arc::clone(&self.shared),
+            purpose,
+            indices,
+            settings,
+        ))
+    }
+}

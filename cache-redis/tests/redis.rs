@@ -1,0 +1,206 @@
+//! Redis-specific behaviour on a real server (`CACHE_TEST_REDIS_URL`): TTLs on every key,
+//! nothing left after expiry, truncate's reach, NOSCRIPT, and versions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::testkit::{TestEntry, TestIndex, unique_purpose};
+use cache_core::{Cache, CacheSettings};
+use cache_redis::{RedisConfig, RedisConnector};
+use redis::AsyncCommands;
+
+fn url() -> Option<String> {
+    match std::env::var("CACHE_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") => {
+            panic!("CACHE_TEST_REDIS_URL is not set; run the tests with `cargo xtask test`")
+        }
+        Err(_) => {
+            eprintln!("skipped: CACHE_TEST_REDIS_URL is not set (run `cargo xtask test`)");
+            None
+        }
+    }
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Every key of the cache `purpose`.
+async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
+    let pattern = format!("oc{{{purpose}}}:*");
+    let mut found = Vec::new();
+    let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(pattern).await.unwrap();
+    while let Some(key) = iter.next_item().await {
+        found.push(key.unwrap());
+    }
+    found
+}
+
+fn entry(id: &str, names: &[&str]) -> Arc<TestEntry> {
+    Arc::new(TestEntry::new(id, names))
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_and_nothing_outlives_expiry() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let purpose = unique_purpose("ttl");
+    let settings = CacheSettings {
+        max_age: Duration::from_millis(400),
+        last_usage: Duration::from_millis(300),
+        ..CacheSettings::default()
+    };
+    let cache = connector.cache::<TestIndex, TestEntry>(&purpose, TestIndex::BUILT, &settings);
+    for i in 0..20 {
+        let id = format!("o{i}");
+        cache
+            .set(entry(&id, &["a", &format!("n{i}")]))
+            .await
+            .unwrap();
+        cache.get(TestIndex::Name, &format!("n{i}")).await.unwrap();
+    }
+    let mut conn = raw(&url).await;
+    let keys = keys_of(&mut conn, &purpose).await;
+    assert!(!keys.is_empty());
+    for key in &keys {
+        let ttl: i64 = conn.pttl(key).await.unwrap();
+        assert!(
+            ttl > 0 && ttl <= 400,
+            "{key} has PTTL {ttl}; every key must expire"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        keys_of(&mut conn, &purpose).await,
+        Vec::<String>::new(),
+        "all keys expired"
+    );
+}
+
+#[tokio::test]
+async fn truncate_leaves_foreign_keys_and_other_purposes() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let settings = CacheSettings::default();
+    let mine = connector.cache::<TestIndex, TestEntry>(
+        &unique_purpose("trunc"),
+        TestIndex::BUILT,
+        &settings,
+    );
+    let other = connector.cache::<TestIndex, TestEntry>(
+        &unique_purpose("trunc"),
+        TestIndex::BUILT,
+        &settings,
+    );
+    let mut conn = raw(&url).await;
+    let foreign = unique_purpose("other:thing");
+    let _: () = conn.set(&foreign, 1).await.unwrap();
+    for i in 0..1_200 {
+        mine.set(entry(&format!("o{i}"), &[])).await.unwrap();
+    }
+    other.set(entry("o1", &["x"])).await.unwrap();
+    mine.truncate().await.unwrap();
+    assert!(mine.get(TestIndex::Id, "o7").await.unwrap().is_none());
+    assert!(other.get(TestIndex::Name, "x").await.unwrap().is_some());
+    let kept: Option<i64> = conn.get(&foreign).await.unwrap();
+    assert_eq!(kept, Some(1), "a key outside the cache survives truncate");
+    let _: () = conn.del(&foreign).await.unwrap();
+}
+
+#[tokio::test]
+async fn script_flush_between_operations_is_not_a_failure() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        &unique_purpose("noscript"),
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let mut conn = raw(&url).await;
+    for round in 0..3 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        cache
+            .set(entry("a", &["x"]))
+            .await
+            .expect("set after SCRIPT FLUSH");
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            cache
+                .get(TestIndex::Name, "x")
+                .await
+                .expect("get after SCRIPT FLUSH")
+                .is_some(),
+            "round {round}"
+        );
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        cache
+            .invalidate(TestIndex::Id, &["a"])
+            .await
+            .expect("invalidate after SCRIPT FLUSH");
+    }
+}
+
+#[tokio::test]
+async fn versions_never_read_each_other_but_invalidation_reaches_both() {
+    let Some(url) = url() else { return };
+    let purpose = unique_purpose("versions");
+    let settings = CacheSettings::default();
+    let old = RedisConnector::new(RedisConfig::with_url(&url), "v1")
+        .unwrap()
+        .cache::<TestIndex, TestEntry>(&purpose, TestIndex::BUILT, &settings);
+    let new = RedisConnector::new(RedisConfig::with_url(&url), "v2")
+        .unwrap()
+        .cache::<TestIndex, TestEntry>(&purpose, TestIndex::BUILT, &settings);
+    old.set(entry("a", &["x"])).await.unwrap();
+    assert!(
+        new.get(TestIndex::Id, "a").await.unwrap().is_none(),
+        "v2 never decodes v1's object"
+    );
+    assert!(old.get(TestIndex::Id, "a").await.unwrap().is_some());
+    new.invalidate(TestIndex::Name, &["x"]).await.unwrap();
+    assert!(
+        old.get(TestIndex::Id, "a").await.unwrap().is_none(),
+        "v2's invalidation reaches v1's object"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_and_does_not_fail_startup() {
+    let config = RedisConfig {
+        dial_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_millis(300),
+        ..RedisConfig::with_url("redis://127.0.0.1:1/")
+    };
+    let connector = RedisConnector::new(config, "v1").expect("startup does not connect");
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        "down",
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let started = std::time::Instant::now();
+    let err = cache.get(TestIndex::Id, "a").await.unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(cache.set(entry("a", &[])).await.is_err());
+}
