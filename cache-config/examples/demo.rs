@@ -58,7 +58,7 @@ impl Index for InstanceIndex {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Instance {
     id: String,
     hosts: Vec<String>,
@@ -90,7 +90,7 @@ impl Index for OrgIndex {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Organization {
     instance_id: String,
     id: String,
@@ -397,7 +397,13 @@ async fn main() {
     tracing_subscriber::registry()
         .with(cache_config::log_layer(&config))
         .init();
-    let caches = Caches::start(&config, env!("CARGO_PKG_VERSION"));
+    let caches = match Caches::start(&config, env!("CARGO_PKG_VERSION")) {
+        Ok(caches) => caches,
+        Err(error) => {
+            eprintln!("demo: {error}");
+            std::process::exit(2);
+        }
+    };
     let (instances, orgs) = match (
         caches.object_cache("instance", &[InstanceIndex::Id, InstanceIndex::Host]),
         caches.object_cache("organization", &[OrgIndex::Id, OrgIndex::PrimaryDomain]),

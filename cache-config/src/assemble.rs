@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cache_core::{Cache, CacheSettings, Entry, Index, ObjectCache, Prune};
 use cache_pruner::Pruner;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::ConfigError;
 use crate::keys;
@@ -18,24 +20,37 @@ struct Connectors {
     config: ConnectorsConfig,
     #[cfg(feature = "memory")]
     memory: Option<cache_memory::MemoryConnector>,
+    #[cfg(feature = "redis")]
+    redis: Option<cache_redis::RedisConnector>,
 }
 
 impl Connectors {
-    fn new(config: &ConnectorsConfig) -> Self {
-        Connectors {
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn new(config: &ConnectorsConfig, version: &str) -> Result<Self, ConfigError> {
+        Ok(Connectors {
             config: config.clone(),
             #[cfg(feature = "memory")]
             memory: config
                 .memory
                 .enabled
                 .then(|| cache_memory::MemoryConnector::new(config.memory.clone())),
-        }
+            #[cfg(feature = "redis")]
+            redis: if config.redis.enabled {
+                Some(
+                    cache_redis::RedisConnector::new(config.redis.clone(), version).map_err(
+                        |e| ConfigError::new("Caches.Connectors.Redis.URL", e.message()),
+                    )?,
+                )
+            } else {
+                None
+            },
+        })
     }
 
     /// A backend for one object cache, with its prune capability and the connector's
     /// prune schedule when it needs a pruner.
     #[cfg_attr(not(feature = "memory"), allow(unused_variables))]
-    fn backend<I: Index, V: Entry<I>>(
+    fn backend<I: Index, V: CacheValue<I>>(
         &self,
         purpose: &str,
         indices: &[I],
@@ -59,10 +74,25 @@ impl Connectors {
                     .map(|prune| (prune, self.config.memory.auto_prune));
                 Ok(Backend { cache, prune })
             }
+            #[cfg(feature = "redis")]
+            "redis" => {
+                let connector = self
+                    .redis
+                    .as_ref()
+                    .ok_or_else(|| not_enabled(purpose, &name))?;
+                let cache = connector.cache::<I, V>(purpose, indices, settings);
+                Ok(Backend { cache, prune: None })
+            }
             _ => Err(not_enabled(purpose, &name)),
         }
     }
 }
+
+/// What a value must be to be cached on any connector: its keys, and JSON for the shared
+/// backends (PostgreSQL, Redis). Implemented for every such type.
+pub trait CacheValue<I: Index>: Entry<I> + Serialize + DeserializeOwned {}
+
+impl<I: Index, V: Entry<I> + Serialize + DeserializeOwned> CacheValue<I> for V {}
 
 fn not_enabled(purpose: &str, connector: &str) -> ConfigError {
     ConfigError::new(
@@ -116,6 +146,7 @@ struct State {
 ///         match self { InstanceIndex::Id => "id", InstanceIndex::Host => "host" }
 ///     }
 /// }
+/// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Instance { id: String, hosts: Vec<String> }
 /// impl Entry<InstanceIndex> for Instance {
 ///     fn keys(&self, index: InstanceIndex) -> Vec<String> {
@@ -131,7 +162,7 @@ struct State {
 /// let config = Loader::new()
 ///     .yaml("Caches: { Memory: { Enabled: true }, Instance: { Connector: memory } }")
 ///     .load()?;
-/// let caches = Caches::start(&config, env!("CARGO_PKG_VERSION"));
+/// let caches = Caches::start(&config, env!("CARGO_PKG_VERSION"))?;
 /// let instances = caches.object_cache::<InstanceIndex, Instance>(
 ///     "instance",
 ///     &[InstanceIndex::Id, InstanceIndex::Host],
@@ -159,15 +190,20 @@ impl Caches {
     /// Makes the connectors `config` enables. `version` scopes the objects of shared backends
     /// (PostgreSQL, Redis) so that two releases running side by side never read each other's
     /// objects; pass the application's build version.
-    pub fn start(config: &CachesConfig, version: impl Into<String>) -> Self {
-        Caches {
-            version: version.into(),
+    ///
+    /// Does not connect to servers: a server that is down at startup makes its caches miss
+    /// until it is reachable. Fails only on settings a loaded configuration cannot have
+    /// (e.g. a malformed Redis URL in a hand-made [`CachesConfig`]).
+    pub fn start(config: &CachesConfig, version: impl Into<String>) -> Result<Self, ConfigError> {
+        let version = version.into();
+        Ok(Caches {
             state: Mutex::new(State {
                 config: config.clone(),
-                connectors: Connectors::new(&config.connectors),
+                connectors: Connectors::new(&config.connectors, &version)?,
                 caches: BTreeMap::new(),
             }),
-        }
+            version,
+        })
     }
 
     /// The version string given at [`start`](Self::start).
@@ -185,7 +221,7 @@ impl Caches {
     /// Must be called inside a Tokio runtime when a pruner starts.
     ///
     /// Each purpose can be made once per `Caches`; a second call is an error.
-    pub fn object_cache<I: Index, V: Entry<I>>(
+    pub fn object_cache<I: Index, V: CacheValue<I>>(
         &self,
         purpose: &str,
         indices: &[I],
@@ -238,7 +274,7 @@ impl Caches {
     pub async fn reconfigure(&self, config: &CachesConfig) -> Result<(), ConfigError> {
         let stopped = {
             let mut state = self.lock();
-            let connectors = Connectors::new(&config.connectors);
+            let connectors = Connectors::new(&config.connectors, &self.version)?;
             let connectors_changed = state.config.connectors != config.connectors;
             // Check every object cache first, so a bad configuration changes nothing.
             let mut changes = Vec::new();
@@ -306,6 +342,8 @@ fn check_buildable(
         "" => Ok(()),
         #[cfg(feature = "memory")]
         "memory" if connectors.memory.is_some() => Ok(()),
+        #[cfg(feature = "redis")]
+        "redis" if connectors.redis.is_some() => Ok(()),
         other => Err(not_enabled(purpose, other)),
     }
 }

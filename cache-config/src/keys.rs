@@ -30,6 +30,10 @@ const DOCUMENTED: &[&str] = &[
     "AddSource",
     "Formatter",
     "Format",
+    "URL",
+    "PoolSize",
+    "DialTimeout",
+    "ReadTimeout",
 ];
 
 /// The documented spelling of a lower-cased key; unknown keys are returned as they are.

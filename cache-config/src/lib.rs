@@ -14,7 +14,7 @@ mod load;
 mod log;
 mod model;
 
-pub use assemble::Caches;
+pub use assemble::{CacheValue, Caches};
 pub use error::ConfigError;
 pub use load::{DEFAULTS_YAML, Loader};
 pub use log::{log_layer, log_layer_with_writer};

@@ -152,7 +152,8 @@ impl Loader {
 
 fn connectors_config(figment: &Figment) -> Result<ConnectorsConfig, ConfigError> {
     for name in CONNECTORS {
-        let compiled = cfg!(feature = "memory") && *name == "memory";
+        let compiled = (cfg!(feature = "memory") && *name == "memory")
+            || (cfg!(feature = "redis") && *name == "redis");
         if !compiled && enabled(figment, name)? {
             let connector = keys::documented(name);
             return Err(ConfigError::new(
@@ -175,9 +176,22 @@ fn connectors_config(figment: &Figment) -> Result<ConnectorsConfig, ConfigError>
         }
         memory
     };
+    #[cfg(feature = "redis")]
+    let redis: cache_redis::RedisConfig = {
+        let redis: cache_redis::RedisConfig = extract(figment, "caches.connectors.redis")?;
+        if let Err((key, message)) = redis.validate() {
+            return Err(ConfigError::new(
+                format!("Caches.Connectors.Redis.{key}"),
+                message,
+            ));
+        }
+        redis
+    };
     Ok(ConnectorsConfig {
         #[cfg(feature = "memory")]
         memory,
+        #[cfg(feature = "redis")]
+        redis,
     })
 }
 
@@ -201,6 +215,7 @@ fn check_connector(
     match name.as_str() {
         "" => Ok(()),
         "memory" if connectors.memory_enabled() => Ok(()),
+        "redis" if connectors.redis_enabled() => Ok(()),
         "memory" | "postgres" | "redis" => {
             let connector = keys::documented(&name);
             Err(ConfigError::new(

@@ -53,9 +53,24 @@ pub struct ConnectorsConfig {
     /// `Caches.Connectors.Memory` (Cargo feature `memory`).
     #[cfg(feature = "memory")]
     pub memory: cache_memory::MemoryConfig,
+    /// `Caches.Connectors.Redis` (Cargo feature `redis`).
+    #[cfg(feature = "redis")]
+    pub redis: cache_redis::RedisConfig,
 }
 
 impl ConnectorsConfig {
+    /// Whether object caches may name the Redis connector.
+    pub fn redis_enabled(&self) -> bool {
+        #[cfg(feature = "redis")]
+        {
+            self.redis.enabled
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            false
+        }
+    }
+
     /// Whether object caches may name the memory connector.
     pub fn memory_enabled(&self) -> bool {
         #[cfg(feature = "memory")]

@@ -30,7 +30,7 @@ async fn built_in_and_declared_purposes_get_their_configured_connector() {
         .purpose("sessions")
         .load()
         .unwrap();
-    let caches = Caches::start(&config, "v1");
+    let caches = Caches::start(&config, "v1").unwrap();
     assert_eq!(caches.version(), "v1");
     let orgs = caches
         .object_cache::<OrgIndex, Org>("organization", INDICES)
@@ -67,7 +67,7 @@ async fn built_in_and_declared_purposes_get_their_configured_connector() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_switches_connector_at_runtime_while_tasks_read_it() {
-    let caches = Caches::start(&config("Caches: { Memory: { Enabled: true } }"), "v1");
+    let caches = Caches::start(&config("Caches: { Memory: { Enabled: true } }"), "v1").unwrap();
     let orgs = caches
         .object_cache::<OrgIndex, Org>("organization", INDICES)
         .unwrap();
@@ -131,7 +131,7 @@ async fn a_cache_switches_connector_at_runtime_while_tasks_read_it() {
 #[tokio::test]
 async fn unchanged_settings_keep_the_cached_objects() {
     let yaml = "Caches: { Memory: { Enabled: true }, Organization: { Connector: memory }, Instance: { Connector: memory } }";
-    let caches = Caches::start(&config(yaml), "v1");
+    let caches = Caches::start(&config(yaml), "v1").unwrap();
     let orgs = caches
         .object_cache::<OrgIndex, Org>("organization", INDICES)
         .unwrap();
@@ -162,7 +162,8 @@ async fn a_bad_new_configuration_changes_nothing() {
     let caches = Caches::start(
         &config("Caches: { Memory: { Enabled: true }, Organization: { Connector: memory } }"),
         "v1",
-    );
+    )
+    .unwrap();
     let orgs = caches
         .object_cache::<OrgIndex, Org>("organization", INDICES)
         .unwrap();
@@ -175,5 +176,39 @@ async fn a_bad_new_configuration_changes_nothing() {
     assert_eq!(e.path(), "Caches.Organization.Connector");
     assert_eq!(orgs.connector(), "memory");
     assert!(orgs.get(OrgIndex::Id, "1").await.is_some());
+    caches.shutdown().await;
+}
+
+/// An object cache on a real Redis (`CACHE_TEST_REDIS_URL`, started by `cargo xtask test`).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_cache_runs_on_redis_when_configured() {
+    let Ok(url) = std::env::var("CACHE_TEST_REDIS_URL") else {
+        if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
+            panic!("CACHE_TEST_REDIS_URL is not set; run the tests with `cargo xtask test`");
+        }
+        eprintln!("skipped: CACHE_TEST_REDIS_URL is not set (run `cargo xtask test`)");
+        return;
+    };
+    let purpose = cache_core::testkit::unique_purpose("config-redis");
+    let config = Loader::new()
+        .yaml(format!(
+            "Caches: {{ Redis: {{ Enabled: true, URL: \"{url}\" }}, {purpose}: {{ Connector: redis, MaxAge: 1m }} }}"
+        ))
+        .purpose(purpose.as_str())
+        .load()
+        .unwrap();
+    let caches = Caches::start(&config, "v1").unwrap();
+    let orgs = caches
+        .object_cache::<OrgIndex, Org>(&purpose, INDICES)
+        .unwrap();
+    assert_eq!(orgs.connector(), "redis");
+    orgs.set(org()).await;
+    assert_eq!(
+        orgs.get(OrgIndex::Name, "acme.example").await.as_deref(),
+        Some(&org())
+    );
+    orgs.invalidate(OrgIndex::Id, &["1"]).await.unwrap();
+    assert!(orgs.get(OrgIndex::Name, "acme.example").await.is_none());
     caches.shutdown().await;
 }

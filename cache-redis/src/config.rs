@@ -50,6 +50,30 @@ impl RedisConfig {
         }
     }
 
+    /// Checks what serde cannot: on error, the offending key (below
+    /// `Caches.Connectors.Redis`) and what to write instead. Never shows the password.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        use redis::IntoConnectionInfo;
+        if let Err(e) = self.url.as_str().into_connection_info() {
+            return Err((
+                "URL",
+                format!(
+                    "{:?} is not a Redis URL ({}); write e.g. redis://localhost:6379/0, or \
+                     rediss://user:password@host:6380/0 for TLS",
+                    self.redacted_url(),
+                    e.category()
+                ),
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err((
+                "PoolSize",
+                "0 connections cannot serve anything; write 1 or more (default 10)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The URL with its password replaced by `***`, for logs and errors.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
@@ -93,5 +117,24 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(redact("redis://localhost:6379"), "redis://localhost:6379");
         assert_eq!(redact("rediss://tok3n@h:1"), "rediss://***@h:1");
+    }
+
+    #[test]
+    fn validate_names_the_key_and_hides_the_password() {
+        assert!(
+            RedisConfig::with_url("redis://127.0.0.1:6379/0")
+                .validate()
+                .is_ok()
+        );
+        let (key, message) = RedisConfig::with_url("http://app:s3cret@cache")
+            .validate()
+            .unwrap_err();
+        assert_eq!(key, "URL");
+        assert!(!message.contains("s3cret"), "{message}");
+        let zero = RedisConfig {
+            pool_size: 0,
+            ..RedisConfig::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().0, "PoolSize");
     }
 }

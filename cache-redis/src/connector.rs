@@ -31,7 +31,8 @@ impl RedisConnector {
     /// A connector for `config`, scoping objects by the application's `version`.
     ///
     /// Does not connect: a server that is down at startup makes the caches miss until it is
-    /// reachable. Fails only on a malformed URL.
+    /// reachable. Fails only on a malformed URL. Call it inside a Tokio runtime (the pool
+    /// runs a background task).
     pub fn new(config: RedisConfig, version: &str) -> Result<Self> {
         let manager = RedisConnectionManager::new(config.url.as_str()).map_err(|e| {
             Error::config(format!(
