@@ -259,6 +259,78 @@ const BAD: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Every Redis key of the reference's documentation, as it writes them.
+#[cfg(feature = "redis")]
+#[test]
+fn the_reference_redis_keys_load_and_passwords_stay_hidden() {
+    let config = load(
+        "Caches:
+  Connectors:
+    Redis:
+      Enabled: true
+      Addr: cache.internal:6380
+      Network: tcp
+      Username: svc
+      Password: s3cret
+      DB: 2
+      DBOffset: 0
+      ClientName: zitadel
+      EnableTLS: false
+      MaxRetries: 3
+      MinRetryBackoff: 8ms
+      MaxRetryBackoff: 512ms
+      DialTimeout: 5s
+      ReadTimeout: 3s
+      WriteTimeout: 3s
+      PoolFIFO: false
+      PoolSize: 20
+      PoolTimeout: 4s
+      MinIdleConns: 2
+      MaxIdleConns: 0
+      MaxActiveConns: 0
+      ConnMaxIdleTime: 30m
+      ConnMaxLifetime: 0
+      DisableIndentity: false
+      IdentitySuffix: ''
+",
+    )
+    .unwrap();
+    let redis = &config.connectors.redis;
+    assert_eq!(redis.addr, "cache.internal:6380");
+    assert_eq!(
+        (redis.pool_size, redis.db, redis.min_idle_conns),
+        (20, 2, 2)
+    );
+    assert_eq!(redis.pool_timeout, Duration::from_secs(4));
+    assert_eq!(
+        redis.ignored_keys(),
+        [
+            "ClientName",
+            "MaxRetries",
+            "MinRetryBackoff",
+            "MaxRetryBackoff"
+        ]
+    );
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "no password in Debug"
+    );
+    let config = load(
+        "Caches: { Redis: { Enabled: true, Addr: cache.internal:6380, Password: s3cret, DB: 2, PoolSize: 20, MaxRetries: 3, MinIdleConns: 2, WriteTimeout: 1s } }",
+    )
+    .unwrap();
+    let redis = &config.connectors.redis;
+    assert_eq!(
+        (redis.pool_size, redis.db, redis.min_idle_conns),
+        (20, 2, 2)
+    );
+    assert_eq!(redis.ignored_keys(), ["MaxRetries"]);
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "no password in Debug"
+    );
+}
+
 /// Bad only while the Redis backend is not compiled in.
 #[cfg(not(feature = "redis"))]
 const BAD_FOR_BUILD: &[(&str, &str, &str)] = &[(

@@ -104,6 +104,10 @@ where
         }
     }
 
+    fn write_timeout(&self) -> Duration {
+        self.shared.config.write_timeout
+    }
+
     fn index_key(&self, index: I, key: &str) -> Result<String> {
         if !self.indices.contains(&index) {
             return Err(Error::unknown_index(&self.purpose, index.name()));
@@ -111,30 +115,35 @@ where
         Ok(keys::index_key(&self.prefix, index.name(), key))
     }
 
-    /// Runs `op` on a pooled connection, bounded by the configured operation timeout.
-    async fn with_connection<T, F, Fut>(&self, op: F) -> Result<T>
+    /// Runs `op` on a pooled connection: the wait for a connection bounded by the pool timeout,
+    /// the operation by `limit` (ReadTimeout or WriteTimeout).
+    async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
     where
         F: FnOnce(bb8::PooledConnection<'static, bb8_redis::RedisConnectionManager>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let timeout = self.shared.config.read_timeout + self.shared.config.dial_timeout;
-        let run = async {
-            let connection = self.shared.pool.get_owned().await.map_err(|e| match e {
+        let config = &self.shared.config;
+        let connection = tokio::time::timeout(config.pool_wait(), self.shared.pool.get_owned())
+            .await
+            .map_err(|_| {
+                Error::timeout(
+                    "redis: no connection within Caches.Connectors.Redis.PoolTimeout; is the server reachable?",
+                )
+            })?
+            .map_err(|e| match e {
                 bb8::RunError::User(e) => redis_error(e),
                 bb8::RunError::TimedOut => Error::timeout(
                     "redis: no connection within Caches.Connectors.Redis.DialTimeout; is the server reachable?",
                 ),
             })?;
-            tokio::time::timeout(self.shared.config.read_timeout, op(connection))
-                .await
-                .map_err(|_| {
-                    Error::timeout("redis: no answer within Caches.Connectors.Redis.ReadTimeout")
-                })?
-                .map_err(redis_error)
-        };
-        tokio::time::timeout(timeout, run)
+        tokio::time::timeout(limit, op(connection))
             .await
-            .map_err(|_| Error::timeout("redis: the operation timed out"))?
+            .map_err(|_| {
+                Error::timeout(
+                    "redis: no answer within Caches.Connectors.Redis.ReadTimeout/WriteTimeout",
+                )
+            })?
+            .map_err(redis_error)
     }
 
     async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
@@ -142,7 +151,7 @@ where
             return Ok(());
         }
         let script = &self.shared.scripts.invalidate;
-        self.with_connection(|mut c| async move {
+        self.with_connection(self.write_timeout(), |mut c| async move {
             let mut invocation = script.prepare_invoke();
             for key in &index_keys {
                 invocation.key(key);
@@ -177,7 +186,7 @@ where
         );
         let lookup = index_key.clone();
         let payload: Option<Vec<u8>> = self
-            .with_connection(|mut c| async move {
+            .with_connection(self.shared.config.read_timeout, |mut c| async move {
                 script
                     .key(&lookup)
                     .arg(version)
@@ -225,7 +234,7 @@ where
         let script = &self.shared.scripts.set;
         let version = self.shared.version.to_string();
         let (max_age, last_usage) = (self.max_age_ms, self.last_usage_ms);
-        self.with_connection(|mut c| async move {
+        self.with_connection(self.write_timeout(), |mut c| async move {
             let mut invocation = script.prepare_invoke();
             invocation.key(&object);
             for key in &index_keys {
@@ -260,8 +269,10 @@ where
         if index_keys.is_empty() {
             return Ok(());
         }
-        self.with_connection(|mut c| async move { c.del::<_, i64>(index_keys).await.map(drop) })
-            .await
+        self.with_connection(self.write_timeout(), |mut c| async move {
+            c.del::<_, i64>(index_keys).await.map(drop)
+        })
+        .await
     }
 
     /// Removes every key of this object cache (all versions) in batches of `SCAN` + `UNLINK`;
@@ -272,7 +283,7 @@ where
         loop {
             let pattern = pattern.clone();
             let (next, batch): (u64, Vec<String>) = self
-                .with_connection(|mut c| async move {
+                .with_connection(self.write_timeout(), |mut c| async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -284,7 +295,7 @@ where
                 })
                 .await?;
             if !batch.is_empty() {
-                self.with_connection(|mut c| async move {
+                self.with_connection(self.write_timeout(), |mut c| async move {
                     redis::cmd("UNLINK")
                         .arg(batch)
                         .query_async::<i64>(&mut *c)

@@ -1,9 +1,16 @@
 //! `Caches.Connectors.Redis`: where the server is and how the pool behaves.
+//!
+//! The keys are the reference's, so its configuration files load as written. The server is
+//! given by `URL` or by `Addr` (+ `Network`); `Username`, `Password` and `DB` override what the
+//! URL says. Keys of the reference that have no meaning here are accepted and reported once,
+//! at warn, when the connector starts ([`RedisConfig::ignored_keys`]).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cache_core::settings::duration;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Serialize};
 
 /// The Redis connector's settings. Field names are the lower-cased configuration keys.
@@ -13,29 +20,115 @@ pub struct RedisConfig {
     /// Whether object caches may name this connector. Default `false`.
     #[serde(rename = "enabled")]
     pub enabled: bool,
-    /// The server as a URL: `redis://[user[:password]@]host:port[/db]`, `rediss://` for TLS.
-    /// Default `redis://localhost:6379`.
+    /// The server as a URL: `redis://[user[:password]@]host:port[/db]`. Empty (the default):
+    /// use `Addr`.
     #[serde(rename = "url")]
     pub url: String,
+    /// `host:port` of the server, or the socket path with `Network: unix`. Default
+    /// `localhost:6379`; not used when `URL` is set.
+    #[serde(rename = "addr")]
+    pub addr: String,
+    /// `tcp` (default) or `unix`.
+    #[serde(rename = "network")]
+    pub network: String,
+    /// ACL user name; overrides the URL's.
+    #[serde(rename = "username")]
+    pub username: String,
+    /// Password; overrides the URL's. Never shown in logs, errors or `Debug`.
+    #[serde(rename = "password")]
+    pub password: String,
+    /// Database number; overrides the URL's when not 0.
+    #[serde(rename = "db")]
+    pub db: i64,
+    /// TLS to the server. Not available in this build: `true` is rejected with what to do.
+    #[serde(rename = "enabletls")]
+    pub enable_tls: bool,
     /// Most connections in the pool (honoured). Default 10.
     #[serde(rename = "poolsize")]
     pub pool_size: u32,
-    /// Longest wait for a connection (dialling or from the pool). Default `5s`.
+    /// When above 0, caps [`pool_size`](Self::pool_size).
+    #[serde(rename = "maxactiveconns")]
+    pub max_active_conns: u32,
+    /// Idle connections kept ready. Default 0.
+    #[serde(rename = "minidleconns")]
+    pub min_idle_conns: u32,
+    /// Idle connections are closed after this. Default `30m`; 0 keeps them.
+    #[serde(rename = "connmaxidletime", with = "duration")]
+    pub conn_max_idle_time: Duration,
+    /// Connections are replaced after this age. Default 0: never.
+    #[serde(rename = "connmaxlifetime", with = "duration")]
+    pub conn_max_lifetime: Duration,
+    /// Longest wait for a connection from a full pool; 0 means `ReadTimeout` + 1s.
+    #[serde(rename = "pooltimeout", with = "duration")]
+    pub pool_timeout: Duration,
+    /// Longest wait to connect. Default `5s`.
     #[serde(rename = "dialtimeout", with = "duration")]
     pub dial_timeout: Duration,
-    /// Longest one operation may take before it counts as failed. Default `3s`.
+    /// Longest a read (get) may take before it counts as failed. Default `3s`.
     #[serde(rename = "readtimeout", with = "duration")]
     pub read_timeout: Duration,
+    /// Longest a write (set, invalidate, delete, truncate batch) may take. Default `3s`.
+    #[serde(rename = "writetimeout", with = "duration")]
+    pub write_timeout: Duration,
+    /// Accepted for the reference's files; no effect (no CLIENT SETNAME is sent).
+    #[serde(rename = "clientname")]
+    pub client_name: String,
+    /// Accepted for the reference's files; no effect (no DB offset).
+    #[serde(rename = "dboffset")]
+    pub db_offset: i64,
+    /// Accepted for the reference's files; no effect (a failed operation is a miss, not retried).
+    #[serde(rename = "maxretries")]
+    pub max_retries: i64,
+    /// Accepted for the reference's files; no effect (no retries).
+    #[serde(rename = "minretrybackoff", with = "duration")]
+    pub min_retry_backoff: Duration,
+    /// Accepted for the reference's files; no effect (no retries).
+    #[serde(rename = "maxretrybackoff", with = "duration")]
+    pub max_retry_backoff: Duration,
+    /// Accepted for the reference's files; no effect (the pool's order is its own).
+    #[serde(rename = "poolfifo")]
+    pub pool_fifo: bool,
+    /// Accepted for the reference's files; no effect (idle connections are limited by
+    /// `ConnMaxIdleTime`).
+    #[serde(rename = "maxidleconns")]
+    pub max_idle_conns: u32,
+    /// Accepted for the reference's files (its spelling); no effect (no CLIENT SETINFO).
+    #[serde(rename = "disableindentity")]
+    pub disable_indentity: bool,
+    /// Accepted for the reference's files; no effect (no CLIENT SETINFO).
+    #[serde(rename = "identitysuffix")]
+    pub identity_suffix: String,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             enabled: false,
-            url: "redis://localhost:6379".to_owned(),
+            url: String::new(),
+            addr: "localhost:6379".to_owned(),
+            network: "tcp".to_owned(),
+            username: String::new(),
+            password: String::new(),
+            db: 0,
+            enable_tls: false,
             pool_size: 10,
+            max_active_conns: 0,
+            min_idle_conns: 0,
+            conn_max_idle_time: Duration::from_secs(30 * 60),
+            conn_max_lifetime: Duration::ZERO,
+            pool_timeout: Duration::ZERO,
             dial_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(3),
+            client_name: String::new(),
+            db_offset: 0,
+            max_retries: 0,
+            min_retry_backoff: Duration::ZERO,
+            max_retry_backoff: Duration::ZERO,
+            pool_fifo: false,
+            max_idle_conns: 0,
+            disable_indentity: false,
+            identity_suffix: String::new(),
         }
     }
 }
@@ -50,28 +143,147 @@ impl RedisConfig {
         }
     }
 
+    /// The pool's size: `PoolSize`, capped by `MaxActiveConns` when that is set.
+    pub fn max_connections(&self) -> u32 {
+        match self.max_active_conns {
+            0 => self.pool_size,
+            cap => self.pool_size.min(cap),
+        }
+    }
+
+    /// How long an operation may wait for a pooled connection.
+    pub fn pool_wait(&self) -> Duration {
+        if self.pool_timeout.is_zero() {
+            self.read_timeout + Duration::from_secs(1)
+        } else {
+            self.pool_timeout
+        }
+    }
+
+    /// Where and how to connect: the URL (or `Addr`/`Network`), then `Username`, `Password`
+    /// and `DB` over it. On error, the offending key and what to write instead (never the
+    /// password).
+    pub fn connection_info(&self) -> Result<ConnectionInfo, (&'static str, String)> {
+        let mut info = if self.url.is_empty() {
+            let address = match self.network.to_ascii_lowercase().as_str() {
+                "" | "tcp" => {
+                    let (host, port) = self.addr.rsplit_once(':').unwrap_or((&self.addr, "6379"));
+                    let port = port.parse::<u16>().map_err(|_| {
+                        (
+                            "Addr",
+                            format!(
+                                "{:?} is not host:port; write e.g. localhost:6379",
+                                self.addr
+                            ),
+                        )
+                    })?;
+                    ConnectionAddr::Tcp(host.to_owned(), port)
+                }
+                "unix" => ConnectionAddr::Unix(PathBuf::from(&self.addr)),
+                other => {
+                    return Err((
+                        "Network",
+                        format!("{other:?} is not supported; write tcp or unix"),
+                    ));
+                }
+            };
+            address.into_connection_info().map_err(|e| {
+                (
+                    "Addr",
+                    format!("{:?} cannot be used ({})", self.addr, e.category()),
+                )
+            })?
+        } else {
+            self.url.as_str().into_connection_info().map_err(|e| {
+                (
+                    "URL",
+                    format!(
+                        "{:?} is not a Redis URL ({}); write e.g. redis://localhost:6379/0",
+                        self.redacted_url(),
+                        e.category()
+                    ),
+                )
+            })?
+        };
+        if self.enable_tls || matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+            return Err((
+                "EnableTLS",
+                "TLS is not available in this build of cache-redis; use a TLS-terminating proxy \
+                 on localhost, or set EnableTLS: false and a redis:// URL"
+                    .to_owned(),
+            ));
+        }
+        let mut redis = info.redis_settings().clone();
+        if !self.username.is_empty() {
+            redis = redis.set_username(&self.username);
+        }
+        if !self.password.is_empty() {
+            redis = redis.set_password(&self.password);
+        }
+        if self.db != 0 {
+            redis = redis.set_db(self.db);
+        }
+        info = info.set_redis_settings(redis);
+        Ok(info)
+    }
+
     /// Checks what serde cannot: on error, the offending key (below
     /// `Caches.Connectors.Redis`) and what to write instead. Never shows the password.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        use redis::IntoConnectionInfo;
-        if let Err(e) = self.url.as_str().into_connection_info() {
-            return Err((
-                "URL",
-                format!(
-                    "{:?} is not a Redis URL ({}); write e.g. redis://localhost:6379/0, or \
-                     rediss://user:password@host:6380/0 for TLS",
-                    self.redacted_url(),
-                    e.category()
-                ),
-            ));
-        }
-        if self.pool_size == 0 {
+        self.connection_info()?;
+        if self.max_connections() == 0 {
             return Err((
                 "PoolSize",
                 "0 connections cannot serve anything; write 1 or more (default 10)".to_owned(),
             ));
         }
+        if self.min_idle_conns > self.max_connections() {
+            return Err((
+                "MinIdleConns",
+                format!(
+                    "{} idle connections do not fit a pool of {}; lower it or raise PoolSize",
+                    self.min_idle_conns,
+                    self.max_connections()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The reference's keys that are set but have no effect here, by their documented names.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let defaults = RedisConfig::default();
+        let mut ignored = Vec::new();
+        let mut check = |set: bool, key| {
+            if set {
+                ignored.push(key);
+            }
+        };
+        check(self.client_name != defaults.client_name, "ClientName");
+        check(self.db_offset != defaults.db_offset, "DBOffset");
+        check(self.max_retries != defaults.max_retries, "MaxRetries");
+        check(
+            self.min_retry_backoff != defaults.min_retry_backoff,
+            "MinRetryBackoff",
+        );
+        check(
+            self.max_retry_backoff != defaults.max_retry_backoff,
+            "MaxRetryBackoff",
+        );
+        check(self.pool_fifo != defaults.pool_fifo, "PoolFIFO");
+        check(
+            self.max_idle_conns != defaults.max_idle_conns,
+            "MaxIdleConns",
+        );
+        check(
+            self.disable_indentity != defaults.disable_indentity,
+            "DisableIndentity",
+        );
+        check(
+            self.identity_suffix != defaults.identity_suffix,
+            "IdentitySuffix",
+        );
+        ignored
     }
 
     /// The URL with its password replaced by `***`, for logs and errors.
@@ -85,10 +297,20 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("enabled", &self.enabled)
             .field("url", &self.redacted_url())
-            .field("pool_size", &self.pool_size)
+            .field("addr", &self.addr)
+            .field("network", &self.network)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("db", &self.db)
+            .field("pool_size", &self.max_connections())
+            .field("min_idle_conns", &self.min_idle_conns)
             .field("dial_timeout", &self.dial_timeout)
             .field("read_timeout", &self.read_timeout)
-            .finish()
+            .field("write_timeout", &self.write_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,9 +334,16 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        let c = RedisConfig::with_url("redis://app:s3cret@cache:6379/2");
+        let c = RedisConfig {
+            password: "hunter2".into(),
+            ..RedisConfig::with_url("redis://app:s3cret@cache:6379/2")
+        };
         assert_eq!(c.redacted_url(), "redis://app:***@cache:6379/2");
-        assert!(!format!("{c:?}").contains("s3cret"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         assert_eq!(redact("redis://localhost:6379"), "redis://localhost:6379");
         assert_eq!(redact("rediss://tok3n@h:1"), "rediss://***@h:1");
     }
@@ -136,5 +365,63 @@ mod tests {
             ..RedisConfig::default()
         };
         assert_eq!(zero.validate().unwrap_err().0, "PoolSize");
+        let idle = RedisConfig {
+            min_idle_conns: 11,
+            ..RedisConfig::default()
+        };
+        assert_eq!(idle.validate().unwrap_err().0, "MinIdleConns");
+        let tls = RedisConfig {
+            enable_tls: true,
+            ..RedisConfig::default()
+        };
+        assert_eq!(tls.validate().unwrap_err().0, "EnableTLS");
+        let addr = RedisConfig {
+            addr: "cache:port".into(),
+            ..RedisConfig::default()
+        };
+        assert_eq!(addr.validate().unwrap_err().0, "Addr");
+    }
+
+    #[test]
+    fn discrete_fields_override_the_url() {
+        let c = RedisConfig {
+            username: "svc".into(),
+            password: "pw".into(),
+            db: 3,
+            ..RedisConfig::with_url("redis://app:old@cache:6380/1")
+        };
+        let info = c.connection_info().unwrap();
+        assert_eq!(info.addr(), &ConnectionAddr::Tcp("cache".into(), 6380));
+        assert_eq!(info.redis_settings().username(), Some("svc"));
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+        assert_eq!(info.redis_settings().db(), 3);
+        let by_addr = RedisConfig {
+            addr: "10.0.0.5:7000".into(),
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            by_addr.connection_info().unwrap().addr(),
+            &ConnectionAddr::Tcp("10.0.0.5".into(), 7000)
+        );
+    }
+
+    #[test]
+    fn keys_without_effect_are_reported() {
+        let c = RedisConfig {
+            max_retries: 3,
+            pool_fifo: true,
+            ..RedisConfig::default()
+        };
+        assert_eq!(c.ignored_keys(), ["MaxRetries", "PoolFIFO"]);
+        assert!(RedisConfig::default().ignored_keys().is_empty());
+        assert_eq!(
+            RedisConfig {
+                pool_size: 50,
+                max_active_conns: 20,
+                ..RedisConfig::default()
+            }
+            .max_connections(),
+            20
+        );
     }
 }

@@ -34,16 +34,27 @@ impl RedisConnector {
     /// reachable. Fails only on a malformed URL. Call it inside a Tokio runtime (the pool
     /// runs a background task).
     pub fn new(config: RedisConfig, version: &str) -> Result<Self> {
-        let manager = RedisConnectionManager::new(config.url.as_str()).map_err(|e| {
-            Error::config(format!(
-                "Caches.Connectors.Redis.URL {:?} is not a Redis URL ({e}); write e.g. redis://localhost:6379/0",
-                config.redacted_url()
-            ))
+        let info = config.connection_info().map_err(|(key, message)| {
+            Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
         })?;
-        let pool = bb8::Pool::builder()
-            .max_size(config.pool_size.max(1))
-            .connection_timeout(config.dial_timeout)
-            .build_unchecked(manager);
+        let manager = RedisConnectionManager::new(info)
+            .map_err(|e| Error::config(format!("Caches.Connectors.Redis: {}", e.category())))?;
+        let ignored = config.ignored_keys();
+        if !ignored.is_empty() {
+            tracing::warn!(
+                connector = crate::CONNECTOR,
+                keys = ?ignored,
+                "these Caches.Connectors.Redis keys are accepted for compatibility but have no effect"
+            );
+        }
+        let mut pool = bb8::Pool::builder()
+            .max_size(config.max_connections().max(1))
+            .min_idle(Some(config.min_idle_conns).filter(|n| *n > 0))
+            .connection_timeout(config.pool_wait())
+            .idle_timeout(Some(config.conn_max_idle_time).filter(|d| !d.is_zero()))
+            .max_lifetime(Some(config.conn_max_lifetime).filter(|d| !d.is_zero()));
+        pool = pool.retry_connection(false);
+        let pool = pool.build_unchecked(manager);
         Ok(RedisConnector {
             shared: Arc::new(Shared {
                 config,
