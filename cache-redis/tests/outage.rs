@@ -1,0 +1,146 @@
+//! A server that goes away and comes back: operations fail fast while it is down (a get is a
+//! miss for the application), and the cache works again once it is back. Uses its own
+//! throwaway `redis-server` on a free loopback port, so it can kill it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::testkit::{TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings, ObjectCache};
+use cache_redis::{RedisConfig, RedisConnector};
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(port: u16) -> Server {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_server_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
+            panic!("redis-server is not installed; `cargo xtask test` installs it");
+        }
+        eprintln!("skipped: redis-server is not installed (run `cargo xtask test`)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_fail_fast_while_down_and_recover_when_back() {
+    if !redis_server_available() {
+        return;
+    }
+    let mut server = Server::start(free_port());
+    let config = RedisConfig {
+        dial_timeout: Duration::from_millis(200),
+        read_timeout: Duration::from_millis(200),
+        write_timeout: Duration::from_millis(200),
+        pool_timeout: Duration::from_millis(300),
+        ..RedisConfig::with_url(format!("redis://127.0.0.1:{}/", server.port))
+    };
+    let connector = RedisConnector::new(config, "v1").unwrap();
+    let backend = connector.cache::<TestIndex, TestEntry>(
+        "outage",
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let cache = ObjectCache::new("outage", backend.clone() as Arc<dyn Cache<_, _>>);
+    cache.set(TestEntry::new("a", &["x"])).await;
+    assert!(cache.get(TestIndex::Name, "x").await.is_some());
+
+    server.kill();
+    let down = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert!(
+            cache.get(TestIndex::Name, "x").await.is_none(),
+            "down: a get is a miss"
+        );
+        cache.set(TestEntry::new("b", &["y"])).await;
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a get + set while down took {slowest:?}"
+    );
+    assert!(
+        backend.invalidate(TestIndex::Id, &["a"]).await.is_err(),
+        "down: invalidate reports the failure"
+    );
+    assert!(cache.stats().errors >= 10, "{:?}", cache.stats());
+
+    eprintln!(
+        "down phase {:?}, slowest get+set {slowest:?}",
+        down.elapsed()
+    );
+    let server = Server::start(server.port);
+    let back = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        cache.set(TestEntry::new("c", &["z"])).await;
+        if cache.get(TestIndex::Name, "z").await.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not recover after the server came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("recovered {:?} after the restart", back.elapsed());
+    drop(server);
+}
