@@ -119,7 +119,7 @@ where
     /// the operation by `limit` (ReadTimeout or WriteTimeout).
     async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
     where
-        F: FnOnce(bb8::PooledConnection<'static, bb8_redis::RedisConnectionManager>) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let config = &self.shared.config;
@@ -136,14 +136,25 @@ where
                     "redis: no connection within Caches.Connectors.Redis.DialTimeout; is the server reachable?",
                 ),
             })?;
-        tokio::time::timeout(limit, op(connection))
+        // Share the multiplexed connection and give the slot back at once (see `pool`).
+        let redis = connection.redis.clone();
+        let broken = Arc::clone(&connection.broken);
+        drop(connection);
+        tokio::time::timeout(limit, op(redis))
             .await
             .map_err(|_| {
+                // A connection that does not answer is not trusted with the next command.
+                broken.store(true, std::sync::atomic::Ordering::Relaxed);
                 Error::timeout(
                     "redis: no answer within Caches.Connectors.Redis.ReadTimeout/WriteTimeout",
                 )
             })?
-            .map_err(redis_error)
+            .map_err(|e| {
+                if crate::pool::is_connection_error(&e) {
+                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                redis_error(e)
+            })
     }
 
     async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
@@ -156,7 +167,7 @@ where
             for key in &index_keys {
                 invocation.key(key);
             }
-            invocation.invoke_async::<i64>(&mut *c).await.map(drop)
+            invocation.invoke_async::<i64>(&mut c).await.map(drop)
         })
         .await
     }
@@ -192,7 +203,7 @@ where
                     .arg(version)
                     .arg(max_age)
                     .arg(last_usage)
-                    .invoke_async(&mut *c)
+                    .invoke_async(&mut c)
                     .await
             })
             .await?;
@@ -246,7 +257,7 @@ where
                 .arg(max_age)
                 .arg(last_usage)
                 .arg(keys_json)
-                .invoke_async::<i64>(&mut *c)
+                .invoke_async::<i64>(&mut c)
                 .await
                 .map(drop)
         })
@@ -290,7 +301,7 @@ where
                         .arg(pattern)
                         .arg("COUNT")
                         .arg(500)
-                        .query_async(&mut *c)
+                        .query_async(&mut c)
                         .await
                 })
                 .await?;
@@ -298,7 +309,7 @@ where
                 self.with_connection(self.write_timeout(), |mut c| async move {
                     redis::cmd("UNLINK")
                         .arg(batch)
-                        .query_async::<i64>(&mut *c)
+                        .query_async::<i64>(&mut c)
                         .await
                         .map(drop)
                 })

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bb8_redis::RedisConnectionManager;
 use cache_core::{CacheSettings, Entry, Error, Index, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -10,8 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::{RedisCache, Scripts};
 use crate::config::RedisConfig;
 
-/// A bb8 pool of multiplexed connections.
-pub(crate) type Pool = bb8::Pool<RedisConnectionManager>;
+use crate::pool::{Manager, Pool};
 
 /// The Redis connector: makes object caches that share one connection pool.
 #[derive(Clone, Debug)]
@@ -37,7 +35,7 @@ impl RedisConnector {
         let info = config.connection_info().map_err(|(key, message)| {
             Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
         })?;
-        let manager = RedisConnectionManager::new(info)
+        let manager = Manager::new(info)
             .map_err(|e| Error::config(format!("Caches.Connectors.Redis: {}", e.category())))?;
         let ignored = config.ignored_keys();
         if !ignored.is_empty() {
@@ -53,7 +51,9 @@ impl RedisConnector {
             .connection_timeout(config.pool_wait())
             .idle_timeout(Some(config.conn_max_idle_time).filter(|d| !d.is_zero()))
             .max_lifetime(Some(config.conn_max_lifetime).filter(|d| !d.is_zero()));
-        pool = pool.retry_connection(false);
+        // A checkout must not cost a PING round trip: a broken connection fails its command,
+        // which is reported (a miss) and the connection is replaced on the next checkout.
+        pool = pool.retry_connection(false).test_on_check_out(false);
         let pool = pool.build_unchecked(manager);
         Ok(RedisConnector {
             shared: Arc::new(Shared {

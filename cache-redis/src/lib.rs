@@ -8,6 +8,7 @@ mod cache;
 mod config;
 mod connector;
 mod keys;
+mod pool;
 
 pub use cache::RedisCache;
 pub use config::RedisConfig;

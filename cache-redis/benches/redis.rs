@@ -1,0 +1,234 @@
+//! The Redis connector through the public `ObjectCache` API against the floor of raw redis-rs
+//! commands on the same kind of connection (multiplexed), the same payload, in the same run:
+//! get-hit vs `GET`, set (an object with 3 keys over 2 indices) vs `SET`, invalidate vs `DEL`,
+//! at 1 and 32 concurrent tasks. Reported time is per operation (lower = more throughput).
+//!
+//! `cargo bench -p cache-redis --bench redis` uses `CACHE_TEST_REDIS_URL` when set (e.g. from
+//! `cargo xtask serve`), otherwise starts a throwaway `redis-server` on a free loopback port.
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::testkit::{TestEntry, TestIndex};
+use cache_core::{CacheSettings, ObjectCache};
+use cache_redis::{RedisConfig, RedisConnector};
+use criterion::{Criterion, criterion_group, criterion_main};
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::runtime::Runtime;
+
+const OBJECTS: u64 = 1_000;
+
+/// A redis-server this benchmark started, stopped when dropped.
+struct Throwaway(Option<Child>);
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn server() -> (String, Throwaway) {
+    if let Ok(url) = std::env::var("CACHE_TEST_REDIS_URL") {
+        return (url, Throwaway(None));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect(
+            "redis-server (install it, or run `cargo xtask serve` and export CACHE_TEST_REDIS_URL)",
+        );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("redis://127.0.0.1:{port}/"), Throwaway(Some(child)))
+}
+
+fn entry(i: u64) -> TestEntry {
+    TestEntry::new(
+        &format!("org-{i}"),
+        &[&format!("org-{i}.example"), &format!("alias-{i}.example")],
+    )
+}
+
+/// The object one task uses for its `n`-th operation.
+fn pick(task: u64, n: u64) -> u64 {
+    (task * 7_919 + n) % OBJECTS
+}
+
+/// Runs `op(task, n)` about `iters` times spread over `tasks` tasks; the elapsed time.
+fn spread<F, Fut>(rt: &Runtime, iters: u64, tasks: u64, op: F) -> Duration
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let op = Arc::new(op);
+    rt.block_on(async {
+        let started = Instant::now();
+        let per_task = iters.div_ceil(tasks);
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let op = Arc::clone(&op);
+                tokio::spawn(async move {
+                    for n in 0..per_task {
+                        op(t, n).await;
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("a benchmark task panicked");
+        }
+        started.elapsed()
+    })
+}
+
+async fn populate(cache: &ObjectCache<TestIndex, TestEntry>, raw: &MultiplexedConnection) {
+    for i in 0..OBJECTS {
+        cache.set(entry(i)).await;
+        let payload = serde_json::to_vec(&entry(i)).expect("json");
+        let _: () = raw
+            .clone()
+            .set(format!("raw:{i}"), payload)
+            .await
+            .expect("SET");
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let (url, _server) = server();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (cache, raw) = rt.block_on(async {
+        let config = RedisConfig {
+            pool_size: 32,
+            ..RedisConfig::with_url(&url)
+        };
+        let connector = RedisConnector::new(config, "bench").expect("connector");
+        let backend = connector.cache::<TestIndex, TestEntry>(
+            "bench",
+            TestIndex::BUILT,
+            &CacheSettings::default(),
+        );
+        let raw = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        (ObjectCache::new("bench", backend), raw)
+    });
+    for tasks in [1u64, 32] {
+        rt.block_on(populate(&cache, &raw));
+        let mut group = c.benchmark_group(format!("redis_{tasks}_tasks"));
+        group
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .sample_size(20);
+        group.bench_function("get_hit/object_cache", |b| {
+            b.iter_custom(|iters| {
+                let cache = cache.clone();
+                spread(&rt, iters, tasks, move |t, n| {
+                    let cache = cache.clone();
+                    async move {
+                        let hit = cache
+                            .get(TestIndex::Id, &format!("org-{}", pick(t, n)))
+                            .await;
+                        assert!(hit.is_some(), "a hit");
+                    }
+                })
+            })
+        });
+        group.bench_function("get_hit/raw_GET", |b| {
+            b.iter_custom(|iters| {
+                let raw = raw.clone();
+                spread(&rt, iters, tasks, move |t, n| {
+                    let mut raw = raw.clone();
+                    async move {
+                        let v: Option<Vec<u8>> =
+                            raw.get(format!("raw:{}", pick(t, n))).await.expect("GET");
+                        assert!(v.is_some(), "a hit");
+                    }
+                })
+            })
+        });
+        group.bench_function("set_3_keys/object_cache", |b| {
+            b.iter_custom(|iters| {
+                let cache = cache.clone();
+                spread(&rt, iters, tasks, move |t, n| {
+                    let cache = cache.clone();
+                    async move { cache.set(entry(pick(t, n))).await }
+                })
+            })
+        });
+        group.bench_function("set_3_keys/raw_SET", |b| {
+            b.iter_custom(|iters| {
+                let raw = raw.clone();
+                spread(&rt, iters, tasks, move |t, n| {
+                    let mut raw = raw.clone();
+                    async move {
+                        let payload = serde_json::to_vec(&entry(pick(t, n))).expect("json");
+                        let _: () = raw
+                            .set(format!("raw:{}", pick(t, n)), payload)
+                            .await
+                            .expect("SET");
+                    }
+                })
+            })
+        });
+        group.bench_function("invalidate/object_cache", |b| {
+            b.iter_custom(|iters| {
+                let cache = cache.clone();
+                spread(&rt, iters, tasks, move |t, n| {
+                    let cache = cache.clone();
+                    async move {
+                        let key = format!("org-{}", pick(t, n));
+                        cache
+                            .invalidate(TestIndex::Id, &[key])
+                            .await
+                            .expect("invalidate");
+                    }
+                })
+            })
+        });
+        group.bench_function("invalidate/raw_DEL", |b| {
+            b.iter_custom(|iters| {
+                let raw = raw.clone();
+                spread(&rt, iters, tasks, move |t, n| {
+                    let mut raw = raw.clone();
+                    async move {
+                        let _: i64 = raw.del(format!("raw:{}", pick(t, n))).await.expect("DEL");
+                    }
+                })
+            })
+        });
+        group.finish();
+    }
+    rt.block_on(async { cache.truncate().await.expect("truncate") });
+}
+
+criterion_group!(redis_benches, benches);
+criterion_main!(redis_benches);
