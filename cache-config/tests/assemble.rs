@@ -183,11 +183,7 @@ async fn a_bad_new_configuration_changes_nothing() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_cache_runs_on_redis_when_configured() {
-    let Ok(url) = std::env::var("CACHE_TEST_REDIS_URL") else {
-        if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
-            panic!("CACHE_TEST_REDIS_URL is not set; run the tests with `cargo xtask test`");
-        }
-        eprintln!("skipped: CACHE_TEST_REDIS_URL is not set (run `cargo xtask test`)");
+    let Some(url) = cache_core::testkit::server_url("CACHE_TEST_REDIS_URL") else {
         return;
     };
     let purpose = cache_core::testkit::unique_purpose("config-redis");

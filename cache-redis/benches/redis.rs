@@ -7,7 +7,6 @@
 //! `cargo xtask serve`), otherwise starts a throwaway `redis-server` on a free loopback port.
 
 use std::future::Future;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,48 +20,18 @@ use tokio::runtime::Runtime;
 
 const OBJECTS: u64 = 1_000;
 
-/// A redis-server this benchmark started, stopped when dropped.
-struct Throwaway(Option<Child>);
+#[path = "../tests/common/throwaway.rs"]
+mod throwaway;
 
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn server() -> (String, Throwaway) {
+/// The server to measure against, and the throwaway one if this run started it.
+fn server() -> (String, Option<throwaway::Server>) {
     if let Ok(url) = std::env::var("CACHE_TEST_REDIS_URL") {
-        return (url, Throwaway(None));
+        return (url, None);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect(
-            "redis-server (install it, or run `cargo xtask serve` and export CACHE_TEST_REDIS_URL)",
-        );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (format!("redis://127.0.0.1:{port}/"), Throwaway(Some(child)))
+    let server = throwaway::Server::start(None).expect(
+        "redis-server (install it, or run `cargo xtask serve` and export CACHE_TEST_REDIS_URL)",
+    );
+    (server.url(), Some(server))
 }
 
 fn entry(i: u64) -> TestEntry {

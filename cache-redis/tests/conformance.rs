@@ -38,15 +38,7 @@ impl Fixture for RedisFixture {
 /// The server from `CACHE_TEST_REDIS_URL`; without it the tests are skipped with a printed
 /// reason, unless `CACHE_TEST_REQUIRE_SERVERS=1` (as `cargo xtask test` sets) makes that fatal.
 async fn fixture() -> Option<RedisFixture> {
-    let Ok(url) = std::env::var("CACHE_TEST_REDIS_URL") else {
-        if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
-            panic!("CACHE_TEST_REDIS_URL is not set; run the tests with `cargo xtask test`");
-        }
-        eprintln!(
-            "skipped: CACHE_TEST_REDIS_URL is not set (run `cargo xtask test` to start a redis-server)"
-        );
-        return None;
-    };
+    let url = cache_core::testkit::server_url("CACHE_TEST_REDIS_URL")?;
     let connector =
         RedisConnector::new(RedisConfig::with_url(url), "test-v1").expect("a valid URL");
     Some(RedisFixture { connector })

@@ -2,8 +2,6 @@
 //! miss for the application), and the cache works again once it is back. Uses its own
 //! throwaway `redis-server` on a free loopback port, so it can kill it.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,79 +9,20 @@ use cache_core::testkit::{TestEntry, TestIndex};
 use cache_core::{Cache, CacheSettings, ObjectCache};
 use cache_redis::{RedisConfig, RedisConnector};
 
-struct Server {
-    child: Child,
-    port: u16,
-}
+#[path = "common/throwaway.rs"]
+mod throwaway;
 
-impl Server {
-    fn start(port: u16) -> Server {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
+use throwaway::Server;
 
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn redis_server_available() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_fail_fast_while_down_and_recover_when_back() {
+    let Some(mut server) = Server::start(None) else {
         if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
             panic!("redis-server is not installed; `cargo xtask test` installs it");
         }
         eprintln!("skipped: redis-server is not installed (run `cargo xtask test`)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operations_fail_fast_while_down_and_recover_when_back() {
-    if !redis_server_available() {
         return;
-    }
-    let mut server = Server::start(free_port());
+    };
     let config = RedisConfig {
         dial_timeout: Duration::from_millis(200),
         read_timeout: Duration::from_millis(200),
@@ -127,7 +66,7 @@ async fn operations_fail_fast_while_down_and_recover_when_back() {
         "down phase {:?}, slowest get+set {slowest:?}",
         down.elapsed()
     );
-    let server = Server::start(server.port);
+    let server = Server::start(Some(server.port)).expect("redis-server restarts");
     let back = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

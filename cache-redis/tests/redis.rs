@@ -10,16 +10,7 @@ use cache_redis::{RedisConfig, RedisConnector};
 use redis::AsyncCommands;
 
 fn url() -> Option<String> {
-    match std::env::var("CACHE_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") => {
-            panic!("CACHE_TEST_REDIS_URL is not set; run the tests with `cargo xtask test`")
-        }
-        Err(_) => {
-            eprintln!("skipped: CACHE_TEST_REDIS_URL is not set (run `cargo xtask test`)");
-            None
-        }
-    }
+    cache_core::testkit::server_url("CACHE_TEST_REDIS_URL")
 }
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {

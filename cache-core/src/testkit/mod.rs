@@ -219,3 +219,21 @@ macro_rules! model_test {
         }
     };
 }
+
+/// The server address in the environment variable `var` (e.g. `CACHE_TEST_REDIS_URL`, set by
+/// `cargo xtask test`). Without it, `None` after printing why the test is skipped — unless
+/// `CACHE_TEST_REQUIRE_SERVERS=1`, which makes a missing server a failure.
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CACHE_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") => {
+            panic!(
+                "{var} is not set; run the tests with `cargo xtask test`, which starts the servers"
+            )
+        }
+        Err(_) => {
+            eprintln!("skipped: {var} is not set (run `cargo xtask test` to start the servers)");
+            None
+        }
+    }
+}

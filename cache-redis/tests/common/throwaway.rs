@@ -1,0 +1,66 @@
+//! A `redis-server` of a test's or benchmark's own, on a free loopback port, killed on drop.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running throwaway server.
+pub(crate) struct Server {
+    child: Child,
+    /// Its loopback port.
+    pub(crate) port: u16,
+}
+
+impl Server {
+    /// Starts a server without persistence on `port` (`None`: a free one) and waits until it
+    /// listens. `None` when `redis-server` is not installed.
+    pub(crate) fn start(port: Option<u16>) -> Option<Server> {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free loopback port")
+        });
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Server { child, port })
+    }
+
+    /// Its URL.
+    #[allow(dead_code)] // not every includer needs it
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops it at once (SIGKILL).
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
