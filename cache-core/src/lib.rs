@@ -16,7 +16,7 @@ pub mod testkit;
 pub use cache::{Cache, Prune};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use error::{Error, ErrorKind, Result};
-pub use index::{Entry, Index};
+pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use noop::{NOOP_CONNECTOR, NoopCache};
 pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};
 pub use settings::{AutoPrune, BreakerSettings, CacheSettings, LogFormat, LogLevel, LogSettings};

@@ -53,12 +53,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         capacity: u64,
         clock: SharedClock,
     ) -> Self {
-        let mut unique: Vec<I> = Vec::with_capacity(indices.len());
-        for index in indices {
-            if !unique.contains(index) {
-                unique.push(*index);
-            }
-        }
+        let unique = cache_core::unique_indices(indices);
         assert!(
             unique.len() <= usize::from(u8::MAX) + 1,
             "the {purpose:?} cache has {} indices; at most 256 are supported",
@@ -140,16 +135,14 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
     }
 
     fn store(&self, value: Arc<V>) {
-        let mut keys: Vec<SlotKey> = Vec::new();
-        for (position, index) in self.indices.iter().enumerate() {
-            let position = u8::try_from(position).expect("at most 256 indices (checked in new)");
-            for key in value.keys(*index) {
-                let slot = SlotKey::new(position, &key);
-                if !keys.contains(&slot) {
-                    keys.push(slot);
-                }
-            }
-        }
+        let keys: Vec<SlotKey> = cache_core::entry_keys(&*value, &self.indices)
+            .into_iter()
+            .map(|(position, key)| {
+                let position =
+                    u8::try_from(position).expect("at most 256 indices (checked in new)");
+                SlotKey::new(position, key)
+            })
+            .collect();
         let stored = Arc::new(Stored::new(
             value,
             keys.into_boxed_slice(),

@@ -11,15 +11,16 @@ use quick_cache::{Equivalent, Lifecycle};
 /// The position of an index in the cache's index list, and one key under it.
 ///
 /// Keys of different indices never collide, whatever characters they contain: the index is a
-/// separate field, not a prefix of the string.
+/// separate field, not a prefix of the string. The string is shared between the map and the
+/// stored object's key list, so a clone is a reference-count increment.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct SlotKey {
     index: u8,
-    key: Box<str>,
+    key: Arc<str>,
 }
 
 impl SlotKey {
-    pub(crate) fn new(index: u8, key: &str) -> Self {
+    pub(crate) fn new(index: u8, key: String) -> Self {
         SlotKey {
             index,
             key: key.into(),

@@ -87,12 +87,7 @@ where
         indices: &[I],
         settings: &CacheSettings,
     ) -> Self {
-        let mut unique: Vec<I> = Vec::new();
-        for index in indices {
-            if !unique.contains(index) {
-                unique.push(*index);
-            }
-        }
+        let unique = cache_core::unique_indices(indices);
         RedisCache {
             shared,
             purpose: purpose.to_owned(),
@@ -161,12 +156,11 @@ where
         if index_keys.is_empty() {
             return Ok(());
         }
-        let script = &self.shared.scripts.invalidate;
+        let mut invocation = self.shared.scripts.invalidate.prepare_invoke();
+        for key in &index_keys {
+            invocation.key(key);
+        }
         self.with_connection(self.write_timeout(), |mut c| async move {
-            let mut invocation = script.prepare_invoke();
-            for key in &index_keys {
-                invocation.key(key);
-            }
             invocation.invoke_async::<i64>(&mut c).await.map(drop)
         })
         .await
@@ -189,22 +183,15 @@ where
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
         let index_key = self.index_key(index, key)?;
-        let script = &self.shared.scripts.get;
-        let (version, max_age, last_usage) = (
-            self.shared.version.to_string(),
-            self.max_age_ms,
-            self.last_usage_ms,
-        );
-        let lookup = index_key.clone();
+        let mut invocation = self.shared.scripts.get.prepare_invoke();
+        invocation
+            .key(&index_key)
+            .arg(&*self.shared.version)
+            .arg(self.max_age_ms)
+            .arg(self.last_usage_ms);
         let payload: Option<Vec<u8>> = self
             .with_connection(self.shared.config.read_timeout, |mut c| async move {
-                script
-                    .key(&lookup)
-                    .arg(version)
-                    .arg(max_age)
-                    .arg(last_usage)
-                    .invoke_async(&mut c)
-                    .await
+                invocation.invoke_async(&mut c).await
             })
             .await?;
         let Some(payload) = payload else {
@@ -227,39 +214,31 @@ where
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
         let payload = codec::encode(&*value)?;
-        let mut index_keys: Vec<String> = Vec::new();
-        for index in self.indices.iter() {
-            for key in value.keys(*index) {
-                let k = keys::index_key(&self.prefix, index.name(), &key);
-                if !index_keys.contains(&k) {
-                    index_keys.push(k);
-                }
-            }
-        }
+        let index_keys: Vec<String> = cache_core::entry_keys(&*value, &self.indices)
+            .into_iter()
+            .map(|(position, key)| {
+                keys::index_key(&self.prefix, self.indices[position].name(), &key)
+            })
+            .collect();
         if index_keys.is_empty() {
             return Ok(());
         }
         let object = keys::new_object_key(&self.prefix);
         let keys_json = serde_json::to_string(&index_keys)
             .map_err(|e| Error::codec("index keys could not be encoded").with_source(e))?;
-        let script = &self.shared.scripts.set;
-        let version = self.shared.version.to_string();
-        let (max_age, last_usage) = (self.max_age_ms, self.last_usage_ms);
+        let mut invocation = self.shared.scripts.set.prepare_invoke();
+        invocation.key(&object);
+        for key in &index_keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(payload)
+            .arg(&*self.shared.version)
+            .arg(self.max_age_ms)
+            .arg(self.last_usage_ms)
+            .arg(keys_json);
         self.with_connection(self.write_timeout(), |mut c| async move {
-            let mut invocation = script.prepare_invoke();
-            invocation.key(&object);
-            for key in &index_keys {
-                invocation.key(key);
-            }
-            invocation
-                .arg(payload)
-                .arg(version)
-                .arg(max_age)
-                .arg(last_usage)
-                .arg(keys_json)
-                .invoke_async::<i64>(&mut c)
-                .await
-                .map(drop)
+            invocation.invoke_async::<i64>(&mut c).await.map(drop)
         })
         .await
     }
