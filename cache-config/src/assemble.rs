@@ -115,7 +115,6 @@ struct Registered {
     /// Builds a backend from these connectors and settings and swaps it into the object cache;
     /// returns the new backend's prune capability and schedule.
     rebuild: Rebuild,
-    settings: CacheSettings,
     pruner: Option<Pruner>,
 }
 
@@ -254,14 +253,7 @@ impl Caches {
                 Ok(backend.prune)
             })
         };
-        state.caches.insert(
-            purpose,
-            Registered {
-                rebuild,
-                settings,
-                pruner,
-            },
-        );
+        state.caches.insert(purpose, Registered { rebuild, pruner });
         Ok(cache)
     }
 
@@ -273,37 +265,41 @@ impl Caches {
     /// Nothing changes if any object cache cannot be built from `config`.
     pub async fn reconfigure(&self, config: &CachesConfig) -> Result<(), ConfigError> {
         let stopped = {
-            let mut state = self.lock();
-            let connectors = Connectors::new(&config.connectors, &self.version)?;
-            let connectors_changed = state.config.connectors != config.connectors;
+            let mut guard = self.lock();
+            let state = &mut *guard;
             // Check every object cache first, so a bad configuration changes nothing.
             let mut changes = Vec::new();
-            for (purpose, registered) in &state.caches {
+            let connectors_changed = state.config.connectors != config.connectors;
+            for purpose in state.caches.keys() {
                 let settings = config.settings(purpose).cloned().ok_or_else(|| {
                     ConfigError::new(
                         format!("Caches.{}", keys::documented(purpose)),
                         "the running object cache is missing from the new configuration",
                     )
                 })?;
-                if connectors_changed || settings != registered.settings {
+                crate::load::check_connector(&config.connectors, purpose, &settings)?;
+                if connectors_changed || state.config.settings(purpose) != Some(&settings) {
                     changes.push((purpose.clone(), settings));
                 }
             }
-            for (purpose, settings) in &changes {
-                check_buildable(&connectors, purpose, settings)?;
-            }
+            // New connectors (pools) only when their configuration changed.
+            let new_connectors = if connectors_changed {
+                Some(Connectors::new(&config.connectors, &self.version)?)
+            } else {
+                None
+            };
+            let connectors = new_connectors.as_ref().unwrap_or(&state.connectors);
             let mut stopped = Vec::new();
             for (purpose, settings) in changes {
                 let registered = state
                     .caches
                     .get_mut(&purpose)
                     .expect("changes come from the registered caches");
-                let prune = (registered.rebuild)(&connectors, &settings)?;
+                let prune = (registered.rebuild)(connectors, &settings)?;
                 stopped.extend(registered.pruner.take());
                 registered.pruner = start_pruner(&purpose, &settings, prune);
-                registered.settings = settings;
             }
-            if connectors_changed {
+            if let Some(connectors) = new_connectors {
                 state.connectors = connectors;
             }
             state.config = config.clone();
@@ -328,23 +324,6 @@ impl Caches {
         for pruner in pruners {
             pruner.shutdown().await;
         }
-    }
-}
-
-/// Whether `settings` name a connector `connectors` has (without building anything).
-#[cfg_attr(not(feature = "memory"), allow(unused_variables))]
-fn check_buildable(
-    connectors: &Connectors,
-    purpose: &str,
-    settings: &CacheSettings,
-) -> Result<(), ConfigError> {
-    match settings.connector_name().as_str() {
-        "" => Ok(()),
-        #[cfg(feature = "memory")]
-        "memory" if connectors.memory.is_some() => Ok(()),
-        #[cfg(feature = "redis")]
-        "redis" if connectors.redis.is_some() => Ok(()),
-        other => Err(not_enabled(purpose, other)),
     }
 }
 

@@ -205,7 +205,7 @@ fn enabled(figment: &Figment, name: &str) -> Result<bool, ConfigError> {
 }
 
 /// An object cache may only name an enabled connector.
-fn check_connector(
+pub(crate) fn check_connector(
     connectors: &ConnectorsConfig,
     purpose: &str,
     settings: &CacheSettings,
