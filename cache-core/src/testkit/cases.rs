@@ -344,18 +344,23 @@ pub async fn zero_durations_disable_expiry(f: &dyn Fixture) {
 }
 
 /// Rule: prune removes invalidated and expired objects, keeps live ones, and never counts
-/// as a use: it must not renew LastUsage. (Only for connectors that prune.)
+/// as a use: it must not renew LastUsage. A connector whose backend expires objects itself
+/// (not [`Fixture::prunable`]) must offer no prune at all, so no pruner is started for it.
 pub async fn prune_never_renews_last_usage(f: &dyn Fixture) {
     const RULE: &str = "prune removes dead objects without renewing LastUsage";
-    if !f.prunable() {
-        return;
-    }
     let (limit, step) = if f.exact_time() {
         (secs(10), secs(6))
     } else {
         (millis(1_000), millis(600))
     };
     let c = cache(f, "prune", &expiring(Duration::ZERO, limit)).await;
+    if !f.prunable() {
+        assert!(
+            Arc::clone(&c).into_prune().is_none(),
+            "{RULE}: a connector that expires objects itself must not ask for a pruner"
+        );
+        return;
+    }
     let prune = Arc::clone(&c)
         .into_prune()
         .unwrap_or_else(|| panic!("{RULE}: a prunable connector's cache must offer prune"));

@@ -4,7 +4,7 @@
 //! (returning `None`, after printing why, when its server is missing), and stamps the whole
 //! suite and the model-based test into its tests with two lines:
 //!
-//! ```ignore
+//! ```text
 //! async fn fixture() -> Option<MyFixture> { ... }
 //!
 //! cache_core::conformance_suite!(fixture);
