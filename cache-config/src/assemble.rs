@@ -20,15 +20,29 @@ struct Connectors {
     config: ConnectorsConfig,
     #[cfg(feature = "memory")]
     memory: Option<cache_memory::MemoryConnector>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<cache_postgres::PostgresConnector>,
     #[cfg(feature = "redis")]
     redis: Option<cache_redis::RedisConnector>,
 }
 
 impl Connectors {
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres")),
+        allow(unused_variables)
+    )]
     fn new(config: &ConnectorsConfig, version: &str) -> Result<Self, ConfigError> {
         Ok(Connectors {
             config: config.clone(),
+            #[cfg(feature = "postgres")]
+            postgres: if config.postgres.enabled {
+                Some(
+                    cache_postgres::PostgresConnector::new(&config.postgres, version)
+                        .map_err(|e| ConfigError::new("Caches.Connectors.Postgres", e.message()))?,
+                )
+            } else {
+                None
+            },
             #[cfg(feature = "memory")]
             memory: config
                 .memory
@@ -72,6 +86,18 @@ impl Connectors {
                 let prune = Arc::clone(&cache)
                     .into_prune()
                     .map(|prune| (prune, self.config.memory.auto_prune));
+                Ok(Backend { cache, prune })
+            }
+            #[cfg(feature = "postgres")]
+            "postgres" => {
+                let connector = self
+                    .postgres
+                    .as_ref()
+                    .ok_or_else(|| not_enabled(purpose, &name))?;
+                let cache = connector.cache::<I, V>(purpose, indices, settings);
+                let prune = Arc::clone(&cache)
+                    .into_prune()
+                    .map(|prune| (prune, self.config.postgres.auto_prune));
                 Ok(Backend { cache, prune })
             }
             #[cfg(feature = "redis")]
@@ -307,6 +333,28 @@ impl Caches {
         };
         for pruner in stopped {
             pruner.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Runs the setup step of every enabled connector that has one — PostgreSQL: creates or
+    /// updates its schema, tables and function (idempotent, safe from many processes at once).
+    ///
+    /// Call it at startup when the service should not start without working cache tables: it
+    /// fails when the database is unreachable. Without it, startup never waits for a database,
+    /// and operators run the setup once (`cargo xtask pg-setup <url>`).
+    pub async fn setup(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "postgres")]
+        {
+            let postgres = self.lock().connectors.postgres.clone();
+            if let Some(connector) = postgres {
+                connector.setup().await.map_err(|e| {
+                    ConfigError::new(
+                        "Caches.Connectors.Postgres",
+                        format!("the setup step failed: {e}"),
+                    )
+                })?;
+            }
         }
         Ok(())
     }

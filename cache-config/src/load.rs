@@ -153,6 +153,7 @@ impl Loader {
 fn connectors_config(figment: &Figment) -> Result<ConnectorsConfig, ConfigError> {
     for name in CONNECTORS {
         let compiled = (cfg!(feature = "memory") && *name == "memory")
+            || (cfg!(feature = "postgres") && *name == "postgres")
             || (cfg!(feature = "redis") && *name == "redis");
         if !compiled && enabled(figment, name)? {
             let connector = keys::documented(name);
@@ -176,6 +177,18 @@ fn connectors_config(figment: &Figment) -> Result<ConnectorsConfig, ConfigError>
         }
         memory
     };
+    #[cfg(feature = "postgres")]
+    let postgres: cache_postgres::PostgresConfig = {
+        let postgres: cache_postgres::PostgresConfig =
+            extract(figment, "caches.connectors.postgres")?;
+        if let Err((key, message)) = postgres.validate() {
+            return Err(ConfigError::new(
+                format!("Caches.Connectors.Postgres.{key}"),
+                message,
+            ));
+        }
+        postgres
+    };
     #[cfg(feature = "redis")]
     let redis: cache_redis::RedisConfig = {
         let redis: cache_redis::RedisConfig = extract(figment, "caches.connectors.redis")?;
@@ -190,6 +203,8 @@ fn connectors_config(figment: &Figment) -> Result<ConnectorsConfig, ConfigError>
     Ok(ConnectorsConfig {
         #[cfg(feature = "memory")]
         memory,
+        #[cfg(feature = "postgres")]
+        postgres,
         #[cfg(feature = "redis")]
         redis,
     })
@@ -215,6 +230,7 @@ pub(crate) fn check_connector(
     match name.as_str() {
         "" => Ok(()),
         "memory" if connectors.memory_enabled() => Ok(()),
+        "postgres" if connectors.postgres_enabled() => Ok(()),
         "redis" if connectors.redis_enabled() => Ok(()),
         "memory" | "postgres" | "redis" => {
             let connector = keys::documented(&name);

@@ -53,6 +53,9 @@ pub struct ConnectorsConfig {
     /// `Caches.Connectors.Memory` (Cargo feature `memory`).
     #[cfg(feature = "memory")]
     pub memory: cache_memory::MemoryConfig,
+    /// `Caches.Connectors.Postgres` (Cargo feature `postgres`).
+    #[cfg(feature = "postgres")]
+    pub postgres: cache_postgres::PostgresConfig,
     /// `Caches.Connectors.Redis` (Cargo feature `redis`).
     #[cfg(feature = "redis")]
     pub redis: cache_redis::RedisConfig,
@@ -66,6 +69,18 @@ impl ConnectorsConfig {
             self.redis.enabled
         }
         #[cfg(not(feature = "redis"))]
+        {
+            false
+        }
+    }
+
+    /// Whether object caches may name the PostgreSQL connector.
+    pub fn postgres_enabled(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        {
+            self.postgres.enabled
+        }
+        #[cfg(not(feature = "postgres"))]
         {
             false
         }

@@ -179,6 +179,50 @@ async fn a_bad_new_configuration_changes_nothing() {
     caches.shutdown().await;
 }
 
+/// An object cache on a real PostgreSQL (`CACHE_TEST_POSTGRES_URL`, started by
+/// `cargo xtask test`), with the setup step run through `Caches` and its pruner started.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_cache_runs_on_postgres_when_configured() {
+    let Some(url) = cache_core::testkit::server_url("CACHE_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let purpose = cache_core::testkit::unique_purpose("config-postgres");
+    let config = Loader::new()
+        .yaml(format!(
+            "Caches: {{ Postgres: {{ Enabled: true, URL: \"{url}\" }}, {purpose}: {{ Connector: postgres, MaxAge: 1m }} }}"
+        ))
+        .purpose(purpose.as_str())
+        .load()
+        .unwrap();
+    let caches = Caches::start(&config, "v1").unwrap();
+    caches.setup().await.expect("the setup step");
+    let orgs = caches
+        .object_cache::<OrgIndex, Org>(&purpose, INDICES)
+        .unwrap();
+    assert_eq!(orgs.connector(), "postgres");
+    orgs.set(org()).await;
+    assert_eq!(
+        orgs.get(OrgIndex::Name, "acme.example").await.as_deref(),
+        Some(&org())
+    );
+    orgs.invalidate(OrgIndex::Id, &["1"]).await.unwrap();
+    assert!(orgs.get(OrgIndex::Name, "acme.example").await.is_none());
+    caches.shutdown().await;
+
+    // Unreachable database: startup still works, only the requested setup step fails.
+    let down = Loader::new()
+        .yaml(
+            "Caches: { Postgres: { Enabled: true, URL: \"postgres://postgres@127.0.0.1:1/x\" }, Instance: { Connector: postgres } }",
+        )
+        .load()
+        .unwrap();
+    let caches = Caches::start(&down, "v1").expect("startup does not need the database");
+    let e = caches.setup().await.unwrap_err();
+    assert_eq!(e.path(), "Caches.Connectors.Postgres");
+    assert!(e.message().contains("setup step failed"), "{e}");
+}
+
 /// An object cache on a real Redis (`CACHE_TEST_REDIS_URL`, started by `cargo xtask test`).
 #[cfg(feature = "redis")]
 #[tokio::test]

@@ -53,6 +53,7 @@ const EXAMPLE_POSTGRES: &str = "Caches:\n  Memory:\n    Enabled: true\n  Postgre
 
 const EXAMPLE_REDIS: &str = "Caches:\n  Connectors:\n    Redis:\n      Enabled: true\n  Instance:\n    Connector: \"redis\"\n    MaxAge: 1h\n    LastUsage: 10m\n  Milestones:\n    Connector: \"redis\"\n    MaxAge: 1h\n    LastUsage: 10m\n  Organization:\n    Connector: \"redis\"\n    MaxAge: 1h\n    LastUsage: 10m\n";
 
+#[cfg(not(feature = "postgres"))]
 #[test]
 fn reference_example_with_postgres_names_the_missing_feature() {
     let postgres = load(EXAMPLE_POSTGRES).unwrap_err();
@@ -60,6 +61,38 @@ fn reference_example_with_postgres_names_the_missing_feature() {
     assert!(
         postgres.message().contains("`postgres` Cargo feature"),
         "{postgres}"
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn reference_example_with_postgres_loads_as_written() {
+    let config = load(EXAMPLE_POSTGRES).unwrap();
+    assert!(config.connectors.postgres.enabled);
+    assert_eq!(config.milestones.connector_name(), "postgres");
+    assert_eq!(
+        config.connectors.postgres.auto_prune.interval,
+        Duration::from_secs(15 * 60)
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_settings_load_and_passwords_stay_hidden() {
+    let config = load(
+        "Caches:\n  Postgres:\n    Enabled: true\n    URL: postgres://app:s3cret@db:5432/app\n    Port: 6432\n    SSLMode: disable\n    Schema: app_cache\n    PoolSize: 4\n    StatementTimeout: 500ms\n",
+    )
+    .unwrap();
+    let postgres = &config.connectors.postgres;
+    assert_eq!(postgres.port, 6432);
+    assert_eq!(postgres.schema, "app_cache");
+    assert_eq!(postgres.pool_size, 4);
+    assert_eq!(postgres.statement_timeout, Duration::from_millis(500));
+    let pg = postgres.connection_config().unwrap();
+    assert_eq!(pg.get_ports(), [6432]);
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "no password in Debug"
     );
 }
 
@@ -189,11 +222,6 @@ const BAD: &[(&str, &str, &str)] = &[
         "Caches: { Milestones: { Connector: postgres } }",
         "Caches.Milestones.Connector",
         "not enabled",
-    ),
-    (
-        "Caches: { Postgres: { Enabled: true } }",
-        "Caches.Connectors.Postgres.Enabled",
-        "`postgres` Cargo feature",
     ),
     (
         "Caches: { Connectors: { Memcached: {} } }",
@@ -331,9 +359,47 @@ fn the_reference_redis_keys_load_and_passwords_stay_hidden() {
     );
 }
 
+/// Bad only while the PostgreSQL backend is not compiled in.
+#[cfg(not(feature = "postgres"))]
+const BAD_POSTGRES: &[(&str, &str, &str)] = &[(
+    "Caches: { Connectors: { Postgres: { Enabled: true } } }",
+    "Caches.Connectors.Postgres.Enabled",
+    "`postgres` Cargo feature",
+)];
+
+/// Bad PostgreSQL settings, checked when the backend is compiled in.
+#[cfg(feature = "postgres")]
+const BAD_POSTGRES: &[(&str, &str, &str)] = &[
+    (
+        "Caches: { Postgres: { Enabled: true, URL: \"postgres://app:s3cret@db:port/app\" } }",
+        "Caches.Connectors.Postgres.URL",
+        "not a PostgreSQL connection URL",
+    ),
+    (
+        "Caches: { Postgres: { Schema: \"cache; DROP TABLE users\" } }",
+        "Caches.Connectors.Postgres.Schema",
+        "plain schema name",
+    ),
+    (
+        "Caches: { Postgres: { SSLMode: require } }",
+        "Caches.Connectors.Postgres.SSLMode",
+        "TLS is not available",
+    ),
+    (
+        "Caches: { Postgres: { StatementTimeout: 0 } }",
+        "Caches.Connectors.Postgres.StatementTimeout",
+        "hang forever",
+    ),
+    (
+        "Caches: { Postgres: { Databse: app } }",
+        "Caches.Connectors.Postgres.databse",
+        "did you mean `Database`",
+    ),
+];
+
 /// Bad only while the Redis backend is not compiled in.
 #[cfg(not(feature = "redis"))]
-const BAD_FOR_BUILD: &[(&str, &str, &str)] = &[(
+const BAD_REDIS: &[(&str, &str, &str)] = &[(
     "Caches: { Connectors: { Redis: { Enabled: true } } }",
     "Caches.Connectors.Redis.Enabled",
     "`redis` Cargo feature",
@@ -341,7 +407,7 @@ const BAD_FOR_BUILD: &[(&str, &str, &str)] = &[(
 
 /// Bad Redis settings, checked when the backend is compiled in.
 #[cfg(feature = "redis")]
-const BAD_FOR_BUILD: &[(&str, &str, &str)] = &[
+const BAD_REDIS: &[(&str, &str, &str)] = &[
     (
         "Caches: { Redis: { Enabled: true, URL: \"http://app:s3cret@cache\" } }",
         "Caches.Connectors.Redis.URL",
@@ -368,7 +434,7 @@ const BAD_FOR_BUILD: &[(&str, &str, &str)] = &[
 fn every_bad_configuration_names_its_key_path() {
     assert!(BAD.len() >= 20);
     let mut failures = Vec::new();
-    for (yaml, path, hint) in BAD.iter().chain(BAD_FOR_BUILD) {
+    for (yaml, path, hint) in BAD.iter().chain(BAD_POSTGRES).chain(BAD_REDIS) {
         match load(yaml) {
             Ok(_) => failures.push(format!("{yaml}\n    loaded, expected an error at {path}")),
             Err(e) if e.path() != *path || !e.message().contains(hint) => failures.push(format!(

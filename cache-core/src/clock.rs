@@ -114,6 +114,21 @@ impl Clock for ManualClock {
     }
 }
 
+/// `d` in whole milliseconds, for backends that keep time themselves (Redis TTLs, SQL
+/// intervals): a non-zero duration below a millisecond rounds up to 1 ms, so it never turns
+/// into 0, which means "no limit".
+///
+/// ```
+/// # use std::time::Duration;
+/// assert_eq!(cache_core::whole_millis(Duration::from_micros(10)), 1);
+/// assert_eq!(cache_core::whole_millis(Duration::from_millis(1500)), 1500);
+/// assert_eq!(cache_core::whole_millis(Duration::ZERO), 0);
+/// ```
+pub fn whole_millis(d: Duration) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 && !d.is_zero() { 1 } else { ms }
+}
+
 /// The two expiry rules of an object cache: **MaxAge** (since the object was set) and
 /// **LastUsage** (since it was last read). A zero duration disables its rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -8,13 +8,15 @@ mod error;
 mod index;
 mod noop;
 mod object_cache;
+#[cfg(feature = "pool")]
+pub mod pool;
 pub mod settings;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use cache::{Cache, Prune};
-pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};
 pub use error::{Error, ErrorKind, Result};
 pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use noop::{NOOP_CONNECTOR, NoopCache};

@@ -196,6 +196,29 @@ impl BreakerSettings {
     }
 }
 
+/// A connection URL with its password replaced by `***`, for `Debug`, logs and errors:
+/// `scheme://user:secret@host` → `scheme://user:***@host`, `scheme://token@host` →
+/// `scheme://***@host`. Text that is not such a URL is returned as it is.
+///
+/// ```
+/// use cache_core::settings::redact_url;
+/// assert_eq!(redact_url("redis://app:s3cret@cache:6379/2"), "redis://app:***@cache:6379/2");
+/// assert_eq!(redact_url("postgres://cache@db/app"), "postgres://***@db/app");
+/// assert_eq!(redact_url("redis://localhost:6379"), "redis://localhost:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
 /// Serde support for durations written as `1h`, `10m`, `60s`, `500ms`, `1h30m`, or a bare `0`.
 ///
 /// Use with `#[serde(with = "cache_core::settings::duration")]`. A bare non-zero number is

@@ -6,19 +6,15 @@
 //! `cargo bench -p cache-redis --bench redis` uses `CACHE_TEST_REDIS_URL` when set (e.g. from
 //! `cargo xtask serve`), otherwise starts a throwaway `redis-server` on a free loopback port.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cache_core::testkit::load::{OBJECTS, entry, pick, spread};
 use cache_core::testkit::{TestEntry, TestIndex};
 use cache_core::{CacheSettings, ObjectCache};
 use cache_redis::{RedisConfig, RedisConnector};
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
-use tokio::runtime::Runtime;
-
-const OBJECTS: u64 = 1_000;
 
 #[path = "../tests/common/throwaway.rs"]
 mod throwaway;
@@ -32,45 +28,6 @@ fn server() -> (String, Option<throwaway::Server>) {
         "redis-server (install it, or run `cargo xtask serve` and export CACHE_TEST_REDIS_URL)",
     );
     (server.url(), Some(server))
-}
-
-fn entry(i: u64) -> TestEntry {
-    TestEntry::new(
-        &format!("org-{i}"),
-        &[&format!("org-{i}.example"), &format!("alias-{i}.example")],
-    )
-}
-
-/// The object one task uses for its `n`-th operation.
-fn pick(task: u64, n: u64) -> u64 {
-    (task * 7_919 + n) % OBJECTS
-}
-
-/// Runs `op(task, n)` about `iters` times spread over `tasks` tasks; the elapsed time.
-fn spread<F, Fut>(rt: &Runtime, iters: u64, tasks: u64, op: F) -> Duration
-where
-    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let op = Arc::new(op);
-    rt.block_on(async {
-        let started = Instant::now();
-        let per_task = iters.div_ceil(tasks);
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let op = Arc::clone(&op);
-                tokio::spawn(async move {
-                    for n in 0..per_task {
-                        op(t, n).await;
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.await.expect("a benchmark task panicked");
-        }
-        started.elapsed()
-    })
 }
 
 async fn populate(cache: &ObjectCache<TestIndex, TestEntry>, raw: &MultiplexedConnection) {

@@ -57,13 +57,6 @@ impl<I: Index, V: Entry<I>> std::fmt::Debug for RedisCache<I, V> {
     }
 }
 
-/// Whole milliseconds, rounding a sub-millisecond non-zero duration up to 1 ms so it never
-/// silently turns into "no limit".
-fn millis(d: Duration) -> u64 {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 && !d.is_zero() { 1 } else { ms }
-}
-
 fn redis_error(e: redis::RedisError) -> Error {
     let message = format!("redis: {e}");
     let error = if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
@@ -93,8 +86,8 @@ where
             purpose: purpose.to_owned(),
             prefix: keys::prefix(purpose),
             indices: unique.into_boxed_slice(),
-            max_age_ms: millis(settings.max_age),
-            last_usage_ms: millis(settings.last_usage),
+            max_age_ms: cache_core::whole_millis(settings.max_age),
+            last_usage_ms: cache_core::whole_millis(settings.last_usage),
             values: PhantomData,
         }
     }
@@ -118,19 +111,15 @@ where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let config = &self.shared.config;
-        let connection = tokio::time::timeout(config.pool_wait(), self.shared.pool.get_owned())
-            .await
-            .map_err(|_| {
-                Error::timeout(
-                    "redis: no connection within Caches.Connectors.Redis.PoolTimeout; is the server reachable?",
-                )
-            })?
-            .map_err(|e| match e {
-                bb8::RunError::User(e) => redis_error(e),
-                bb8::RunError::TimedOut => Error::timeout(
-                    "redis: no connection within Caches.Connectors.Redis.DialTimeout; is the server reachable?",
-                ),
-            })?;
+        let connection = cache_core::pool::checkout(
+            self.shared.pool.get_owned(),
+            &self.shared.connect_failures,
+            config.pool_wait(),
+            "redis",
+            "Caches.Connectors.Redis.PoolTimeout",
+            redis_error,
+        )
+        .await?;
         // Share the multiplexed connection and give the slot back at once (see `pool`).
         let redis = connection.redis.clone();
         let broken = Arc::clone(&connection.broken);

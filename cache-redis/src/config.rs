@@ -288,7 +288,7 @@ impl RedisConfig {
 
     /// The URL with its password replaced by `***`, for logs and errors.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        cache_core::settings::redact_url(&self.url)
     }
 }
 
@@ -314,20 +314,6 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// `scheme://user:secret@host` → `scheme://user:***@host`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,8 +330,6 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("hunter2"),
             "{shown}"
         );
-        assert_eq!(redact("redis://localhost:6379"), "redis://localhost:6379");
-        assert_eq!(redact("rediss://tok3n@h:1"), "rediss://***@h:1");
     }
 
     #[test]

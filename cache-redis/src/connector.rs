@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) version: Arc<str>,
     pub(crate) pool: Pool,
     pub(crate) scripts: Scripts,
+    /// Connect errors of the pool, so a checkout does not wait on a refusing server.
+    pub(crate) connect_failures: cache_core::pool::ConnectFailures,
 }
 
 impl RedisConnector {
@@ -54,13 +56,17 @@ impl RedisConnector {
         // A checkout must not cost a PING round trip: a broken connection fails its command,
         // which is reported (a miss) and the connection is replaced on the next checkout.
         pool = pool.retry_connection(false).test_on_check_out(false);
-        let pool = pool.build_unchecked(manager);
+        let connect_failures = cache_core::pool::ConnectFailures::new();
+        let pool = pool
+            .error_sink(Box::new(connect_failures.clone()))
+            .build_unchecked(manager);
         Ok(RedisConnector {
             shared: Arc::new(Shared {
                 config,
                 version: version.into(),
                 pool,
                 scripts: Scripts::new(),
+                connect_failures,
             }),
         })
     }

@@ -5,6 +5,7 @@
 //! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, and each
 //!   `cache-config` feature building on its own.
 //! - `cargo xtask ci`    — lint, then test.
+//! - `cargo xtask pg-setup <url> [schema]` — create or update the PostgreSQL cache tables.
 //! - `cargo xtask serve` — start both servers, print (and write to `target/xtask/servers.env`)
 //!   the `export CACHE_TEST_...=` lines, and stay in the foreground until killed.
 
@@ -17,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use util::Result;
 
-const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve>
+const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|pg-setup>
 
   test   start throwaway redis-server and PostgreSQL, run all tests (+ doc tests), stop them
   lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
   ci     lint, then test
-  serve  start both servers, print their env vars, stay up until Ctrl-C / SIGTERM";
+  serve  start both servers, print their env vars, stay up until Ctrl-C / SIGTERM
+  pg-setup <url> [schema]
+         create or update the PostgreSQL cache tables (idempotent, safe while in use)";
 
 fn main() {
     // Register the signal flag before starting anything.
@@ -34,6 +37,7 @@ fn main() {
         "lint" => lint(),
         "ci" => lint().and_then(|()| test()),
         "serve" => serve(),
+        "pg-setup" => pg_setup(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return;
@@ -240,6 +244,28 @@ fn features(manifest: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// Runs the cache-postgres setup example with the arguments after `pg-setup`.
+fn pg_setup() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    if args.is_empty() {
+        return Err("usage: cargo xtask pg-setup <postgres URL> [schema]".into());
+    }
+    step(
+        "PostgreSQL cache setup",
+        cargo()
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "cache-postgres",
+                "--example",
+                "setup",
+                "--",
+            ])
+            .args(&args),
+    )
 }
 
 fn serve() -> Result<()> {

@@ -17,6 +17,7 @@
 //! async test framework.
 
 pub mod cases;
+pub mod load;
 pub mod model;
 
 use std::future::Future;

@@ -1,0 +1,280 @@
+//! [`PostgresCache`]: one object cache in the connector's tables.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use cache_core::{Cache, CacheSettings, Entry, Error, Index, Prune, Result, async_trait, codec};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::CONNECTOR;
+use crate::connector::Shared;
+use crate::sql::Stmt;
+
+/// Rows one prune statement removes at most, so a huge backlog never holds long locks.
+pub const PRUNE_BATCH: i64 = 2_000;
+
+/// One object cache of the [PostgreSQL connector](crate::PostgresConnector).
+pub struct PostgresCache<I: Index, V: Entry<I>> {
+    shared: Arc<Shared>,
+    purpose: String,
+    indices: Box<[I]>,
+    max_age_ms: i64,
+    last_usage_ms: i64,
+    /// LastUsage is written again only once this long has passed since the last write: a
+    /// tenth of LastUsage, so most hits write no row (reference defect 10), and an idle
+    /// object expires at most 10 % early.
+    renew_after_ms: i64,
+    values: PhantomData<fn() -> V>,
+}
+
+impl<I: Index, V: Entry<I>> std::fmt::Debug for PostgresCache<I, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresCache")
+            .field("purpose", &self.purpose)
+            .field("indices", &self.indices)
+            .field("max_age_ms", &self.max_age_ms)
+            .field("last_usage_ms", &self.last_usage_ms)
+            .finish()
+    }
+}
+
+/// What one [`PostgresCache::prune_report`] run removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Objects removed: expired, or reachable through no key.
+    pub objects: u64,
+    /// Keys removed whose object was already gone.
+    pub keys: u64,
+    /// Statements run, each removing at most [`PRUNE_BATCH`] rows.
+    pub batches: u64,
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl<I, V> PostgresCache<I, V>
+where
+    I: Index,
+    V: Entry<I> + Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Self {
+        let last_usage_ms = ms(cache_core::whole_millis(settings.last_usage));
+        PostgresCache {
+            shared,
+            purpose: purpose.to_owned(),
+            indices: cache_core::unique_indices(indices).into_boxed_slice(),
+            max_age_ms: ms(cache_core::whole_millis(settings.max_age)),
+            last_usage_ms,
+            renew_after_ms: if last_usage_ms > 0 {
+                (last_usage_ms / 10).max(1)
+            } else {
+                0
+            },
+            values: PhantomData,
+        }
+    }
+
+    fn check(&self, index: I) -> Result<&'static str> {
+        if self.indices.contains(&index) {
+            Ok(index.name())
+        } else {
+            Err(Error::unknown_index(&self.purpose, index.name()))
+        }
+    }
+
+    /// Removes expired and key-less objects and keys whose object is gone, in
+    /// batches of [`PRUNE_BATCH`] rows, and says how much went. Never renews LastUsage.
+    pub async fn prune_report(&self) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        loop {
+            let removed = self
+                .shared
+                .db
+                .count(
+                    Stmt::PruneObjects,
+                    &[
+                        &self.purpose,
+                        &self.max_age_ms,
+                        &self.last_usage_ms,
+                        &PRUNE_BATCH,
+                    ],
+                )
+                .await?;
+            report.objects += removed;
+            report.batches += 1;
+            if removed < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let removed = self
+                .shared
+                .db
+                .count(Stmt::PruneKeys, &[&self.purpose, &PRUNE_BATCH])
+                .await?;
+            report.keys += removed;
+            report.batches += 1;
+            if removed < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl<I, V> Cache<I, V> for PostgresCache<I, V>
+where
+    I: Index,
+    V: Entry<I> + Serialize + DeserializeOwned,
+{
+    fn connector(&self) -> &'static str {
+        CONNECTOR
+    }
+
+    fn indices(&self) -> &[I] {
+        &self.indices
+    }
+
+    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        let index_name = self.check(index)?;
+        let rows = self
+            .shared
+            .db
+            .query(
+                Stmt::Get,
+                &[
+                    &self.purpose,
+                    &index_name,
+                    &key,
+                    &&*self.shared.version,
+                    &self.max_age_ms,
+                    &self.last_usage_ms,
+                    &self.renew_after_ms,
+                ],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let renew: bool = row.try_get(2).unwrap_or(false);
+        if renew {
+            // Rare (once per tenth of LastUsage per object): the only hit that writes a row.
+            let id: i64 = row
+                .try_get(1)
+                .map_err(|e| Error::backend("postgres: id column unreadable").with_source(e))?;
+            self.shared
+                .db
+                .query(Stmt::Renew, &[&id, &self.renew_after_ms])
+                .await?;
+        }
+        let payload: &[u8] = row
+            .try_get(0)
+            .map_err(|e| Error::backend("postgres: payload column unreadable").with_source(e))?;
+        match codec::decode::<V>(payload) {
+            Ok(value) => Ok(Some(Arc::new(value))),
+            Err(error) => {
+                tracing::warn!(
+                    purpose = %self.purpose,
+                    connector = CONNECTOR,
+                    %error,
+                    "undecodable cached object removed"
+                );
+                self.invalidate(index, &[key]).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn set(&self, value: Arc<V>) -> Result<()> {
+        let payload = codec::encode(&*value)?;
+        let (indices, keys): (Vec<&str>, Vec<String>) =
+            cache_core::entry_keys(&*value, &self.indices)
+                .into_iter()
+                .map(|(position, key)| (self.indices[position].name(), key))
+                .unzip();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .db
+            .query(
+                Stmt::Set,
+                &[
+                    &self.purpose,
+                    &&*self.shared.version,
+                    &payload,
+                    &indices,
+                    &keys,
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index_name = self.check(index)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .db
+            .count(Stmt::Invalidate, &[&self.purpose, &index_name, &keys])
+            .await
+            .map(drop)
+    }
+
+    async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index_name = self.check(index)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .db
+            .query(Stmt::Delete, &[&self.purpose, &index_name, &keys])
+            .await
+            .map(drop)
+    }
+
+    /// Removes every key and object of this object cache (all versions) in one statement:
+    /// atomic, so no get sees part of the old contents afterwards.
+    async fn truncate(&self) -> Result<()> {
+        self.shared
+            .db
+            .query(Stmt::Truncate, &[&self.purpose])
+            .await?;
+        tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
+        Ok(())
+    }
+
+    fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl<I, V> Prune for PostgresCache<I, V>
+where
+    I: Index,
+    V: Entry<I> + Serialize + DeserializeOwned,
+{
+    async fn prune(&self) -> Result<()> {
+        let report = self.prune_report().await?;
+        tracing::debug!(
+            purpose = %self.purpose,
+            connector = CONNECTOR,
+            objects = report.objects,
+            keys = report.keys,
+            batches = report.batches,
+            "pruned"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! `Caches.Connectors.Postgres`: where the database is, how the pool behaves, where the tables
+//! live.
+//!
+//! The database is given by `URL` (`postgres://user:password@host:port/database?sslmode=...`,
+//! or the `host=... user=...` form) and/or discrete fields; a discrete field that is set wins
+//! over the URL. Instead of all of this, an application can hand in its own pool
+//! ([`PostgresConnector::with_pool`](crate::PostgresConnector::with_pool)).
+
+use std::fmt;
+use std::time::Duration;
+
+use cache_core::AutoPrune;
+use cache_core::settings::{duration, redact_url};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::config::{Host, SslMode};
+
+use crate::schema::Schema;
+
+/// The PostgreSQL connector's settings. Field names are the lower-cased configuration keys.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Whether object caches may name this connector. Default `false`.
+    #[serde(rename = "enabled")]
+    pub enabled: bool,
+    /// How often expired, invalidated and orphaned objects are removed. Default: every
+    /// 15 minutes, each run bounded by 30 seconds.
+    #[serde(rename = "autoprune")]
+    pub auto_prune: AutoPrune,
+    /// The database as a URL (`postgres://user:password@host:port/database?sslmode=disable`)
+    /// or a `key=value` connection string. Empty (the default): discrete fields only.
+    #[serde(rename = "url")]
+    pub url: String,
+    /// Host name, IP address or Unix socket directory; overrides the URL's. Default
+    /// `localhost` when neither sets one.
+    #[serde(rename = "host")]
+    pub host: String,
+    /// Port; overrides the URL's when not 0. Default 5432.
+    #[serde(rename = "port")]
+    pub port: u16,
+    /// Database name; overrides the URL's. Default: the user name.
+    #[serde(rename = "database")]
+    pub database: String,
+    /// User name; overrides the URL's. Default `postgres` when neither sets one.
+    #[serde(rename = "user")]
+    pub user: String,
+    /// Password; overrides the URL's. Never shown in logs, errors or `Debug`.
+    #[serde(rename = "password")]
+    pub password: String,
+    /// `disable` or `prefer` (plain connections in this build); `require` and stricter are
+    /// rejected with what to do, since this build has no TLS. Overrides the URL's.
+    #[serde(rename = "sslmode")]
+    pub ssl_mode: String,
+    /// The PostgreSQL schema holding the cache's tables, created by the setup step. A plain
+    /// lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes). Default `cache`.
+    #[serde(rename = "schema")]
+    pub schema: String,
+    /// Most connections in the pool. Default 10.
+    #[serde(rename = "poolsize")]
+    pub pool_size: u32,
+    /// Idle connections kept ready. Default 0.
+    #[serde(rename = "minidleconns")]
+    pub min_idle_conns: u32,
+    /// Idle connections are closed after this. Default `30m`; 0 keeps them.
+    #[serde(rename = "connmaxidletime", with = "duration")]
+    pub conn_max_idle_time: Duration,
+    /// Connections are replaced after this age. Default 0: never.
+    #[serde(rename = "connmaxlifetime", with = "duration")]
+    pub conn_max_lifetime: Duration,
+    /// Longest wait for a connection from a full pool; 0 (the default) means
+    /// `StatementTimeout` + 1s.
+    #[serde(rename = "pooltimeout", with = "duration")]
+    pub pool_timeout: Duration,
+    /// Longest wait to connect. Default `5s`.
+    #[serde(rename = "connecttimeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Longest one operation may run, enforced by the server (`statement_timeout`) and by the
+    /// client. Default `3s`; must be above 0.
+    #[serde(rename = "statementtimeout", with = "duration")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            enabled: false,
+            auto_prune: AutoPrune::new(Duration::from_secs(15 * 60), Duration::from_secs(30)),
+            url: String::new(),
+            host: String::new(),
+            port: 0,
+            database: String::new(),
+            user: String::new(),
+            password: String::new(),
+            ssl_mode: String::new(),
+            schema: "cache".to_owned(),
+            pool_size: 10,
+            min_idle_conns: 0,
+            conn_max_idle_time: Duration::from_secs(30 * 60),
+            conn_max_lifetime: Duration::ZERO,
+            pool_timeout: Duration::ZERO,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// An enabled configuration for the database at `url`.
+    pub fn with_url(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            enabled: true,
+            url: url.into(),
+            ..PostgresConfig::default()
+        }
+    }
+
+    /// How long an operation may wait for a pooled connection.
+    pub fn pool_wait(&self) -> Duration {
+        if self.pool_timeout.is_zero() {
+            self.statement_timeout + Duration::from_secs(1)
+        } else {
+            self.pool_timeout
+        }
+    }
+
+    /// The checked schema name.
+    pub(crate) fn schema(&self) -> Result<Schema, (&'static str, String)> {
+        Schema::new(&self.schema).map_err(|message| ("Schema", message))
+    }
+
+    /// Where and how to connect: the URL, then every discrete field that is set over it.
+    /// On error, the offending key and what to write instead (never the password).
+    pub fn connection_config(&self) -> Result<tokio_postgres::Config, (&'static str, String)> {
+        let url = if self.url.is_empty() {
+            tokio_postgres::Config::new()
+        } else {
+            self.url.parse::<tokio_postgres::Config>().map_err(|e| {
+                (
+                    "URL",
+                    format!(
+                        "{:?} is not a PostgreSQL connection URL ({e}); write e.g. \
+                         postgres://user@localhost:5432/app?sslmode=disable",
+                        self.redacted_url()
+                    ),
+                )
+            })?
+        };
+        // Hosts and ports are lists in tokio-postgres; a discrete field replaces the list.
+        let mut config = tokio_postgres::Config::new();
+        if !self.host.is_empty() {
+            config.host(&self.host);
+        } else if url.get_hosts().is_empty() {
+            config.host("localhost");
+        } else {
+            for host in url.get_hosts() {
+                match host {
+                    Host::Tcp(name) => config.host(name),
+                    #[cfg(unix)]
+                    Host::Unix(path) => config.host_path(path),
+                };
+            }
+        }
+        if self.port != 0 {
+            config.port(self.port);
+        } else {
+            for port in url.get_ports() {
+                config.port(*port);
+            }
+        }
+        copy_settings(&url, &mut config);
+        if !self.database.is_empty() {
+            config.dbname(&self.database);
+        }
+        if !self.user.is_empty() {
+            config.user(&self.user);
+        } else if config.get_user().is_none() {
+            config.user("postgres");
+        }
+        if !self.password.is_empty() {
+            config.password(&self.password);
+        }
+        if !self.ssl_mode.is_empty() {
+            let mode = match self.ssl_mode.to_ascii_lowercase().as_str() {
+                "disable" => SslMode::Disable,
+                "prefer" => SslMode::Prefer,
+                "allow" => SslMode::Prefer,
+                "require" | "verify-ca" | "verify-full" => SslMode::Require,
+                other => {
+                    return Err((
+                        "SSLMode",
+                        format!("{other:?} is not an sslmode; write disable or prefer"),
+                    ));
+                }
+            };
+            config.ssl_mode(mode);
+        }
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err((
+                if self.ssl_mode.is_empty() {
+                    "URL"
+                } else {
+                    "SSLMode"
+                },
+                "TLS is not available in this build of cache-postgres; connect over a trusted \
+                 network or a local TLS-terminating proxy with sslmode=disable, or hand in a \
+                 pool of your own"
+                    .to_owned(),
+            ));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("object-cache");
+        }
+        config.connect_timeout(self.connect_timeout);
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: on error, the offending key (below
+    /// `Caches.Connectors.Postgres`) and what to write instead. Never shows the password.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.connection_config()?;
+        self.schema()?;
+        if self.pool_size == 0 {
+            return Err((
+                "PoolSize",
+                "0 connections cannot serve anything; write 1 or more (default 10)".to_owned(),
+            ));
+        }
+        if self.min_idle_conns > self.pool_size {
+            return Err((
+                "MinIdleConns",
+                format!(
+                    "{} idle connections do not fit a pool of {}; lower it or raise PoolSize",
+                    self.min_idle_conns, self.pool_size
+                ),
+            ));
+        }
+        if self.statement_timeout.is_zero() {
+            return Err((
+                "StatementTimeout",
+                "0 would let an operation hang forever; write e.g. 3s".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL with its password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Everything of the URL but its hosts and ports.
+fn copy_settings(from: &tokio_postgres::Config, to: &mut tokio_postgres::Config) {
+    if let Some(user) = from.get_user() {
+        to.user(user);
+    }
+    if let Some(password) = from.get_password() {
+        to.password(password);
+    }
+    if let Some(dbname) = from.get_dbname() {
+        to.dbname(dbname);
+    }
+    if let Some(options) = from.get_options() {
+        to.options(options);
+    }
+    if let Some(name) = from.get_application_name() {
+        to.application_name(name);
+    }
+    to.ssl_mode(from.get_ssl_mode());
+    to.target_session_attrs(from.get_target_session_attrs());
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("enabled", &self.enabled)
+            .field("url", &self.redacted_url())
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("ssl_mode", &self.ssl_mode)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("min_idle_conns", &self.min_idle_conns)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("auto_prune", &self.auto_prune)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let c = PostgresConfig {
+            password: "hunter2".into(),
+            ..PostgresConfig::with_url("postgres://app:s3cret@db:5432/app")
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let (key, message) = PostgresConfig::with_url("postgres://app:s3cret@db:port/app")
+            .validate()
+            .unwrap_err();
+        assert_eq!(key, "URL");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn discrete_fields_override_the_url() {
+        let c = PostgresConfig {
+            host: "10.0.0.7".into(),
+            port: 6543,
+            user: "svc".into(),
+            password: "pw".into(),
+            database: "cachedb".into(),
+            ..PostgresConfig::with_url("postgres://app:old@db:5433/app?sslmode=disable")
+        };
+        let pg = c.connection_config().unwrap();
+        assert_eq!(pg.get_hosts(), [Host::Tcp("10.0.0.7".into())]);
+        assert_eq!(pg.get_ports(), [6543]);
+        assert_eq!(pg.get_user(), Some("svc"));
+        assert_eq!(pg.get_password(), Some(&b"pw"[..]));
+        assert_eq!(pg.get_dbname(), Some("cachedb"));
+        assert_eq!(pg.get_ssl_mode(), SslMode::Disable);
+
+        let defaults = PostgresConfig::default().connection_config().unwrap();
+        assert_eq!(defaults.get_hosts(), [Host::Tcp("localhost".into())]);
+        assert_eq!(defaults.get_user(), Some("postgres"));
+        assert_eq!(defaults.get_application_name(), Some("object-cache"));
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        assert!(
+            PostgresConfig::with_url("postgres://u@h/d")
+                .validate()
+                .is_ok()
+        );
+        let tls = PostgresConfig::with_url("postgres://u@h/d?sslmode=require");
+        assert_eq!(tls.validate().unwrap_err().0, "URL");
+        let tls = PostgresConfig {
+            ssl_mode: "verify-full".into(),
+            ..PostgresConfig::default()
+        };
+        assert_eq!(tls.validate().unwrap_err().0, "SSLMode");
+        let schema = PostgresConfig {
+            schema: "cache; DROP TABLE users".into(),
+            ..PostgresConfig::default()
+        };
+        assert_eq!(schema.validate().unwrap_err().0, "Schema");
+        let zero = PostgresConfig {
+            pool_size: 0,
+            ..PostgresConfig::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().0, "PoolSize");
+        let idle = PostgresConfig {
+            min_idle_conns: 11,
+            ..PostgresConfig::default()
+        };
+        assert_eq!(idle.validate().unwrap_err().0, "MinIdleConns");
+        let hang = PostgresConfig {
+            statement_timeout: Duration::ZERO,
+            ..PostgresConfig::default()
+        };
+        assert_eq!(hang.validate().unwrap_err().0, "StatementTimeout");
+    }
+}

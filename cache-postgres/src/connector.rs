@@ -1,0 +1,151 @@
+//! [`PostgresConnector`]: one pool, shared by every object cache on this database.
+
+use std::sync::Arc;
+
+use cache_core::{CacheSettings, Entry, Error, Index, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::PostgresCache;
+use crate::config::PostgresConfig;
+use crate::db::{ApplicationPool, Db, Manager};
+use crate::schema::{self, Schema};
+use crate::sql::Statements;
+
+/// The PostgreSQL connector: makes object caches that share one connection pool and one set of
+/// tables.
+#[derive(Clone, Debug)]
+pub struct PostgresConnector {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) db: Db,
+    pub(crate) version: Arc<str>,
+    schema: Schema,
+}
+
+fn config_error(key: &str, message: String) -> Error {
+    Error::config(format!("Caches.Connectors.Postgres.{key}: {message}"))
+}
+
+impl PostgresConnector {
+    /// A connector with its own pool for `config`, scoping objects by the application's
+    /// `version`.
+    ///
+    /// Does not connect: a database that is down at startup makes the caches miss until it is
+    /// reachable. Fails only on invalid settings. Call it inside a Tokio runtime (the pool
+    /// runs background tasks). The tables must exist: run [`setup`](Self::setup) once (or
+    /// let operators run it, see the crate docs).
+    pub fn new(config: &PostgresConfig, version: &str) -> Result<Self> {
+        config.validate().map_err(|(k, m)| config_error(k, m))?;
+        let schema = config.schema().map_err(|(k, m)| config_error(k, m))?;
+        let mut pg = config
+            .connection_config()
+            .map_err(|(k, m)| config_error(k, m))?;
+        // The server cancels what runs too long, so a slow statement frees its connection.
+        let limit = format!(
+            "-c statement_timeout={}",
+            cache_core::whole_millis(config.statement_timeout)
+        );
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} {limit}"),
+            None => limit,
+        };
+        pg.options(&options);
+        let failures = cache_core::pool::ConnectFailures::new();
+        let pool = bb8::Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(Some(config.min_idle_conns).filter(|n| *n > 0))
+            .connection_timeout(config.pool_wait())
+            .idle_timeout(Some(config.conn_max_idle_time).filter(|d| !d.is_zero()))
+            .max_lifetime(Some(config.conn_max_lifetime).filter(|d| !d.is_zero()))
+            // A down database fails the checkout at once (a miss), instead of retrying until
+            // the pool timeout; closed connections are found without a query (see `Db`).
+            .retry_connection(false)
+            .test_on_check_out(false)
+            .error_sink(Box::new(failures.clone()))
+            .build_unchecked(Manager::new(pg));
+        let db = Db::own(
+            pool,
+            failures,
+            Statements::new(&schema),
+            config.pool_wait(),
+            config.statement_timeout,
+        );
+        Ok(Self::from_parts(db, schema, version))
+    }
+
+    /// A connector on the application's own pool, so the service can reuse its connections.
+    /// Of `config`, only `Schema` and `StatementTimeout` (as a client-side limit) are used.
+    ///
+    /// Statements run unprepared in one round trip each (the server parses them every time,
+    /// since the pool's connections are not ours to prepare statements on); a pool of our own
+    /// ([`new`](Self::new)) is faster.
+    pub fn with_pool(
+        pool: ApplicationPool,
+        config: &PostgresConfig,
+        version: &str,
+    ) -> Result<Self> {
+        let schema = config.schema().map_err(|(k, m)| config_error(k, m))?;
+        if config.statement_timeout.is_zero() {
+            return Err(config_error(
+                "StatementTimeout",
+                "0 would let an operation hang forever; write e.g. 3s".to_owned(),
+            ));
+        }
+        let db = Db::application(pool, Statements::new(&schema), config.statement_timeout);
+        Ok(Self::from_parts(db, schema, version))
+    }
+
+    fn from_parts(db: Db, schema: Schema, version: &str) -> Self {
+        PostgresConnector {
+            shared: Arc::new(Shared {
+                db,
+                version: version.into(),
+                schema,
+            }),
+        }
+    }
+
+    /// Creates the schema, tables and function the connector needs, or brings them up to date.
+    /// Idempotent, and safe when several processes run it at once (they wait for each other
+    /// on an advisory lock). Fails when the database is unreachable: call it at startup when
+    /// a missing cache should stop the service, or run `cargo xtask pg-setup` once instead.
+    pub async fn setup(&self) -> Result<()> {
+        self.shared
+            .db
+            .batch_in_transaction(&schema::setup_sql(&self.shared.schema))
+            .await?;
+        tracing::info!(
+            connector = crate::CONNECTOR,
+            schema = %self.shared.schema,
+            "cache tables are set up"
+        );
+        Ok(())
+    }
+
+    /// A new object cache for `purpose` in this database, reachable through `indices`,
+    /// expiring by `settings` (its `Connector` field is not looked at).
+    ///
+    /// The cache needs a pruner: pass `cache.clone().into_prune()` to
+    /// `cache_pruner::Pruner::start` with [`PostgresConfig::auto_prune`].
+    pub fn cache<I, V>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Arc<PostgresCache<I, V>>
+    where
+        I: Index,
+        V: Entry<I> + Serialize + DeserializeOwned,
+    {
+        Arc::new(PostgresCache::new(
+            Arc::clone(&self.shared),
+            purpose,
+            indices,
+            settings,
+        ))
+    }
+}

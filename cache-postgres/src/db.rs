@@ -1,0 +1,311 @@
+//! [`Db`]: runs the connector's statements on a pool, bounded in time, and turns PostgreSQL
+//! errors into cache errors.
+//!
+//! Two kinds of pool:
+//! - **ours** (bb8 over bb8-postgres): every statement is prepared once per connection and
+//!   reused, so a read is one round trip of Bind/Execute; the server enforces
+//!   `statement_timeout`; a connection that timed out or closed is retired.
+//! - **the application's** `bb8::Pool<PostgresConnectionManager<NoTls>>`: statements run
+//!   unprepared with declared parameter types (`query_typed`), still one round trip, parsed
+//!   by the server each time; only the client-side timeout applies.
+
+use std::time::Duration;
+
+use bb8::ManageConnection;
+use bb8_postgres::PostgresConnectionManager;
+use cache_core::pool::ConnectFailures;
+use cache_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use crate::sql::{Statements, Stmt};
+
+/// A pool handed in by the application.
+pub type ApplicationPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Statement parameters.
+pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Where to run statements, with the limits of every call.
+#[derive(Debug)]
+pub(crate) struct Db {
+    pool: Pool,
+    statements: Statements,
+    /// Longest wait for a pooled connection.
+    pool_wait: Duration,
+    /// Longest one statement (with its conflict retries) may run.
+    timeout: Duration,
+    /// Connect errors of our pool, so a checkout does not wait on a refusing server.
+    failures: ConnectFailures,
+}
+
+#[derive(Debug)]
+enum Pool {
+    Own(bb8::Pool<Manager>),
+    Application(ApplicationPool),
+}
+
+/// How often a statement that lost a deadlock or serialisation conflict is run again.
+const CONFLICT_ATTEMPTS: usize = 3;
+
+impl Db {
+    pub(crate) fn own(
+        pool: bb8::Pool<Manager>,
+        failures: ConnectFailures,
+        statements: Statements,
+        pool_wait: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Db {
+            pool: Pool::Own(pool),
+            statements,
+            pool_wait,
+            timeout,
+            failures,
+        }
+    }
+
+    pub(crate) fn application(
+        pool: ApplicationPool,
+        statements: Statements,
+        timeout: Duration,
+    ) -> Self {
+        Db {
+            pool_wait: timeout,
+            pool: Pool::Application(pool),
+            statements,
+            timeout,
+            // The application's pool reports its errors elsewhere: waits are bounded by time.
+            failures: ConnectFailures::new(),
+        }
+    }
+
+    /// Runs `stmt` and returns its rows.
+    pub(crate) async fn query(&self, stmt: Stmt, params: &Params<'_>) -> Result<Vec<Row>> {
+        match &self.pool {
+            Pool::Own(pool) => {
+                let mut connection = self.own_connection(pool).await?;
+                let result = tokio::time::timeout(self.timeout, async {
+                    let statement = connection.prepared(stmt, &self.statements).await?;
+                    retry_conflicts(|| connection.client.query(&statement, params)).await
+                })
+                .await;
+                match result {
+                    Ok(Ok(rows)) => Ok(rows),
+                    Ok(Err(e)) => Err(pg_error(e)),
+                    Err(_) => {
+                        // The server may still be working on it: do not queue behind it.
+                        connection.broken = true;
+                        Err(timed_out())
+                    }
+                }
+            }
+            Pool::Application(pool) => {
+                let connection = self.checkout(pool.get(), pg_error).await?;
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+                    .iter()
+                    .copied()
+                    .zip(stmt.types().iter().cloned())
+                    .collect();
+                let sql = self.statements.sql(stmt);
+                tokio::time::timeout(
+                    self.timeout,
+                    retry_conflicts(|| connection.query_typed(sql, &typed)),
+                )
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(pg_error)
+            }
+        }
+    }
+
+    /// Runs `stmt` and returns the count its single row reports.
+    pub(crate) async fn count(&self, stmt: Stmt, params: &Params<'_>) -> Result<u64> {
+        let rows = self.query(stmt, params).await?;
+        let count: i64 = rows
+            .first()
+            .and_then(|row| row.try_get(0).ok())
+            .unwrap_or(0);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Runs the setup script in one transaction (on a connection of the pool).
+    pub(crate) async fn batch_in_transaction(&self, script: &str) -> Result<()> {
+        let script = format!("BEGIN;\n{script}\nCOMMIT;");
+        let result = match &self.pool {
+            Pool::Own(pool) => {
+                let connection = self.own_connection(pool).await?;
+                retry_conflicts(|| connection.client.batch_execute(&script)).await
+            }
+            Pool::Application(pool) => {
+                let connection = self.checkout(pool.get(), pg_error).await?;
+                retry_conflicts(|| connection.batch_execute(&script)).await
+            }
+        };
+        result.map_err(pg_error)
+    }
+
+    /// A connection of our pool that is still open: connections the server closed (a restart,
+    /// an administrator) are retired here, without a round trip, instead of failing a call.
+    async fn own_connection<'p>(
+        &self,
+        pool: &'p bb8::Pool<Manager>,
+    ) -> Result<bb8::PooledConnection<'p, Manager>> {
+        let mut attempts = pool.state().connections + 1;
+        loop {
+            let mut connection = self.checkout(pool.get(), |e| e).await?;
+            if !connection.client.is_closed() || attempts == 0 {
+                return Ok(connection);
+            }
+            connection.broken = true;
+            attempts -= 1;
+        }
+    }
+
+    async fn checkout<C, E>(
+        &self,
+        get: impl Future<Output = std::result::Result<C, bb8::RunError<E>>>,
+        error: fn(E) -> Error,
+    ) -> Result<C> {
+        cache_core::pool::checkout(
+            get,
+            &self.failures,
+            self.pool_wait,
+            "postgres",
+            "Caches.Connectors.Postgres.PoolTimeout",
+            error,
+        )
+        .await
+    }
+}
+
+/// Runs `op` again when it lost a deadlock or serialisation conflict (a concurrent writer of
+/// the same rows): the whole statement was rolled back, so running it again is safe.
+async fn retry_conflicts<T, F, Fut>(mut op: F) -> std::result::Result<T, tokio_postgres::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e)
+                if attempt < CONFLICT_ATTEMPTS
+                    && matches!(
+                        e.code(),
+                        Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                            | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                    ) =>
+            {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn timed_out() -> Error {
+    Error::timeout("postgres: no answer within Caches.Connectors.Postgres.StatementTimeout")
+}
+
+/// A PostgreSQL error as a cache error: unreachable and shutting-down servers are
+/// `Unavailable`, cancelled statements `Timeout`, missing tables a `Backend` error that says
+/// to run the setup step, anything else the server says `Backend`.
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        // No answer from the server: connecting failed, the connection broke, or I/O.
+        return Error::unavailable(format!("postgres: {e}")).with_source(e);
+    };
+    let code = db.code();
+    let error = if *code == SqlState::QUERY_CANCELED {
+        Error::timeout(format!(
+            "postgres: statement cancelled ({}); raise Caches.Connectors.Postgres.StatementTimeout \
+             if the database is just slow",
+            db.message()
+        ))
+    } else if [
+        SqlState::UNDEFINED_TABLE,
+        SqlState::INVALID_SCHEMA_NAME,
+        SqlState::UNDEFINED_FUNCTION,
+    ]
+    .contains(code)
+    {
+        Error::backend(format!(
+            "postgres: the cache tables are missing ({}); run the setup step once: \
+             PostgresConnector::setup, Caches::setup, or `cargo xtask pg-setup <url>`",
+            db.message()
+        ))
+    } else if code.code().starts_with("08") || code.code().starts_with("57P") {
+        // Connection exceptions and operator intervention (shutdown, restart).
+        Error::unavailable(format!("postgres: {}", db.message()))
+    } else {
+        Error::backend(format!("postgres: {} ({})", db.message(), code.code()))
+    };
+    error.with_source(e)
+}
+
+/// A connection of our pool: the client, its prepared statements, and whether it must go.
+pub(crate) struct Connection {
+    client: Client,
+    prepared: [Option<Statement>; Stmt::ALL.len()],
+    broken: bool,
+}
+
+impl Connection {
+    /// `stmt` prepared on this connection, preparing it the first time.
+    async fn prepared(
+        &mut self,
+        stmt: Stmt,
+        statements: &Statements,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = &self.prepared[stmt.position()] {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .client
+            .prepare_typed(statements.sql(stmt), stmt.types())
+            .await?;
+        self.prepared[stmt.position()] = Some(statement.clone());
+        Ok(statement)
+    }
+}
+
+/// Makes connections with bb8-postgres and retires closed or timed-out ones without a round
+/// trip (a checkout costs no query; see [`Db::own_connection`]).
+#[derive(Debug)]
+pub(crate) struct Manager(PostgresConnectionManager<NoTls>);
+
+impl Manager {
+    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+        Manager(PostgresConnectionManager::new(config, NoTls))
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<Connection> {
+        let client = self.0.connect().await.map_err(pg_error)?;
+        Ok(Connection {
+            client,
+            prepared: Default::default(),
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, connection: &mut Connection) -> Result<()> {
+        // Only used if `test_on_check_out` is on; `Db::own_connection` checks for free.
+        connection
+            .client
+            .simple_query("")
+            .await
+            .map(drop)
+            .map_err(pg_error)
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.broken || connection.client.is_closed()
+    }
+}

@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Schema
+//!
+#![doc = include_str!("schema.md")]
+
+mod cache;
+mod config;
+mod connector;
+mod db;
+mod schema;
+mod sql;
+
+pub use cache::{PRUNE_BATCH, PostgresCache, PruneReport};
+pub use config::PostgresConfig;
+pub use connector::PostgresConnector;
+pub use db::ApplicationPool;
+
+/// The connector name object caches write in `Connector:` to use this crate.
+pub const CONNECTOR: &str = "postgres";
+
+/// The SQL that creates (or updates) the tables in `schema`, for operators who prefer to run
+/// it themselves, e.g. `psql -1 -f`; [`PostgresConnector::setup`] runs the same script.
+/// Fails on a schema name that is not a plain lower-case identifier.
+pub fn setup_sql(schema: &str) -> Result<String, cache_core::Error> {
+    let schema = schema::Schema::new(schema).map_err(|m| {
+        cache_core::Error::config(format!("Caches.Connectors.Postgres.Schema: {m}"))
+    })?;
+    Ok(schema::setup_sql(&schema))
+}

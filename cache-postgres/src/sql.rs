@@ -1,0 +1,178 @@
+//! The statements of the connector: fixed SQL (purposes, keys and times are parameters), so
+//! each is prepared once per connection and reused.
+//!
+//! Times are the server's (`now()`), so every process sharing the database agrees on expiry.
+//! Durations travel as whole milliseconds; 0 disables a rule.
+
+use tokio_postgres::types::Type;
+
+use crate::schema::Schema;
+
+/// One statement of the connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stmt {
+    /// `(purpose, index, key, version, max_age_ms, last_usage_ms, renew_after_ms) ->
+    /// (payload, id, renew)?`: the object behind a key, if it is alive, and whether its
+    /// LastUsage was written longer than `renew_after_ms` ago. Reads only.
+    Get,
+    /// `(id, renew_after_ms)`: writes LastUsage, unless another hit just did.
+    Renew,
+    /// `(purpose, version, payload, indices[], keys[])`: the `set_object` function.
+    Set,
+    /// `(purpose, index, keys[]) -> removed objects`: every object behind the keys, with all
+    /// its keys.
+    Invalidate,
+    /// `(purpose, index, keys[])`: these key rows only.
+    Delete,
+    /// `(purpose)`: every key and object of the purpose, in one statement.
+    Truncate,
+    /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed objects`: one batch of expired
+    /// and key-less objects with their keys.
+    PruneObjects,
+    /// `(purpose, batch) -> removed keys`: one batch of keys whose object is gone.
+    PruneKeys,
+}
+
+impl Stmt {
+    /// Every statement, in the order of [`Stmt::position`].
+    pub(crate) const ALL: [Stmt; 8] = [
+        Stmt::Get,
+        Stmt::Renew,
+        Stmt::Set,
+        Stmt::Invalidate,
+        Stmt::Delete,
+        Stmt::Truncate,
+        Stmt::PruneObjects,
+        Stmt::PruneKeys,
+    ];
+
+    /// This statement's slot in per-connection caches.
+    pub(crate) fn position(self) -> usize {
+        self as usize
+    }
+
+    /// The parameter types, declared so that the statement needs no server-side inference
+    /// (and so that it can run unprepared, in one round trip, on an application's pool).
+    pub(crate) fn types(self) -> &'static [Type] {
+        match self {
+            Stmt::Get => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+            ],
+            Stmt::Renew => &[Type::INT8, Type::INT8],
+            Stmt::Set => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::BYTEA,
+                Type::TEXT_ARRAY,
+                Type::TEXT_ARRAY,
+            ],
+            Stmt::Invalidate | Stmt::Delete => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
+            Stmt::Truncate => &[Type::TEXT],
+            Stmt::PruneObjects => &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+            Stmt::PruneKeys => &[Type::TEXT, Type::INT8],
+        }
+    }
+}
+
+/// The SQL of every statement for one schema.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    sql: Vec<String>,
+}
+
+impl Statements {
+    pub(crate) fn new(s: &Schema) -> Self {
+        Statements {
+            sql: Stmt::ALL.iter().map(|stmt| sql(*stmt, s)).collect(),
+        }
+    }
+
+    pub(crate) fn sql(&self, stmt: Stmt) -> &str {
+        &self.sql[stmt.position()]
+    }
+}
+
+const MS: &str = "interval '1 millisecond'";
+
+fn sql(stmt: Stmt, s: &Schema) -> String {
+    // One primary-key lookup per key: `LIMIT 1` keeps the planner from flattening the lateral
+    // subquery into a join that scans every key of the purpose (its generic plan did).
+    let key_lookup = format!(
+        "SELECT object_id, ctid FROM {s}.object_keys
+         WHERE purpose = $1 AND index_name = $2 AND key = u.key LIMIT 1"
+    );
+    let key_lookup = key_lookup.as_str();
+    match stmt {
+        Stmt::Get => format!(
+            "SELECT o.payload, o.id, ($7 > 0 AND o.last_used_at <= now() - $7 * {MS}) AS renew
+             FROM {s}.object_keys k
+             JOIN {s}.objects o ON o.id = k.object_id
+             WHERE k.purpose = $1 AND k.index_name = $2 AND k.key = $3 AND o.version = $4
+               AND ($5 = 0 OR o.created_at > now() - $5 * {MS})
+               AND ($6 = 0 OR o.last_used_at > now() - $6 * {MS})"
+        ),
+        Stmt::Renew => format!(
+            "UPDATE {s}.objects SET last_used_at = now()
+             WHERE id = $1 AND last_used_at <= now() - $2 * {MS}"
+        ),
+        Stmt::Set => format!("SELECT {s}.set_object($1, $2, $3, $4, $5)"),
+        Stmt::Invalidate => format!(
+            "WITH old AS (
+                SELECT DISTINCT k.object_id FROM unnest($3::text[]) AS u(key)
+                CROSS JOIN LATERAL ({key_lookup}) k
+            ), old_keys AS (
+                DELETE FROM {s}.object_keys k USING old WHERE k.object_id = old.object_id
+            ), gone AS (
+                DELETE FROM {s}.objects o USING old WHERE o.id = old.object_id RETURNING 1
+            )
+            SELECT count(*) FROM gone"
+        ),
+        Stmt::Delete => format!(
+            "DELETE FROM {s}.object_keys d USING (
+                SELECT k.ctid AS row FROM unnest($3::text[]) AS u(key)
+                CROSS JOIN LATERAL ({key_lookup}) k
+             ) found
+             WHERE d.ctid = found.row"
+        ),
+        Stmt::Truncate => format!(
+            "WITH gone_keys AS (DELETE FROM {s}.object_keys WHERE purpose = $1)
+             DELETE FROM {s}.objects WHERE purpose = $1"
+        ),
+        Stmt::PruneObjects => format!(
+            "WITH dead AS (
+                SELECT o.id FROM {s}.objects o
+                WHERE o.purpose = $1 AND (
+                       ($2 > 0 AND o.created_at <= now() - $2 * {MS})
+                    OR ($3 > 0 AND o.last_used_at <= now() - $3 * {MS})
+                    OR NOT EXISTS (SELECT 1 FROM {s}.object_keys k WHERE k.object_id = o.id))
+                LIMIT $4
+                FOR UPDATE SKIP LOCKED
+            ), dead_keys AS (
+                DELETE FROM {s}.object_keys k USING dead WHERE k.object_id = dead.id
+            ), gone AS (
+                DELETE FROM {s}.objects o USING dead WHERE o.id = dead.id RETURNING 1
+            )
+            SELECT count(*) FROM gone"
+        ),
+        Stmt::PruneKeys => format!(
+            "WITH dead AS (
+                SELECT k.index_name, k.key FROM {s}.object_keys k
+                WHERE k.purpose = $1
+                  AND NOT EXISTS (SELECT 1 FROM {s}.objects o WHERE o.id = k.object_id)
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM {s}.object_keys k USING dead
+                WHERE k.purpose = $1 AND k.index_name = dead.index_name AND k.key = dead.key
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone"
+        ),
+    }
+}

@@ -1,0 +1,413 @@
+//! PostgreSQL-specific behaviour on a real server (`CACHE_TEST_POSTGRES_URL`, started by
+//! `cargo xtask test`): the schema, the no-write hit, batched pruning, versions, timeouts and
+//! lost connections. Each test works in a schema of its own, dropped at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bb8_postgres::PostgresConnectionManager;
+use cache_core::testkit::{TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings, ErrorKind};
+use cache_postgres::{PRUNE_BATCH, PostgresCache, PostgresConfig, PostgresConnector};
+use tokio_postgres::{Client, NoTls};
+
+use TestIndex::{Id, Name};
+
+type TestCache = Arc<PostgresCache<TestIndex, TestEntry>>;
+
+/// A schema of this test's own, with a plain client on the same database to look inside.
+struct Db {
+    url: String,
+    schema: String,
+    client: Client,
+}
+
+impl Db {
+    async fn new(test: &str) -> Option<Db> {
+        let url = cache_core::testkit::server_url("CACHE_TEST_POSTGRES_URL")?;
+        let schema = format!("t_{test}_{}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .expect("the test database");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .unwrap();
+        Some(Db {
+            url,
+            schema,
+            client,
+        })
+    }
+
+    fn config(&self) -> PostgresConfig {
+        PostgresConfig {
+            schema: self.schema.clone(),
+            ..PostgresConfig::with_url(&self.url)
+        }
+    }
+
+    async fn connector(&self, version: &str) -> PostgresConnector {
+        let connector = PostgresConnector::new(&self.config(), version).unwrap();
+        connector.setup().await.expect("setup");
+        connector
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let sql = sql.replace("{s}", &self.schema);
+        self.client.query_one(&sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn drop(self) {
+        self.client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await
+            .unwrap();
+    }
+}
+
+fn settings(max_age: Duration, last_usage: Duration) -> CacheSettings {
+    CacheSettings {
+        max_age,
+        last_usage,
+        ..CacheSettings::default()
+    }
+}
+
+fn cache(connector: &PostgresConnector, purpose: &str, s: &CacheSettings) -> TestCache {
+    connector.cache(purpose, TestIndex::BUILT, s)
+}
+
+fn entry(id: &str, names: &[&str]) -> Arc<TestEntry> {
+    Arc::new(TestEntry::new(id, names))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_from_four_tasks_at_once_makes_unlogged_tables() {
+    let Some(db) = Db::new("setup").await else {
+        return;
+    };
+    let config = db.config();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let config = config.clone();
+            tokio::spawn(
+                async move { PostgresConnector::new(&config, "v1").unwrap().setup().await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .unwrap()
+            .expect("every concurrent setup succeeds");
+    }
+    let tables = db
+        .count(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{s}' AND c.relkind = 'r'",
+        )
+        .await;
+    assert_eq!(tables, 2);
+    let logged = db
+        .count(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{s}' AND c.relkind IN ('r', 'i') AND c.relpersistence <> 'u'",
+        )
+        .await;
+    assert_eq!(logged, 0, "every table and index is unlogged");
+    // Again, with caches of another process working on the tables: no lock, no deadlock.
+    let connector = db.connector("v1").await;
+    let c = cache(&connector, "busy", &CacheSettings::default());
+    let writer = {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            for i in 0..200 {
+                c.set(entry(&format!("{}", i % 7), &["n"])).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..10 {
+        connector
+            .setup()
+            .await
+            .expect("setup while the cache is in use");
+    }
+    writer.await.unwrap();
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_writes_no_row_until_last_usage_needs_renewing() {
+    let Some(db) = Db::new("renew").await else {
+        return;
+    };
+    // One connection, handed in by the application, so the test can make that backend flush
+    // its statistics (PostgreSQL reports them lazily).
+    let manager = PostgresConnectionManager::new(db.url.parse().unwrap(), NoTls);
+    let pool = bb8::Pool::builder()
+        .max_size(1)
+        .build(manager)
+        .await
+        .unwrap();
+    let connector = PostgresConnector::with_pool(pool.clone(), &db.config(), "v1").unwrap();
+    connector.setup().await.unwrap();
+    // Renewal due once a tenth of LastUsage (300 ms) has passed.
+    let c = cache(
+        &connector,
+        "renew",
+        &settings(Duration::ZERO, Duration::from_secs(3)),
+    );
+    c.set(entry("1", &["one"])).await.unwrap();
+    let updates = || async {
+        let connection = pool.get().await.unwrap();
+        connection
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await
+            .unwrap();
+        drop(connection);
+        db.count(
+            "SELECT coalesce(sum(n_tup_upd), 0)::bigint FROM pg_stat_user_tables \
+             WHERE schemaname = '{s}' AND relname = 'objects'",
+        )
+        .await
+    };
+    let before = updates().await;
+    for _ in 0..100 {
+        assert!(c.get(Id, "1").await.unwrap().is_some());
+    }
+    assert_eq!(
+        updates().await,
+        before,
+        "100 hits within 300 ms wrote a row"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..20 {
+        assert!(c.get(Name, "one").await.unwrap().is_some());
+    }
+    assert_eq!(
+        updates().await,
+        before + 1,
+        "the first hit after 300 ms renews LastUsage, once"
+    );
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_a_hundred_thousand_expired_objects_in_batches() {
+    let Some(db) = Db::new("prune").await else {
+        return;
+    };
+    const OBJECTS: i64 = 100_000;
+    let connector = db.connector("v1").await;
+    let c = cache(
+        &connector,
+        "bulk",
+        &settings(Duration::from_secs(60), Duration::ZERO),
+    );
+    c.set(entry("fresh", &["alive"])).await.unwrap();
+    // 100k objects set two minutes ago, two keys each, written directly for speed.
+    let s = &db.schema;
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO {s}.objects (purpose, version, created_at, last_used_at, payload)
+             SELECT 'bulk', 'v1', now() - interval '2 minutes', now(), '\\x7b7d'::bytea
+             FROM generate_series(1, {OBJECTS});
+             INSERT INTO {s}.object_keys (purpose, index_name, key, object_id)
+             SELECT 'bulk', i.name, i.name || o.id, o.id
+             FROM {s}.objects o, (VALUES ('id'), ('name')) AS i(name)
+             WHERE o.purpose = 'bulk' AND o.payload = '\\x7b7d'::bytea;"
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let report = c.prune_report().await.unwrap();
+    let took = started.elapsed();
+    eprintln!("pruned {report:?} in {took:?}");
+    assert_eq!(report.objects, OBJECTS as u64);
+    assert!(
+        report.batches >= (OBJECTS / PRUNE_BATCH) as u64,
+        "{report:?}: not batched"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM {s}.objects").await,
+        1,
+        "only the fresh object is left"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM {s}.object_keys").await, 2);
+    assert!(c.get(Name, "alive").await.unwrap().is_some());
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_expired_and_keyless_objects() {
+    let Some(db) = Db::new("leftovers").await else {
+        return;
+    };
+    let connector = db.connector("v1").await;
+    let c = cache(
+        &connector,
+        "left",
+        &settings(Duration::ZERO, Duration::from_millis(300)),
+    );
+    c.set(entry("1", &["a"])).await.unwrap();
+    c.set(entry("2", &["b"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await; // 1 and 2 idle too long
+    c.set(entry("3", &["c"])).await.unwrap();
+    c.delete(Id, &["3"]).await.unwrap();
+    c.delete(Name, &["c"]).await.unwrap(); // object 3 is reachable through no key now
+    c.set(entry("4", &["d"])).await.unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM {s}.objects").await, 4);
+    let report = c.prune_report().await.unwrap();
+    assert_eq!(report.objects, 3, "{report:?}");
+    assert_eq!(db.count("SELECT count(*) FROM {s}.objects").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM {s}.object_keys").await, 2);
+    assert!(c.get(Id, "4").await.unwrap().is_some());
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_never_read_each_other_but_invalidate_and_truncate_reach_all() {
+    let Some(db) = Db::new("versions").await else {
+        return;
+    };
+    let s = CacheSettings::default();
+    let old = cache(&db.connector("v1").await, "ver", &s);
+    let new = cache(&db.connector("v2").await, "ver", &s);
+    old.set(entry("1", &["one"])).await.unwrap();
+    assert!(
+        new.get(Id, "1").await.unwrap().is_none(),
+        "v2 read v1's object"
+    );
+    assert!(old.get(Id, "1").await.unwrap().is_some());
+    new.invalidate(Name, &["one"]).await.unwrap();
+    assert!(
+        old.get(Id, "1").await.unwrap().is_none(),
+        "invalidation by v2 missed v1"
+    );
+
+    old.set(entry("2", &["two"])).await.unwrap();
+    new.set(entry("3", &["three"])).await.unwrap();
+    new.truncate().await.unwrap();
+    assert!(old.get(Id, "2").await.unwrap().is_none());
+    assert!(new.get(Id, "3").await.unwrap().is_none());
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_payload_is_a_miss_and_is_removed() {
+    let Some(db) = Db::new("garbage").await else {
+        return;
+    };
+    let c = cache(&db.connector("v1").await, "bad", &CacheSettings::default());
+    c.set(entry("1", &["one", "uno"])).await.unwrap();
+    db.client
+        .batch_execute(&format!(
+            "UPDATE {}.objects SET payload = '\\xdeadbeef'::bytea",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    assert!(c.get(Name, "uno").await.unwrap().is_none());
+    assert_eq!(db.count("SELECT count(*) FROM {s}.objects").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM {s}.object_keys").await, 0);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_statement_gives_up_at_the_statement_timeout() {
+    let Some(db) = Db::new("timeout").await else {
+        return;
+    };
+    let config = PostgresConfig {
+        statement_timeout: Duration::from_millis(300),
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    let c = cache(&connector, "slow", &CacheSettings::default());
+    c.set(entry("1", &[])).await.unwrap();
+    // Another session holds the table: every statement on it waits.
+    let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = c.get(Id, "1").await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+        assert!(took < Duration::from_millis(1_000), "waited {took:?}");
+        eprintln!("get gave up after {took:?}: {error}");
+    }
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(c.get(Id, "1").await.unwrap().is_some(), "works again");
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_replaced_and_a_lost_server_is_unavailable() {
+    let Some(db) = Db::new("killed").await else {
+        return;
+    };
+    // A name of this test's own, so it kills no other test's connections.
+    let name = format!("kill_{}", std::process::id());
+    let config = PostgresConfig {
+        url: format!("{}?application_name={name}", db.url),
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    let c = cache(&connector, "kill", &CacheSettings::default());
+    c.set(entry("1", &[])).await.unwrap();
+    // What a server restart does to the pool: every connection of ours is gone.
+    db.client
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{name}'"
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Closed connections are noticed at checkout, so the next get already works.
+    assert!(c.get(Id, "1").await.unwrap().is_some());
+
+    // Nothing listening: errors within the connect timeout, setup reports it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = PostgresConfig {
+        connect_timeout: Duration::from_millis(500),
+        ..PostgresConfig::with_url(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    };
+    let down = PostgresConnector::new(&config, "v1").expect("startup does not connect");
+    let c = cache(&down, "down", &CacheSettings::default());
+    let started = Instant::now();
+    let error = c.get(Id, "1").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        down.setup().await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tables_say_to_run_the_setup_step() {
+    let Some(db) = Db::new("nosetup").await else {
+        return;
+    };
+    let connector = PostgresConnector::new(&db.config(), "v1").unwrap();
+    let c = cache(&connector, "none", &CacheSettings::default());
+    let error = c.set(entry("1", &[])).await.unwrap_err();
+    assert!(error.to_string().contains("setup"), "{error}");
+    db.drop().await;
+}
