@@ -1,0 +1,172 @@
+//! The breaker's rules on paused Tokio time: the reference's thresholds (strict limits), the
+//! minimum volume, interval resets, the half-open quota and re-opening, cancelled calls.
+
+use std::time::Duration;
+
+use cache_breaker::{Breaker, BreakerState};
+use cache_core::BreakerSettings;
+
+fn settings(consecutive: u32, ratio: f64, min_requests: u32) -> BreakerSettings {
+    BreakerSettings {
+        max_consecutive_failures: consecutive,
+        max_failure_ratio: ratio,
+        min_requests,
+        ..BreakerSettings::default()
+    }
+}
+
+/// Lets `successes` calls succeed, then `failures` fail.
+fn run(b: &Breaker, successes: u32, failures: u32) {
+    for _ in 0..successes {
+        b.permit().expect("closed").success();
+    }
+    for _ in 0..failures {
+        b.permit().expect("closed").failure();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_must_exceed_the_limit() {
+    let b = Breaker::new("test", settings(5, 0.0, 0));
+    run(&b, 0, 5);
+    assert_eq!(b.state(), BreakerState::Closed, "5 of max 5 do not trip");
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Open, "6 do");
+    assert!(b.permit().is_none() && b.is_rejecting());
+
+    let b = Breaker::new("test", settings(5, 0.0, 0));
+    run(&b, 0, 5);
+    run(&b, 1, 5);
+    assert_eq!(b.state(), BreakerState::Closed, "a success resets the run");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_failure_ratio_must_exceed_the_limit() {
+    let b = Breaker::new("test", settings(0, 0.1, 20));
+    run(&b, 90, 10);
+    assert_eq!(b.counts().requests, 100);
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "10 of 100 at 0.1 do not trip"
+    );
+
+    let b = Breaker::new("test", settings(0, 0.1, 20));
+    run(&b, 90, 10);
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Open, "11 of 101 do");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failure_right_after_start_does_not_trip() {
+    let b = Breaker::new("test", BreakerSettings::default());
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Closed);
+    // Below MinRequests (20) the ratio rule waits, however bad the ratio...
+    let b = Breaker::new("test", settings(0, 0.1, 20));
+    run(&b, 0, 19);
+    assert_eq!(b.state(), BreakerState::Closed);
+    // ...and applies from MinRequests on.
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_interval_clears_the_counts_while_closed() {
+    let b = Breaker::new(
+        "test",
+        BreakerSettings {
+            interval: Duration::from_secs(10),
+            ..settings(5, 0.0, 0)
+        },
+    );
+    run(&b, 0, 5);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(b.counts().consecutive_failures, 0, "reset after Interval");
+    run(&b, 0, 5);
+    assert_eq!(b.state(), BreakerState::Closed);
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Open);
+
+    // Interval 0: never cleared.
+    let b = Breaker::new("test", settings(5, 0.0, 0));
+    run(&b, 0, 5);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_lets_the_quota_through_and_closes_after_that_many_successes() {
+    let b = Breaker::new(
+        "test",
+        BreakerSettings {
+            timeout: Duration::from_secs(60),
+            max_retry_requests: 2,
+            ..settings(1, 0.0, 0)
+        },
+    );
+    run(&b, 0, 2);
+    assert_eq!(b.state(), BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(b.permit().is_none(), "still open before Timeout");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    let first = b.permit().expect("trial 1");
+    let second = b.permit().expect("trial 2");
+    assert!(b.permit().is_none(), "the quota is 2");
+    first.success();
+    assert_eq!(b.state(), BreakerState::HalfOpen, "1 success of 2");
+    second.success();
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "2 consecutive successes close it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_while_half_open_opens_again() {
+    let b = Breaker::new(
+        "test",
+        BreakerSettings {
+            max_retry_requests: 3,
+            ..settings(1, 0.0, 0)
+        },
+    );
+    run(&b, 0, 2);
+    tokio::time::advance(b.settings().timeout).await;
+    b.permit().expect("trial").success();
+    b.permit().expect("trial").failure();
+    assert_eq!(b.state(), BreakerState::Open, "any failure re-opens");
+    assert!(b.permit().is_none());
+    tokio::time::advance(b.settings().timeout).await;
+    assert_eq!(
+        b.state(),
+        BreakerState::HalfOpen,
+        "and Timeout later it tries again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_counts_as_success_and_never_blocks_half_open() {
+    let b = Breaker::new("test", settings(1, 0.0, 0));
+    run(&b, 0, 2);
+    tokio::time::advance(b.settings().timeout).await;
+    let trial = b.permit().expect("the one trial");
+    assert!(b.permit().is_none());
+    drop(trial); // the caller's future was dropped
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_from_before_a_state_change_are_not_counted() {
+    let b = Breaker::new("test", settings(1, 0.0, 0));
+    let slow = b.permit().expect("closed");
+    run(&b, 0, 2);
+    assert_eq!(b.state(), BreakerState::Open);
+    tokio::time::advance(b.settings().timeout).await;
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    slow.failure(); // started before the breaker opened: ignored
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+}
