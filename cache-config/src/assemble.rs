@@ -22,8 +22,12 @@ struct Connectors {
     memory: Option<cache_memory::MemoryConnector>,
     #[cfg(feature = "postgres")]
     postgres: Option<cache_postgres::PostgresConnector>,
+    #[cfg(feature = "postgres")]
+    postgres_breaker: Option<Arc<cache_breaker::Breaker>>,
     #[cfg(feature = "redis")]
     redis: Option<cache_redis::RedisConnector>,
+    #[cfg(feature = "redis")]
+    redis_breaker: Option<Arc<cache_breaker::Breaker>>,
 }
 
 impl Connectors {
@@ -43,6 +47,10 @@ impl Connectors {
             } else {
                 None
             },
+            #[cfg(feature = "postgres")]
+            postgres_breaker: breaker(cache_postgres::CONNECTOR, &config.postgres.circuit_breaker),
+            #[cfg(feature = "redis")]
+            redis_breaker: breaker(cache_redis::CONNECTOR, &config.redis.circuit_breaker),
             #[cfg(feature = "memory")]
             memory: config
                 .memory
@@ -94,7 +102,11 @@ impl Connectors {
                     .postgres
                     .as_ref()
                     .ok_or_else(|| not_enabled(purpose, &name))?;
-                let cache = connector.cache::<I, V>(purpose, indices, settings);
+                let cache = guard(
+                    purpose,
+                    connector.cache::<I, V>(purpose, indices, settings),
+                    self.postgres_breaker.as_ref(),
+                );
                 let prune = Arc::clone(&cache)
                     .into_prune()
                     .map(|prune| (prune, self.config.postgres.auto_prune));
@@ -106,11 +118,41 @@ impl Connectors {
                     .redis
                     .as_ref()
                     .ok_or_else(|| not_enabled(purpose, &name))?;
-                let cache = connector.cache::<I, V>(purpose, indices, settings);
+                let cache = guard(
+                    purpose,
+                    connector.cache::<I, V>(purpose, indices, settings),
+                    self.redis_breaker.as_ref(),
+                );
                 Ok(Backend { cache, prune: None })
             }
             _ => Err(not_enabled(purpose, &name)),
         }
+    }
+}
+
+/// The breaker of a connector whose configuration has a `CircuitBreaker` block.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn breaker(
+    connector: &'static str,
+    settings: &Option<cache_core::BreakerSettings>,
+) -> Option<Arc<cache_breaker::Breaker>> {
+    settings.map(|s| Arc::new(cache_breaker::Breaker::new(connector, s)))
+}
+
+/// `cache` behind the connector's breaker, when it has one.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn guard<I: Index, V: Entry<I>>(
+    purpose: &str,
+    cache: Arc<dyn Cache<I, V>>,
+    breaker: Option<&Arc<cache_breaker::Breaker>>,
+) -> Arc<dyn Cache<I, V>> {
+    match breaker {
+        Some(breaker) => Arc::new(cache_breaker::BreakerCache::new(
+            purpose,
+            cache,
+            Arc::clone(breaker),
+        )),
+        None => cache,
     }
 }
 

@@ -223,6 +223,50 @@ async fn a_cache_runs_on_postgres_when_configured() {
     assert!(e.message().contains("setup step failed"), "{e}");
 }
 
+/// A `CircuitBreaker` block puts the connector's caches behind one breaker: against a server
+/// that is not there, it opens and changes are refused as `BreakerOpen` (no server needed).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_circuit_breaker_block_guards_the_connector() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = Loader::new()
+        .yaml(format!(
+            "Caches:
+  Redis:
+    Enabled: true
+    URL: redis://127.0.0.1:{port}/
+    DialTimeout: 200ms
+    CircuitBreaker: {{ MaxConsecutiveFailures: 1, Timeout: 1m }}
+  Organization: {{ Connector: redis }}"
+        ))
+        .load()
+        .unwrap();
+    let breaker = config
+        .connectors
+        .redis
+        .circuit_breaker
+        .expect("a breaker block");
+    assert_eq!(breaker.max_consecutive_failures, 1);
+    assert_eq!(
+        breaker.min_requests, 20,
+        "defaults fill the rest of the block"
+    );
+    let caches = Caches::start(&config, "v1").unwrap();
+    let orgs = caches
+        .object_cache::<OrgIndex, Org>("organization", INDICES)
+        .unwrap();
+    for _ in 0..2 {
+        assert!(orgs.get(OrgIndex::Id, "1").await.is_none());
+    }
+    let e = orgs.invalidate(OrgIndex::Id, &["1"]).await.unwrap_err();
+    assert_eq!(e.kind(), cache_core::ErrorKind::BreakerOpen, "{e}");
+    caches.shutdown().await;
+}
+
 /// An object cache on a real Redis (`CACHE_TEST_REDIS_URL`, started by `cargo xtask test`).
 #[cfg(feature = "redis")]
 #[tokio::test]

@@ -391,6 +391,11 @@ const BAD_POSTGRES: &[(&str, &str, &str)] = &[
         "hang forever",
     ),
     (
+        "Caches: { Postgres: { CircuitBreaker: { MaxRetryRequests: 0 } } }",
+        "Caches.Connectors.Postgres.CircuitBreaker.MaxRetryRequests",
+        "1 or more",
+    ),
+    (
         "Caches: { Postgres: { Databse: app } }",
         "Caches.Connectors.Postgres.databse",
         "did you mean `Database`",
@@ -422,6 +427,16 @@ const BAD_REDIS: &[(&str, &str, &str)] = &[
         "Caches: { Redis: { Url: redis://h:1, DialTimeout: 5 } }",
         "Caches.Connectors.Redis.DialTimeout",
         "unit",
+    ),
+    (
+        "Caches: { Redis: { CircuitBreaker: { MaxFailureRatio: 1.5 } } }",
+        "Caches.Connectors.Redis.CircuitBreaker.MaxFailureRatio",
+        "outside 0..1",
+    ),
+    (
+        "Caches: { Redis: { CircuitBreaker: { MaxConsecutiveFailure: 3 } } }",
+        "Caches.Connectors.Redis.CircuitBreaker.maxconsecutivefailure",
+        "did you mean `MaxConsecutiveFailures`",
     ),
     (
         "Caches: { Redis: { PoolSise: 5 } }",

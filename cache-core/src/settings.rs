@@ -174,12 +174,12 @@ impl Default for BreakerSettings {
 }
 
 impl BreakerSettings {
-    /// Checks the values serde cannot: returns the offending key (as written in the
-    /// reference, e.g. `MaxFailureRatio`) and what is wrong with it.
+    /// Checks the values serde cannot: returns the offending key below the connector (e.g.
+    /// `CircuitBreaker.MaxFailureRatio`) and what is wrong with it.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(0.0..=1.0).contains(&self.max_failure_ratio) || self.max_failure_ratio.is_nan() {
             return Err((
-                "MaxFailureRatio",
+                "CircuitBreaker.MaxFailureRatio",
                 format!(
                     "{} is outside 0..1; write e.g. 0.1 for 10 %, or 0 to disable the rule",
                     self.max_failure_ratio
@@ -188,7 +188,7 @@ impl BreakerSettings {
         }
         if self.max_retry_requests == 0 {
             return Err((
-                "MaxRetryRequests",
+                "CircuitBreaker.MaxRetryRequests",
                 "0 would keep the breaker half-open forever; write 1 or more".to_owned(),
             ));
         }
@@ -337,12 +337,18 @@ mod tests {
             max_failure_ratio: 1.5,
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "MaxFailureRatio");
+        assert_eq!(
+            bad.validate().unwrap_err().0,
+            "CircuitBreaker.MaxFailureRatio"
+        );
         let stuck = BreakerSettings {
             max_retry_requests: 0,
             ..Default::default()
         };
-        assert_eq!(stuck.validate().unwrap_err().0, "MaxRetryRequests");
+        assert_eq!(
+            stuck.validate().unwrap_err().0,
+            "CircuitBreaker.MaxRetryRequests"
+        );
     }
 
     #[test]

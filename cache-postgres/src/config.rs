@@ -9,15 +9,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use cache_core::AutoPrune;
 use cache_core::settings::{duration, redact_url};
+use cache_core::{AutoPrune, BreakerSettings};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::config::{Host, SslMode};
 
 use crate::schema::Schema;
 
 /// The PostgreSQL connector's settings. Field names are the lower-cased configuration keys.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Whether object caches may name this connector. Default `false`.
@@ -78,6 +78,10 @@ pub struct PostgresConfig {
     /// client. Default `3s`; must be above 0.
     #[serde(rename = "statementtimeout", with = "duration")]
     pub statement_timeout: Duration,
+    /// The circuit breaker in front of every object cache on this database
+    /// (`cache-breaker`); absent (the default): none.
+    #[serde(rename = "circuitbreaker")]
+    pub circuit_breaker: Option<BreakerSettings>,
 }
 
 impl Default for PostgresConfig {
@@ -100,6 +104,7 @@ impl Default for PostgresConfig {
             pool_timeout: Duration::ZERO,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(3),
+            circuit_breaker: None,
         }
     }
 }
@@ -219,6 +224,9 @@ impl PostgresConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.connection_config()?;
         self.schema()?;
+        if let Some(breaker) = &self.circuit_breaker {
+            breaker.validate()?;
+        }
         if self.pool_size == 0 {
             return Err((
                 "PoolSize",
@@ -290,6 +298,7 @@ impl fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("auto_prune", &self.auto_prune)
+            .field("circuit_breaker", &self.circuit_breaker)
             .finish_non_exhaustive()
     }
 }

@@ -9,12 +9,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cache_core::BreakerSettings;
 use cache_core::settings::duration;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Serialize};
 
 /// The Redis connector's settings. Field names are the lower-cased configuration keys.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Whether object caches may name this connector. Default `false`.
@@ -98,6 +99,10 @@ pub struct RedisConfig {
     /// Accepted for the reference's files; no effect (no CLIENT SETINFO).
     #[serde(rename = "identitysuffix")]
     pub identity_suffix: String,
+    /// The circuit breaker in front of every object cache on this server (`cache-breaker`);
+    /// absent (the default): none.
+    #[serde(rename = "circuitbreaker")]
+    pub circuit_breaker: Option<BreakerSettings>,
 }
 
 impl Default for RedisConfig {
@@ -129,6 +134,7 @@ impl Default for RedisConfig {
             max_idle_conns: 0,
             disable_indentity: false,
             identity_suffix: String::new(),
+            circuit_breaker: None,
         }
     }
 }
@@ -231,6 +237,9 @@ impl RedisConfig {
     /// `Caches.Connectors.Redis`) and what to write instead. Never shows the password.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.connection_info()?;
+        if let Some(breaker) = &self.circuit_breaker {
+            breaker.validate()?;
+        }
         if self.max_connections() == 0 {
             return Err((
                 "PoolSize",
@@ -310,6 +319,7 @@ impl fmt::Debug for RedisConfig {
             .field("dial_timeout", &self.dial_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
+            .field("circuit_breaker", &self.circuit_breaker)
             .finish_non_exhaustive()
     }
 }

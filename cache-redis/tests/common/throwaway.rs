@@ -13,14 +13,26 @@ pub(crate) struct Server {
 impl Server {
     /// Starts a server without persistence on `port` (`None`: a free one) and waits until it
     /// listens. `None` when `redis-server` is not installed.
+    #[allow(dead_code)] // not every includer needs it
     pub(crate) fn start(port: Option<u16>) -> Option<Server> {
+        Self::start_in(port, None)
+    }
+
+    /// Like [`start`](Self::start), with its working directory `dir` when given: no automatic
+    /// snapshots, but an explicit `SAVE` writes `dir/dump.rdb`, which a server started again
+    /// in `dir` loads (a restart that keeps the data).
+    pub(crate) fn start_in(port: Option<u16>, dir: Option<&std::path::Path>) -> Option<Server> {
         let port = port.unwrap_or_else(|| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("a free loopback port")
         });
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(dir) = dir {
+            command.arg("--dir").arg(dir);
+        }
+        let child = command
             .args([
                 "--port",
                 &port.to_string(),
