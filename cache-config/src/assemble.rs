@@ -379,6 +379,21 @@ impl Caches {
         Ok(())
     }
 
+    /// The circuit breaker of `connector` (`redis`, `postgres`) when its configuration has a
+    /// `CircuitBreaker` block: read its [`state`](cache_breaker::Breaker::state) and
+    /// [`counts`](cache_breaker::Breaker::counts) for health checks and metrics.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    pub fn breaker(&self, connector: &str) -> Option<Arc<cache_breaker::Breaker>> {
+        let state = self.lock();
+        match connector.to_ascii_lowercase().as_str() {
+            #[cfg(feature = "redis")]
+            "redis" => state.connectors.redis_breaker.clone(),
+            #[cfg(feature = "postgres")]
+            "postgres" => state.connectors.postgres_breaker.clone(),
+            _ => None,
+        }
+    }
+
     /// Runs the setup step of every enabled connector that has one — PostgreSQL: creates or
     /// updates its schema, tables and function (idempotent, safe from many processes at once).
     ///

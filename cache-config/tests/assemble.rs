@@ -264,6 +264,9 @@ async fn a_circuit_breaker_block_guards_the_connector() {
     }
     let e = orgs.invalidate(OrgIndex::Id, &["1"]).await.unwrap_err();
     assert_eq!(e.kind(), cache_core::ErrorKind::BreakerOpen, "{e}");
+    let breaker = caches.breaker("redis").expect("the connector's breaker");
+    assert_eq!(breaker.state(), cache_breaker::BreakerState::Open);
+    assert!(caches.breaker("postgres").is_none());
     caches.shutdown().await;
 }
 
