@@ -23,6 +23,7 @@ pub(crate) struct Scripts {
     get: Script,
     set: Script,
     invalidate: Script,
+    truncate: Script,
 }
 
 impl Scripts {
@@ -32,6 +33,7 @@ impl Scripts {
             get: with_common(include_str!("lua/get.lua")),
             set: with_common(include_str!("lua/set.lua")),
             invalidate: with_common(include_str!("lua/invalidate.lua")),
+            truncate: Script::new(include_str!("lua/truncate.lua")),
         }
     }
 }
@@ -107,7 +109,7 @@ where
     /// the operation by `limit` (ReadTimeout or WriteTimeout).
     async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: FnOnce(crate::pool::Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let config = &self.shared.config;
@@ -255,38 +257,27 @@ where
     }
 
     /// Removes every key of this object cache (all versions) in batches of `SCAN` + `UNLINK`;
-    /// never `FLUSHDB`, never `KEYS`, nothing outside this cache's prefix.
+    /// never `FLUSHDB`, never `KEYS`, nothing outside this cache's prefix. Each batch is a
+    /// script called with a key of the cache's hash slot, so on a Redis Cluster it runs on
+    /// the node that holds all of the cache's keys.
     async fn truncate(&self) -> Result<()> {
         let pattern = keys::scan_pattern(&self.prefix);
-        let mut cursor: u64 = 0;
+        let mut cursor = "0".to_owned();
         loop {
-            let pattern = pattern.clone();
-            let (next, batch): (u64, Vec<String>) = self
+            let mut invocation = self.shared.scripts.truncate.prepare_invoke();
+            invocation
+                .key(&self.prefix)
+                .arg(&cursor)
+                .arg(&pattern)
+                .arg(500);
+            cursor = self
                 .with_connection(self.write_timeout(), |mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(&mut c)
-                        .await
+                    invocation.invoke_async::<String>(&mut c).await
                 })
                 .await?;
-            if !batch.is_empty() {
-                self.with_connection(self.write_timeout(), |mut c| async move {
-                    redis::cmd("UNLINK")
-                        .arg(batch)
-                        .query_async::<i64>(&mut c)
-                        .await
-                        .map(drop)
-                })
-                .await?;
-            }
-            if next == 0 {
+            if cursor == "0" {
                 break;
             }
-            cursor = next;
         }
         tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
         Ok(())

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cache_core::BreakerSettings;
+
+use crate::topology::{ClusterConfig, SentinelConfig, Topology, tcp_address};
 use cache_core::settings::duration;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,15 @@ pub struct RedisConfig {
     /// absent (the default): none.
     #[serde(rename = "circuitbreaker")]
     pub circuit_breaker: Option<BreakerSettings>,
+    /// A Redis Cluster instead of one server (`URL`/`Addr` are then not used; `Username`,
+    /// `Password` apply to every node). Absent (the default): one server.
+    #[serde(rename = "cluster")]
+    pub cluster: Option<ClusterConfig>,
+    /// The master of a Sentinel-managed set instead of one server (`URL`/`Addr` are then not
+    /// used; `Username`, `Password`, `DB` apply to the master). Absent (the default): one
+    /// server.
+    #[serde(rename = "sentinel")]
+    pub sentinel: Option<SentinelConfig>,
 }
 
 impl Default for RedisConfig {
@@ -135,6 +146,8 @@ impl Default for RedisConfig {
             disable_indentity: false,
             identity_suffix: String::new(),
             circuit_breaker: None,
+            cluster: None,
+            sentinel: None,
         }
     }
 }
@@ -172,19 +185,7 @@ impl RedisConfig {
     pub fn connection_info(&self) -> Result<ConnectionInfo, (&'static str, String)> {
         let mut info = if self.url.is_empty() {
             let address = match self.network.to_ascii_lowercase().as_str() {
-                "" | "tcp" => {
-                    let (host, port) = self.addr.rsplit_once(':').unwrap_or((&self.addr, "6379"));
-                    let port = port.parse::<u16>().map_err(|_| {
-                        (
-                            "Addr",
-                            format!(
-                                "{:?} is not host:port; write e.g. localhost:6379",
-                                self.addr
-                            ),
-                        )
-                    })?;
-                    ConnectionAddr::Tcp(host.to_owned(), port)
-                }
+                "" | "tcp" => tcp_address("Addr", &self.addr, 6379)?,
                 "unix" => ConnectionAddr::Unix(PathBuf::from(&self.addr)),
                 other => {
                     return Err((
@@ -233,10 +234,19 @@ impl RedisConfig {
         Ok(info)
     }
 
+    /// One server, a cluster or a sentinel-managed master, checked.
+    pub(crate) fn topology(&self) -> Result<Topology, (&'static str, String)> {
+        Topology::resolve(
+            self.cluster.as_ref(),
+            self.sentinel.as_ref(),
+            self.connection_info()?,
+        )
+    }
+
     /// Checks what serde cannot: on error, the offending key (below
     /// `Caches.Connectors.Redis`) and what to write instead. Never shows the password.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.connection_info()?;
+        self.topology()?;
         if let Some(breaker) = &self.circuit_breaker {
             breaker.validate()?;
         }
@@ -320,6 +330,8 @@ impl fmt::Debug for RedisConfig {
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("circuit_breaker", &self.circuit_breaker)
+            .field("cluster", &self.cluster)
+            .field("sentinel", &self.sentinel)
             .finish_non_exhaustive()
     }
 }

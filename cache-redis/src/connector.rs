@@ -34,11 +34,13 @@ impl RedisConnector {
     /// reachable. Fails only on a malformed URL. Call it inside a Tokio runtime (the pool
     /// runs a background task).
     pub fn new(config: RedisConfig, version: &str) -> Result<Self> {
-        let info = config.connection_info().map_err(|(key, message)| {
+        let topology = config.topology().map_err(|(key, message)| {
             Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
         })?;
-        let manager = Manager::new(info)
+        let described = topology.describe();
+        let manager = Manager::new(topology, config.dial_timeout, config.read_timeout)
             .map_err(|e| Error::config(format!("Caches.Connectors.Redis: {}", e.category())))?;
+        tracing::info!(connector = crate::CONNECTOR, redis = %described, "redis connector ready");
         let ignored = config.ignored_keys();
         if !ignored.is_empty() {
             tracing::warn!(

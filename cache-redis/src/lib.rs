@@ -9,10 +9,12 @@ mod config;
 mod connector;
 mod keys;
 mod pool;
+mod topology;
 
 pub use cache::RedisCache;
 pub use config::RedisConfig;
 pub use connector::RedisConnector;
+pub use topology::{ClusterConfig, SentinelConfig};
 
 /// The connector name object caches write in `Connector:` to use this crate.
 pub const CONNECTOR: &str = "redis";

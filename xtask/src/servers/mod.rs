@@ -9,6 +9,8 @@ use crate::util::Result;
 #[derive(Debug)]
 pub(crate) struct Servers {
     redis: redis::RedisServer,
+    cluster: redis::RedisCluster,
+    sentinels: redis::RedisSentinels,
     postgres: postgres::PostgresServer,
 }
 
@@ -17,15 +19,27 @@ impl Servers {
     pub(crate) fn start() -> Result<Self> {
         eprintln!("xtask: starting redis-server");
         let redis = redis::RedisServer::start()?;
+        eprintln!("xtask: starting a 3-master redis cluster");
+        let cluster = redis::RedisCluster::start()?;
+        eprintln!("xtask: starting a redis master, replica and 3 sentinels");
+        let sentinels = redis::RedisSentinels::start()?;
         eprintln!("xtask: starting postgres");
         let postgres = postgres::PostgresServer::start()?;
-        Ok(Self { redis, postgres })
+        Ok(Self {
+            redis,
+            cluster,
+            sentinels,
+            postgres,
+        })
     }
 
     /// The environment variables tests read to find the servers.
     pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("CACHE_TEST_REDIS_URL", self.redis.url()),
+            ("CACHE_TEST_REDIS_CLUSTER", self.cluster.addrs()),
+            ("CACHE_TEST_REDIS_SENTINELS", self.sentinels.addrs()),
+            ("CACHE_TEST_REDIS_MASTER", redis::MASTER_NAME.to_owned()),
             ("CACHE_TEST_POSTGRES_URL", self.postgres.url()),
         ]
     }

@@ -1,72 +1,226 @@
-//! A throwaway `redis-server` on a free loopback port, without persistence.
+//! Throwaway Redis topologies on free loopback ports, without persistence: one server, a
+//! 3-master Redis Cluster, and a master + replica watched by 3 sentinels.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{self, Result, TempDir};
 
-/// A running redis-server; killed (and its dir removed) on drop.
+/// The master set name the sentinels monitor.
+pub(crate) const MASTER_NAME: &str = "cachemaster";
+
+/// One running redis-server (or sentinel) process; killed on drop.
 #[derive(Debug)]
-pub(crate) struct RedisServer {
+struct Process {
     child: Child,
     port: u16,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The redis-server binary, installed with apt-get when missing (with redis-cli).
+fn binary() -> Result<PathBuf> {
+    if let Some(b) = util::which("redis-server").filter(|_| util::which("redis-cli").is_some()) {
+        return Ok(b);
+    }
+    util::apt_install(&["redis-server", "redis-tools"])?;
+    util::which("redis-server")
+        .or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.is_file()))
+        .ok_or_else(|| "redis-server still not found after installing it".to_owned())
+}
+
+/// Starts `redis-server <args>` in `dir` on `port` and waits until it answers PING.
+fn spawn(dir: &Path, name: &str, port: u16, args: &[&str]) -> Result<Process> {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(binary()?)
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        // Own process group: Ctrl-C reaches us, and we stop the servers in order.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+    let mut process = Process { child, port };
+    util::wait_until(name, Duration::from_secs(15), || {
+        matches!(process.child.try_wait(), Ok(None)) && ping(port)
+    })
+    .map_err(|e| format!("{e}: see {}/redis.log", dir.display()))?;
+    Ok(process)
+}
+
+/// `redis-cli -p <port> <args>`, its output.
+fn cli(port: u16, args: &[&str]) -> Result<String> {
+    util::output(
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+    )
+}
+
+/// A single server.
+#[derive(Debug)]
+pub(crate) struct RedisServer {
+    process: Process,
     _dir: TempDir,
 }
 
 impl RedisServer {
     /// Installs redis-server if missing, starts it and waits until it answers PING.
     pub(crate) fn start() -> Result<Self> {
-        let binary = match util::which("redis-server") {
-            Some(b) => b,
-            None => {
-                util::apt_install(&["redis-server", "redis-tools"])?;
-                util::which("redis-server")
-                    .or_else(|| {
-                        Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.is_file())
-                    })
-                    .ok_or("redis-server still not found after installing it")?
-            }
-        };
         let dir = TempDir::new("xtask-redis")?;
-        let port = util::free_port()?;
-        let log = std::fs::File::create(dir.path().join("redis.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            // Own process group: Ctrl-C reaches us, and we stop the server in order.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        let mut server = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        util::wait_until("redis-server", Duration::from_secs(15), || {
-            matches!(server.child.try_wait(), Ok(None)) && ping(port)
-        })
-        .map_err(|e| format!("{e}: see {}/redis.log", server._dir.path().display()))?;
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("redis-server exited: {status}"));
-        }
-        Ok(server)
+        let process = spawn(dir.path(), "single", util::free_port()?, &[])?;
+        Ok(Self { process, _dir: dir })
     }
 
     /// The URL tests connect to.
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://127.0.0.1:{}/", self.process.port)
     }
 }
 
-use std::os::unix::process::CommandExt;
+/// A Redis Cluster of 3 masters (no replicas), all 16 384 slots assigned.
+#[derive(Debug)]
+pub(crate) struct RedisCluster {
+    nodes: Vec<Process>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Result<Self> {
+        let dir = TempDir::new("xtask-redis-cluster")?;
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            nodes.push(spawn(
+                dir.path(),
+                &format!("node{i}"),
+                util::free_port()?,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addrs.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        cli(nodes[0].port, &create).map_err(|e| format!("redis-cli --cluster create: {e}"))?;
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        util::wait_until("the redis cluster", Duration::from_secs(30), || {
+            ports.iter().all(|port| {
+                cli(*port, &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains("cluster_state:ok"))
+            })
+        })?;
+        Ok(Self { nodes, _dir: dir })
+    }
+
+    /// The seed nodes, `host:port,host:port,...`.
+    pub(crate) fn addrs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A master, one replica, and 3 sentinels monitoring them as [`MASTER_NAME`] (quorum 2,
+/// down after 1 s).
+#[derive(Debug)]
+pub(crate) struct RedisSentinels {
+    // Sentinels first: they stop before the servers they watch.
+    sentinels: Vec<Process>,
+    _replica: Process,
+    _master: Process,
+    _dir: TempDir,
+}
+
+impl RedisSentinels {
+    pub(crate) fn start() -> Result<Self> {
+        let dir = TempDir::new("xtask-redis-sentinel")?;
+        let master = spawn(dir.path(), "master", util::free_port()?, &[])?;
+        let master_port = master.port.to_string();
+        let replica = spawn(
+            dir.path(),
+            "replica",
+            util::free_port()?,
+            &["--replicaof", "127.0.0.1", &master_port],
+        )?;
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let name = format!("sentinel{i}");
+            let conf_dir = dir.path().join(&name);
+            std::fs::create_dir_all(&conf_dir).map_err(|e| e.to_string())?;
+            // A sentinel rewrites its configuration file: it must be its own, writable.
+            let conf = conf_dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                     sentinel failover-timeout {MASTER_NAME} 5000\n\
+                     sentinel parallel-syncs {MASTER_NAME} 1\n"
+                ),
+            )
+            .map_err(|e| format!("writing {}: {e}", conf.display()))?;
+            let conf = conf.to_string_lossy().into_owned();
+            sentinels.push(spawn(
+                dir.path(),
+                &name,
+                util::free_port()?,
+                &[&conf, "--sentinel"],
+            )?);
+        }
+        let ports: Vec<u16> = sentinels.iter().map(|s| s.port).collect();
+        util::wait_until("the sentinels", Duration::from_secs(30), || {
+            ports.iter().all(|port| {
+                cli(*port, &["SENTINEL", "REPLICAS", MASTER_NAME])
+                    .is_ok_and(|out| out.contains("slave") || out.contains("replica"))
+                    && cli(*port, &["SENTINEL", "SENTINELS", MASTER_NAME])
+                        .is_ok_and(|out| out.matches("127.0.0.1").count() >= 2)
+            })
+        })?;
+        Ok(Self {
+            sentinels,
+            _replica: replica,
+            _master: master,
+            _dir: dir,
+        })
+    }
+
+    /// The sentinels, `host:port,host:port,...`.
+    pub(crate) fn addrs(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
 
 /// True when the server answers an inline `PING` with `+PONG`.
 fn ping(port: u16) -> bool {
@@ -78,11 +232,4 @@ fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG\r\n"
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
