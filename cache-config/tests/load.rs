@@ -64,6 +64,29 @@ fn reference_example_with_postgres_names_the_missing_feature() {
     );
 }
 
+#[cfg(feature = "redis")]
+#[test]
+fn redis_topologies_load_from_yaml_and_environment() {
+    let cluster = load(
+        "Caches:\n  Redis:\n    Enabled: true\n    Cluster:\n      Addrs: [\"r1:7000\", \"r2:7000\", \"r3:7000\"]\n",
+    )
+    .unwrap();
+    let addrs = &cluster.connectors.redis.cluster.as_ref().unwrap().addrs;
+    assert_eq!(addrs, &["r1:7000", "r2:7000", "r3:7000"]);
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("APP_CACHES_CONNECTORS_REDIS_SENTINEL_MASTERNAME", "cache");
+        jail.set_env(
+            "APP_CACHES_CONNECTORS_REDIS_SENTINEL_ADDRS",
+            "[s1:26379, s2:26379]",
+        );
+        let config = Loader::new().env_prefix("APP").load().unwrap();
+        let sentinel = config.connectors.redis.sentinel.unwrap();
+        assert_eq!(sentinel.master_name, "cache");
+        assert_eq!(sentinel.addrs, ["s1:26379", "s2:26379"]);
+        Ok(())
+    });
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn reference_example_with_postgres_loads_as_written() {
@@ -437,6 +460,16 @@ const BAD_REDIS: &[(&str, &str, &str)] = &[
         "Caches: { Redis: { CircuitBreaker: { MaxConsecutiveFailure: 3 } } }",
         "Caches.Connectors.Redis.CircuitBreaker.maxconsecutivefailure",
         "did you mean `MaxConsecutiveFailures`",
+    ),
+    (
+        "Caches: { Redis: { Cluster: { Addrs: [] } } }",
+        "Caches.Connectors.Redis.Cluster.Addrs",
+        "at least one host:port",
+    ),
+    (
+        "Caches: { Redis: { Sentinel: { MasterNme: x } } }",
+        "Caches.Connectors.Redis.Sentinel.masternme",
+        "did you mean `MasterName`",
     ),
     (
         "Caches: { Redis: { PoolSise: 5 } }",

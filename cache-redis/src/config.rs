@@ -412,6 +412,77 @@ mod tests {
     }
 
     #[test]
+    fn cluster_and_sentinel_are_checked() {
+        use crate::topology::{ClusterConfig, SentinelConfig, Topology};
+        let cluster = RedisConfig {
+            cluster: Some(ClusterConfig {
+                addrs: vec!["10.0.0.1:7000".into(), "10.0.0.2".into()],
+            }),
+            password: "pw".into(),
+            ..RedisConfig::default()
+        };
+        let Ok(Topology::Cluster(nodes)) = cluster.topology() else {
+            panic!("a cluster");
+        };
+        assert_eq!(
+            nodes[0].addr(),
+            &ConnectionAddr::Tcp("10.0.0.1".into(), 7000)
+        );
+        assert_eq!(
+            nodes[1].addr(),
+            &ConnectionAddr::Tcp("10.0.0.2".into(), 6379)
+        );
+        assert_eq!(nodes[1].redis_settings().password(), Some("pw"));
+        let empty = RedisConfig {
+            cluster: Some(ClusterConfig::default()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(empty.validate().unwrap_err().0, "Cluster.Addrs");
+        let db = RedisConfig {
+            db: 2,
+            ..cluster.clone()
+        };
+        assert_eq!(db.validate().unwrap_err().0, "DB");
+        let sentinel = SentinelConfig {
+            master_name: "cache".into(),
+            addrs: vec!["s1:26379".into(), "s2".into()],
+            password: "s3cret".into(),
+            ..SentinelConfig::default()
+        };
+        let with_sentinel = RedisConfig {
+            sentinel: Some(sentinel.clone()),
+            ..RedisConfig::default()
+        };
+        let Ok(Topology::Sentinel { sentinels, .. }) = with_sentinel.topology() else {
+            panic!("sentinels");
+        };
+        assert_eq!(sentinels[1], ConnectionAddr::Tcp("s2".into(), 26379));
+        assert!(!format!("{with_sentinel:?}").contains("s3cret"));
+        let both = RedisConfig {
+            sentinel: Some(sentinel.clone()),
+            ..cluster
+        };
+        assert_eq!(both.validate().unwrap_err().0, "Cluster");
+        let nameless = RedisConfig {
+            sentinel: Some(SentinelConfig {
+                master_name: String::new(),
+                ..sentinel
+            }),
+            ..RedisConfig::default()
+        };
+        assert_eq!(nameless.validate().unwrap_err().0, "Sentinel.MasterName");
+        let bad = RedisConfig {
+            sentinel: Some(SentinelConfig {
+                master_name: "m".into(),
+                addrs: vec!["s1:port".into()],
+                ..SentinelConfig::default()
+            }),
+            ..RedisConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "Sentinel.Addrs");
+    }
+
+    #[test]
     fn keys_without_effect_are_reported() {
         let c = RedisConfig {
             max_retries: 3,

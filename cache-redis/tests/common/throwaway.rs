@@ -21,7 +21,18 @@ impl Server {
     /// Like [`start`](Self::start), with its working directory `dir` when given: no automatic
     /// snapshots, but an explicit `SAVE` writes `dir/dump.rdb`, which a server started again
     /// in `dir` loads (a restart that keeps the data).
+    #[allow(dead_code)] // not every includer needs it
     pub(crate) fn start_in(port: Option<u16>, dir: Option<&std::path::Path>) -> Option<Server> {
+        Self::start_with(port, dir, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in), with `extra` arguments for `redis-server` (e.g.
+    /// `--replicaof 127.0.0.1 <port>`).
+    pub(crate) fn start_with(
+        port: Option<u16>,
+        dir: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> Option<Server> {
         let port = port.unwrap_or_else(|| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -33,6 +44,7 @@ impl Server {
             command.arg("--dir").arg(dir);
         }
         let child = command
+            .args(extra)
             .args([
                 "--port",
                 &port.to_string(),

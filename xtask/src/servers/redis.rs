@@ -162,7 +162,13 @@ pub(crate) struct RedisSentinels {
 impl RedisSentinels {
     pub(crate) fn start() -> Result<Self> {
         let dir = TempDir::new("xtask-redis-sentinel")?;
-        let master = spawn(dir.path(), "master", util::free_port()?, &[])?;
+        // No delay before a replica's first sync (the default waits 5 s for more replicas).
+        let master = spawn(
+            dir.path(),
+            "master",
+            util::free_port()?,
+            &["--repl-diskless-sync-delay", "0"],
+        )?;
         let master_port = master.port.to_string();
         let replica = spawn(
             dir.path(),
