@@ -5,6 +5,8 @@
 //! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, and each
 //!   `cache-config` feature building on its own.
 //! - `cargo xtask ci`    — lint, then test.
+//! - `cargo xtask bench [--quick] [--compare OLD.json]` — start the servers, run the benchmark
+//!   harness (`cache-bench`) over every connector and its baselines, write `target/bench/`.
 //! - `cargo xtask pg-setup <url> [schema]` — create or update the PostgreSQL cache tables.
 //! - `cargo xtask serve` — start both servers, print (and write to `target/xtask/servers.env`)
 //!   the `export CACHE_TEST_...=` lines, and stay in the foreground until killed.
@@ -18,12 +20,15 @@ use std::time::{Duration, Instant};
 
 use util::Result;
 
-const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|pg-setup>
+const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup>
 
   test   start throwaway redis-server and PostgreSQL, run all tests (+ doc tests), stop them
   lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
   ci     lint, then test
   serve  start both servers, print their env vars, stay up until Ctrl-C / SIGTERM
+  bench [--quick] [--compare OLD.json]
+         start the servers, benchmark every connector against its baselines,
+         write table, chart and JSON to target/bench/
   pg-setup <url> [schema]
          create or update the PostgreSQL cache tables (idempotent, safe while in use)";
 
@@ -38,6 +43,7 @@ fn main() {
         "ci" => lint().and_then(|()| test()),
         "serve" => serve(),
         "pg-setup" => pg_setup(),
+        "bench" => bench(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return;
@@ -244,6 +250,21 @@ fn features(manifest: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// Starts the servers and runs the benchmark harness with the arguments after `bench`.
+fn bench() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let servers = servers::Servers::start()?;
+    let mut run = cargo();
+    run.args(["run", "--release", "--quiet", "-p", "cache-bench", "--"])
+        .args(["--out", "target/bench"])
+        .args(&args)
+        .envs(servers.env());
+    let result = step("benchmarks (cache-bench)", &mut run);
+    eprintln!("xtask: stopping servers");
+    drop(servers);
+    result
 }
 
 /// Runs the cache-postgres setup example with the arguments after `pg-setup`.

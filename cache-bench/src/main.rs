@@ -1,0 +1,239 @@
+//! The benchmark harness behind `cargo xtask bench` (which starts the servers and passes their
+//! URLs in `CACHE_TEST_REDIS_URL` / `CACHE_TEST_POSTGRES_URL`).
+//!
+//! ```text
+//! cache-bench [--quick] [--out DIR] [--compare OLD.json]
+//! ```
+//!
+//! Runs every workload ([`workload::Workload`]) on every target ([`targets::all`]) at 1, 8 and
+//! 32 tasks (and 16 for PostgreSQL, where its goals are set), then the scale run, and writes
+//! `results.json`, `results.md` and `latency.svg` to `DIR` (default `target/bench`).
+
+mod report;
+mod scale;
+mod targets;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use report::{Cell, Report};
+use targets::Servers;
+use workload::{Timing, Workload};
+
+struct Args {
+    quick: bool,
+    out: PathBuf,
+    compare: Option<PathBuf>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        out: PathBuf::from("target/bench"),
+        compare: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
+            "--compare" => args.compare = Some(it.next().ok_or("--compare needs a file")?.into()),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] [--compare OLD.json]"
+                ));
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// CPU model, cores and memory, for the report.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{model}, {cores} cores, {memory:.0} GiB")
+}
+
+fn main() {
+    let args = match args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    if let Err(e) = rt.block_on(run(&args)) {
+        eprintln!("cache-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    // Read the earlier run first: it may live where this run writes.
+    let old: Option<Report> = match &args.compare {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let servers = Servers {
+        redis: std::env::var("CACHE_TEST_REDIS_URL").ok(),
+        postgres: std::env::var("CACHE_TEST_POSTGRES_URL").ok(),
+    };
+    if servers.redis.is_none() || servers.postgres.is_none() {
+        eprintln!(
+            "cache-bench: CACHE_TEST_REDIS_URL / CACHE_TEST_POSTGRES_URL missing, leaving those \
+             connectors out (run through `cargo xtask bench` to have both)"
+        );
+    }
+    let timing = if args.quick {
+        Timing {
+            warm_up: Duration::from_millis(150),
+            measure: Duration::from_millis(300),
+            repetitions: 2,
+        }
+    } else {
+        Timing {
+            warm_up: Duration::from_millis(500),
+            measure: Duration::from_millis(1_500),
+            repetitions: 3,
+        }
+    };
+    let (scale_objects, expired) = if args.quick {
+        (20_000, 5_000)
+    } else {
+        (1_000_000, 100_000)
+    };
+    let targets = targets::all(&servers, 32).await;
+    let tasks_for = |family: &str| -> &'static [u64] {
+        if family == "postgres" {
+            &[1, 8, 16, 32]
+        } else {
+            &[1, 8, 32]
+        }
+    };
+    let order = [
+        Workload::GetHit,
+        Workload::GetMiss,
+        Workload::Set,
+        Workload::Mixed,
+        Workload::Invalidate,
+    ];
+    let cells_total: usize = targets
+        .iter()
+        .map(|t| {
+            tasks_for(t.family).len() * order.iter().filter(|w| t.writes || !w.writes()).count()
+        })
+        .sum();
+    let progress = ProgressBar::new(cells_total as u64 + 3);
+    progress.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let mut report = Report {
+        machine: machine(),
+        quick: args.quick,
+        cells: Vec::new(),
+        scale: Vec::new(),
+        goals: Vec::new(),
+    };
+    for named in &targets {
+        for &tasks in tasks_for(named.family) {
+            progress.set_message(format!(
+                "{}: storing {} objects",
+                named.name,
+                targets::OBJECTS
+            ));
+            workload::populate(&named.target, 16).await;
+            if named.name.starts_with("update per hit") {
+                if let Some(url) = &servers.postgres {
+                    targets::mirror_reference_tables(url).await;
+                }
+            }
+            for workload in order {
+                if workload.writes() && !named.writes {
+                    continue;
+                }
+                progress.set_message(format!("{} {} x{tasks}", named.name, workload.label()));
+                let measured = workload::run(&named.target, workload, tasks, timing).await;
+                report.cells.push(Cell {
+                    target: named.name.to_owned(),
+                    family: named.family.to_owned(),
+                    baseline: named.baseline,
+                    workload,
+                    tasks,
+                    measured,
+                });
+                progress.inc(1);
+            }
+        }
+    }
+    drop(targets);
+    progress.set_message(format!("scale: memory, {scale_objects} objects"));
+    report
+        .scale
+        .push(scale::memory(scale_objects, expired).await);
+    progress.inc(1);
+    if let Some(url) = &servers.redis {
+        progress.set_message(format!("scale: redis, {scale_objects} objects"));
+        report.scale.push(scale::redis(url, scale_objects).await);
+    }
+    progress.inc(1);
+    if let Some(url) = &servers.postgres {
+        progress.set_message(format!("scale: postgres, {scale_objects} objects"));
+        report
+            .scale
+            .push(scale::postgres(url, scale_objects, expired).await);
+    }
+    progress.inc(1);
+    progress.finish_with_message("done");
+    report.evaluate_goals();
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    let write = |name: &str, text: &str| {
+        let path = args.out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("results.json", &json)?;
+    let markdown = format!("Machine: {}\n\n{}", report.machine, report.markdown());
+    write("results.md", &markdown)?;
+    report.chart(&args.out.join("latency.svg"), 8)?;
+    println!("{markdown}");
+    println!(
+        "written: {0}/results.json, {0}/results.md, {0}/latency.svg",
+        args.out.display()
+    );
+    if let Some(old) = &old {
+        let (table, regressions) = report.compare(old);
+        let path = args.compare.as_ref().map(|p| p.display().to_string());
+        println!("\nChange against {}:\n\n{table}", path.unwrap_or_default());
+        println!("{regressions} regression(s) beyond the noise either run measured");
+    }
+    Ok(())
+}
