@@ -155,6 +155,17 @@ async fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .progress_chars("=> "),
     );
+    // Warm the machine up (CPU clocks, allocator, runtime threads) before the first cell, so
+    // it is not measured colder than the rest.
+    if let Some(first) = targets.first() {
+        progress.set_message("warming up");
+        workload::populate(&first.target, 16).await;
+        let warm = Timing {
+            warm_up: Duration::from_secs(if args.quick { 1 } else { 3 }),
+            ..timing
+        };
+        let _ = workload::run(&first.target, Workload::GetHit, 1, warm).await;
+    }
     let mut report = Report {
         machine: machine(),
         quick: args.quick,
