@@ -59,6 +59,28 @@ impl<I: Index, V: Entry<I>> std::fmt::Debug for RedisCache<I, V> {
     }
 }
 
+/// Runs a script. redis-rs reloads it once on `NOSCRIPT`; a `SCRIPT FLUSH` (or a restart)
+/// landing between that load and the call gives `NOSCRIPT` again, so it is retried a few
+/// times more: `NOSCRIPT` is never reported as a failure.
+async fn invoke<T: redis::FromRedisValue>(
+    invocation: &redis::ScriptInvocation<'_>,
+    connection: &mut crate::pool::Conn,
+) -> redis::RedisResult<T> {
+    const ATTEMPTS: usize = 4;
+    let mut attempt = 1;
+    loop {
+        match invocation.invoke_async(connection).await {
+            Err(e)
+                if attempt < ATTEMPTS
+                    && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 fn redis_error(e: redis::RedisError) -> Error {
     let message = format!("redis: {e}");
     let error = if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
@@ -152,7 +174,7 @@ where
             invocation.key(key);
         }
         self.with_connection(self.write_timeout(), |mut c| async move {
-            invocation.invoke_async::<i64>(&mut c).await.map(drop)
+            invoke::<i64>(&invocation, &mut c).await.map(drop)
         })
         .await
     }
@@ -182,7 +204,7 @@ where
             .arg(self.last_usage_ms);
         let payload: Option<Vec<u8>> = self
             .with_connection(self.shared.config.read_timeout, |mut c| async move {
-                invocation.invoke_async(&mut c).await
+                invoke(&invocation, &mut c).await
             })
             .await?;
         let Some(payload) = payload else {
@@ -229,7 +251,7 @@ where
             .arg(self.last_usage_ms)
             .arg(keys_json);
         self.with_connection(self.write_timeout(), |mut c| async move {
-            invocation.invoke_async::<i64>(&mut c).await.map(drop)
+            invoke::<i64>(&invocation, &mut c).await.map(drop)
         })
         .await
     }
@@ -272,7 +294,7 @@ where
                 .arg(500);
             cursor = self
                 .with_connection(self.write_timeout(), |mut c| async move {
-                    invocation.invoke_async::<String>(&mut c).await
+                    invoke::<String>(&invocation, &mut c).await
                 })
                 .await?;
             if cursor == "0" {

@@ -195,3 +195,59 @@ async fn an_unreachable_server_fails_fast_and_does_not_fail_startup() {
     );
     assert!(cache.set(entry("a", &[])).await.is_err());
 }
+
+/// Other processes flushing scripts *while* operations run (a flush landing between the reload
+/// and the call) is not a failure either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flushes_during_operations_are_not_failures() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        &unique_purpose("noscript-race"),
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let (stop, url) = (Arc::clone(&stop), url.clone());
+        tokio::spawn(async move {
+            let mut conn = raw(&url).await;
+            let mut flushes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                flushes += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            flushes
+        })
+    };
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                for n in 0..150 {
+                    let id = format!("{t}-{}", n % 10);
+                    cache.set(entry(&id, &["x"])).await.expect("set");
+                    cache.get(TestIndex::Id, &id).await.expect("get");
+                    cache
+                        .invalidate(TestIndex::Id, &[&id])
+                        .await
+                        .expect("invalidate");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("no operation failed");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flushes = flusher.await.unwrap();
+    assert!(
+        flushes > 10,
+        "only {flushes} flushes ran during the operations"
+    );
+}
