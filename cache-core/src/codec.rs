@@ -25,6 +25,23 @@ pub fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
     })
 }
 
+/// A stored value read by a get: the value, or `None` — after logging at warn, with the
+/// cache's purpose and connector — when it does not decode. The connector then removes it,
+/// so a value written by another shape of the type costs one miss.
+pub fn decode_hit<V: DeserializeOwned>(
+    bytes: &[u8],
+    purpose: &str,
+    connector: &'static str,
+) -> Option<std::sync::Arc<V>> {
+    match decode::<V>(bytes) {
+        Ok(value) => Some(std::sync::Arc::new(value)),
+        Err(error) => {
+            tracing::warn!(purpose, connector, %error, "undecodable cached object removed");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +53,10 @@ mod tests {
         let err = decode::<Vec<String>>(b"{not json").unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Codec);
         assert!(!err.is_temporary());
+        assert_eq!(
+            decode_hit::<Vec<String>>(&bytes, "p", "c").as_deref(),
+            Some(&vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert!(decode_hit::<Vec<String>>(b"{not json", "p", "c").is_none());
     }
 }

@@ -178,15 +178,9 @@ where
         let payload: &[u8] = row
             .try_get(0)
             .map_err(|e| Error::backend("postgres: payload column unreadable").with_source(e))?;
-        match codec::decode::<V>(payload) {
-            Ok(value) => Ok(Some(Arc::new(value))),
-            Err(error) => {
-                tracing::warn!(
-                    purpose = %self.purpose,
-                    connector = CONNECTOR,
-                    %error,
-                    "undecodable cached object removed"
-                );
+        match codec::decode_hit::<V>(payload, &self.purpose, CONNECTOR) {
+            Some(value) => Ok(Some(value)),
+            None => {
                 self.invalidate(index, &[key]).await?;
                 Ok(None)
             }

@@ -210,15 +210,9 @@ where
         let Some(payload) = payload else {
             return Ok(None);
         };
-        match codec::decode::<V>(&payload) {
-            Ok(value) => Ok(Some(Arc::new(value))),
-            Err(error) => {
-                tracing::warn!(
-                    purpose = %self.purpose,
-                    connector = CONNECTOR,
-                    %error,
-                    "undecodable cached object removed"
-                );
+        match codec::decode_hit::<V>(&payload, &self.purpose, CONNECTOR) {
+            Some(value) => Ok(Some(value)),
+            None => {
                 self.invalidate_keys(vec![index_key]).await?;
                 Ok(None)
             }

@@ -3,39 +3,9 @@
 //! scripts and key layout, and the layout's sharding — all keys of one object cache on the
 //! node owning its hash slot, different caches spread by purpose — with truncate clearing it.
 
-use std::time::Duration;
-
-use cache_core::testkit::{Fixture, TestCache, TestEntry, TestIndex};
-use cache_core::{Cache, CacheSettings, async_trait};
+use cache_core::testkit::{Fixture, RealTimeFixture, TestCache, TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings};
 use cache_redis::{ClusterConfig, RedisConfig, RedisConnector};
-
-struct ClusterFixture {
-    connector: RedisConnector,
-}
-
-#[async_trait]
-impl Fixture for ClusterFixture {
-    async fn cache(
-        &self,
-        purpose: &str,
-        indices: &[TestIndex],
-        settings: &CacheSettings,
-    ) -> TestCache {
-        self.connector.cache(purpose, indices, settings)
-    }
-
-    async fn advance(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-
-    fn prunable(&self) -> bool {
-        false
-    }
-
-    fn exact_time(&self) -> bool {
-        false
-    }
-}
 
 fn seeds() -> Option<Vec<String>> {
     let addrs = cache_core::testkit::server_url("CACHE_TEST_REDIS_CLUSTER")?;
@@ -49,9 +19,12 @@ fn config(addrs: Vec<String>) -> RedisConfig {
     }
 }
 
-async fn fixture() -> Option<ClusterFixture> {
+async fn fixture() -> Option<impl Fixture> {
     let connector = RedisConnector::new(config(seeds()?), "test-v1").expect("a valid config");
-    Some(ClusterFixture { connector })
+    Some(RealTimeFixture::new(
+        false,
+        move |purpose, indices, settings| connector.cache(purpose, indices, settings) as TestCache,
+    ))
 }
 
 cache_core::conformance_suite!(fixture);

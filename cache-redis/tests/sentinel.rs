@@ -8,40 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_core::testkit::{Fixture, TestCache, TestEntry, TestIndex};
-use cache_core::{Cache, CacheSettings, ObjectCache, async_trait};
+use cache_core::testkit::{Fixture, RealTimeFixture, TestCache, TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings, ObjectCache};
 use cache_redis::{RedisConfig, RedisConnector, SentinelConfig};
 
 #[path = "common/throwaway.rs"]
 mod throwaway;
-
-struct SentinelFixture {
-    connector: RedisConnector,
-}
-
-#[async_trait]
-impl Fixture for SentinelFixture {
-    async fn cache(
-        &self,
-        purpose: &str,
-        indices: &[TestIndex],
-        settings: &CacheSettings,
-    ) -> TestCache {
-        self.connector.cache(purpose, indices, settings)
-    }
-
-    async fn advance(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-
-    fn prunable(&self) -> bool {
-        false
-    }
-
-    fn exact_time(&self) -> bool {
-        false
-    }
-}
 
 /// The sentinels' addresses and the suite's master name.
 fn sentinels() -> Option<(Vec<String>, String)> {
@@ -61,10 +33,13 @@ fn config(addrs: Vec<String>, master_name: String) -> RedisConfig {
     }
 }
 
-async fn fixture() -> Option<SentinelFixture> {
+async fn fixture() -> Option<impl Fixture> {
     let (addrs, master) = sentinels()?;
     let connector = RedisConnector::new(config(addrs, master), "test-v1").expect("a valid config");
-    Some(SentinelFixture { connector })
+    Some(RealTimeFixture::new(
+        false,
+        move |purpose, indices, settings| connector.cache(purpose, indices, settings) as TestCache,
+    ))
 }
 
 cache_core::conformance_suite!(fixture);

@@ -127,6 +127,58 @@ pub trait Fixture: Send + Sync + 'static {
     fn exact_time(&self) -> bool;
 }
 
+/// The fixture of a connector whose backend keeps time itself (Redis TTLs, a database
+/// clock): [`advance`](Fixture::advance) sleeps for real and cases check expiry with margins.
+/// `make` builds a cache on the connector under test.
+///
+/// ```text
+/// let connector = RedisConnector::new(config, "test-v1")?;
+/// RealTimeFixture::new(false, move |purpose, indices, settings| {
+///     connector.cache(purpose, indices, settings) as TestCache
+/// })
+/// ```
+pub struct RealTimeFixture<F> {
+    make: F,
+    prunable: bool,
+}
+
+impl<F> RealTimeFixture<F>
+where
+    F: Fn(&str, &[TestIndex], &CacheSettings) -> TestCache + Send + Sync + 'static,
+{
+    /// A fixture making caches with `make`; `prunable` says whether they must offer a prune.
+    pub fn new(prunable: bool, make: F) -> Self {
+        RealTimeFixture { make, prunable }
+    }
+}
+
+#[async_trait]
+impl<F> Fixture for RealTimeFixture<F>
+where
+    F: Fn(&str, &[TestIndex], &CacheSettings) -> TestCache + Send + Sync + 'static,
+{
+    async fn cache(
+        &self,
+        purpose: &str,
+        indices: &[TestIndex],
+        settings: &CacheSettings,
+    ) -> TestCache {
+        (self.make)(purpose, indices, settings)
+    }
+
+    async fn advance(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    fn prunable(&self) -> bool {
+        self.prunable
+    }
+
+    fn exact_time(&self) -> bool {
+        false
+    }
+}
+
 /// A purpose name unique in this process run, e.g. `max_age-3f2a-7`, so cases on a shared
 /// server never see each other's objects.
 pub fn unique_purpose(case: &str) -> String {
