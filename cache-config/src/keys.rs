@@ -50,6 +50,7 @@ const DOCUMENTED: &[&str] = &[
     "DB",
     "EnableTLS",
     "PoolSize",
+    "MaxConcurrentReads",
     "MaxActiveConns",
     "MinIdleConns",
     "MaxIdleConns",

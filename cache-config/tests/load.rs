@@ -103,13 +103,14 @@ fn reference_example_with_postgres_loads_as_written() {
 #[test]
 fn postgres_settings_load_and_passwords_stay_hidden() {
     let config = load(
-        "Caches:\n  Postgres:\n    Enabled: true\n    URL: postgres://app:s3cret@db:5432/app\n    Port: 6432\n    SSLMode: disable\n    Schema: app_cache\n    PoolSize: 4\n    StatementTimeout: 500ms\n",
+        "Caches:\n  Postgres:\n    Enabled: true\n    URL: postgres://app:s3cret@db:5432/app\n    Port: 6432\n    SSLMode: disable\n    Schema: app_cache\n    PoolSize: 4\n    MaxConcurrentReads: 3\n    StatementTimeout: 500ms\n",
     )
     .unwrap();
     let postgres = &config.connectors.postgres;
     assert_eq!(postgres.port, 6432);
     assert_eq!(postgres.schema, "app_cache");
     assert_eq!(postgres.pool_size, 4);
+    assert_eq!(postgres.concurrent_reads(), 3);
     assert_eq!(postgres.statement_timeout, Duration::from_millis(500));
     let pg = postgres.connection_config().unwrap();
     assert_eq!(pg.get_ports(), [6432]);

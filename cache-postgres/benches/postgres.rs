@@ -9,6 +9,10 @@
 //!   <not expired> RETURNING payload` on every hit (reference defect 10), on unlogged tables of
 //!   the same shape as ours.
 //!
+//! `get_hit/object_cache` runs with the default `MaxConcurrentReads` (gets queued behind
+//! running statements share the next one); `get_hit/object_cache_unbatched` with
+//! `MaxConcurrentReads: 0` (up to one statement per pooled connection), to show what that buys.
+//!
 //! Reported time is per operation (lower = more throughput).
 //!
 //! `cargo bench -p cache-postgres --bench postgres` needs `CACHE_TEST_POSTGRES_URL` (e.g. from
@@ -108,18 +112,24 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let max_tasks = *TASKS.iter().max().unwrap_or(&1);
-    let (cache, raws) = rt.block_on(async {
+    let (cache, unbatched, raws) = rt.block_on(async {
         let config = PostgresConfig {
             pool_size: max_tasks as u32,
             ..PostgresConfig::with_url(&url)
         };
         let connector = PostgresConnector::new(&config, "bench").expect("connector");
         connector.setup().await.expect("setup");
-        let backend = connector.cache::<TestIndex, TestEntry>(
+        let settings = CacheSettings::default();
+        let backend = connector.cache::<TestIndex, TestEntry>("bench", TestIndex::BUILT, &settings);
+        let unbatched = PostgresConnector::new(
+            &PostgresConfig {
+                max_concurrent_reads: 0,
+                ..config
+            },
             "bench",
-            TestIndex::BUILT,
-            &CacheSettings::default(),
-        );
+        )
+        .expect("connector")
+        .cache::<TestIndex, TestEntry>("bench", TestIndex::BUILT, &settings);
         let (admin, connection) = tokio_postgres::connect(&url, NoTls)
             .await
             .expect("a connection to CACHE_TEST_POSTGRES_URL");
@@ -143,7 +153,11 @@ fn benches(c: &mut Criterion) {
             .await
             .expect("baseline table");
         let raws = raw_connections(&url, max_tasks).await;
-        (ObjectCache::new("bench", backend), raws)
+        (
+            ObjectCache::new("bench", backend),
+            ObjectCache::new("bench", unbatched),
+            raws,
+        )
     });
     let raw_for = move |raws: &[Arc<Raw>], t: u64| Arc::clone(&raws[t as usize % raws.len()]);
     for tasks in TASKS {
@@ -153,20 +167,25 @@ fn benches(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3))
             .sample_size(20);
-        group.bench_function("get_hit/object_cache", |b| {
-            b.iter_custom(|iters| {
-                let cache = cache.clone();
-                spread(&rt, iters, tasks, move |t, n| {
+        for (name, cache) in [
+            ("get_hit/object_cache", &cache),
+            ("get_hit/object_cache_unbatched", &unbatched),
+        ] {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
                     let cache = cache.clone();
-                    async move {
-                        let hit = cache
-                            .get(TestIndex::Id, &format!("org-{}", pick(t, n)))
-                            .await;
-                        assert!(hit.is_some(), "a hit");
-                    }
+                    spread(&rt, iters, tasks, move |t, n| {
+                        let cache = cache.clone();
+                        async move {
+                            let hit = cache
+                                .get(TestIndex::Id, &format!("org-{}", pick(t, n)))
+                                .await;
+                            assert!(hit.is_some(), "a hit");
+                        }
+                    })
                 })
-            })
-        });
+            });
+        }
         for (name, update) in [
             ("get_hit/raw_SELECT", false),
             ("get_hit/UPDATE_per_hit", true),

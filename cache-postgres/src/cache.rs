@@ -1,15 +1,21 @@
 //! [`PostgresCache`]: one object cache in the connector's tables.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cache_core::{Cache, CacheSettings, Entry, Error, Index, Prune, Result, async_trait, codec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_postgres::types::ToSql;
 
 use crate::CONNECTOR;
 use crate::connector::Shared;
+use crate::reads::Reads;
 use crate::sql::Stmt;
+
+/// A stored object as read, shared by every get of its key that one statement answered.
+type Payload = Arc<[u8]>;
 
 /// Rows one prune statement removes at most, so a huge backlog never holds long locks.
 pub const PRUNE_BATCH: i64 = 2_000;
@@ -19,6 +25,8 @@ pub struct PostgresCache<I: Index, V: Entry<I>> {
     shared: Arc<Shared>,
     purpose: String,
     indices: Box<[I]>,
+    /// The gets of each index (same order as `indices`).
+    reads: Box<[Reads<Payload>]>,
     max_age_ms: i64,
     last_usage_ms: i64,
     /// LastUsage is written again only once this long has passed since the last write: a
@@ -66,10 +74,16 @@ where
         settings: &CacheSettings,
     ) -> Self {
         let last_usage_ms = ms(cache_core::whole_millis(settings.last_usage));
+        let indices = cache_core::unique_indices(indices).into_boxed_slice();
+        let reads = indices
+            .iter()
+            .map(|_| Reads::new(shared.max_concurrent_reads, shared.db.longest_call()))
+            .collect();
         PostgresCache {
             shared,
             purpose: purpose.to_owned(),
-            indices: cache_core::unique_indices(indices).into_boxed_slice(),
+            indices,
+            reads,
             max_age_ms: ms(cache_core::whole_millis(settings.max_age)),
             last_usage_ms,
             renew_after_ms: if last_usage_ms > 0 {
@@ -82,11 +96,68 @@ where
     }
 
     fn check(&self, index: I) -> Result<&'static str> {
-        if self.indices.contains(&index) {
-            Ok(index.name())
+        self.position(index).map(|_| index.name())
+    }
+
+    fn position(&self, index: I) -> Result<usize> {
+        self.indices
+            .iter()
+            .position(|i| *i == index)
+            .ok_or_else(|| Error::unknown_index(&self.purpose, index.name()))
+    }
+
+    /// The payloads of the live objects behind `keys` of one index, in one statement (one
+    /// round trip; see [`Reads`]). Writes LastUsage back, in a second statement, only for
+    /// objects whose last write is older than `renew_after_ms`.
+    async fn lookup(
+        &self,
+        index_name: &str,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, Payload>> {
+        let version = &*self.shared.version;
+        let rows = if let [key] = keys.as_slice() {
+            let params: [&(dyn ToSql + Sync); 7] = [
+                &self.purpose,
+                &index_name,
+                key,
+                &version,
+                &self.max_age_ms,
+                &self.last_usage_ms,
+                &self.renew_after_ms,
+            ];
+            self.shared.db.query(Stmt::Get, &params).await?
         } else {
-            Err(Error::unknown_index(&self.purpose, index.name()))
+            let params: [&(dyn ToSql + Sync); 7] = [
+                &self.purpose,
+                &index_name,
+                &keys,
+                &version,
+                &self.max_age_ms,
+                &self.last_usage_ms,
+                &self.renew_after_ms,
+            ];
+            self.shared.db.query(Stmt::GetMany, &params).await?
+        };
+        let mut found = HashMap::with_capacity(rows.len());
+        let mut renew: Vec<i64> = Vec::new();
+        for row in &rows {
+            let unreadable =
+                |e| Error::backend("postgres: a read returned unreadable columns").with_source(e);
+            let key: String = row.try_get(0).map_err(unreadable)?;
+            let payload: &[u8] = row.try_get(1).map_err(unreadable)?;
+            if row.try_get(3).unwrap_or(false) {
+                renew.push(row.try_get(2).map_err(unreadable)?);
+            }
+            found.insert(key, Payload::from(payload));
         }
+        if !renew.is_empty() {
+            // Rare (once per tenth of LastUsage per object): the only hits that write a row.
+            self.shared
+                .db
+                .query(Stmt::Renew, &[&renew, &self.renew_after_ms])
+                .await?;
+        }
+        Ok(found)
     }
 
     /// Removes expired and key-less objects and keys whose object is gone, in
@@ -144,41 +215,14 @@ where
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
-        let index_name = self.check(index)?;
-        let rows = self
-            .shared
-            .db
-            .query(
-                Stmt::Get,
-                &[
-                    &self.purpose,
-                    &index_name,
-                    &key,
-                    &&*self.shared.version,
-                    &self.max_age_ms,
-                    &self.last_usage_ms,
-                    &self.renew_after_ms,
-                ],
-            )
+        let position = self.position(index)?;
+        let found = self.reads[position]
+            .get(key, |keys| self.lookup(index.name(), keys))
             .await?;
-        let Some(row) = rows.first() else {
+        let Some(payload) = found else {
             return Ok(None);
         };
-        let renew: bool = row.try_get(2).unwrap_or(false);
-        if renew {
-            // Rare (once per tenth of LastUsage per object): the only hit that writes a row.
-            let id: i64 = row
-                .try_get(1)
-                .map_err(|e| Error::backend("postgres: id column unreadable").with_source(e))?;
-            self.shared
-                .db
-                .query(Stmt::Renew, &[&id, &self.renew_after_ms])
-                .await?;
-        }
-        let payload: &[u8] = row
-            .try_get(0)
-            .map_err(|e| Error::backend("postgres: payload column unreadable").with_source(e))?;
-        match codec::decode_hit::<V>(payload, &self.purpose, CONNECTOR) {
+        match codec::decode_hit::<V>(&payload, &self.purpose, CONNECTOR) {
             Some(value) => Ok(Some(value)),
             None => {
                 self.invalidate(index, &[key]).await?;

@@ -58,6 +58,12 @@ pub struct PostgresConfig {
     /// Most connections in the pool. Default 10.
     #[serde(rename = "poolsize")]
     pub pool_size: u32,
+    /// Read statements one object cache runs at once for one index. Gets that arrive while
+    /// that many run wait, and the next statement answers all of them with one lookup of
+    /// their keys, so a busy cache costs the database one statement per batch of gets
+    /// instead of one per get. Without load nothing waits. Default 2; 0: up to `PoolSize`.
+    #[serde(rename = "maxconcurrentreads")]
+    pub max_concurrent_reads: u32,
     /// Idle connections kept ready. Default 0.
     #[serde(rename = "minidleconns")]
     pub min_idle_conns: u32,
@@ -98,6 +104,7 @@ impl Default for PostgresConfig {
             ssl_mode: String::new(),
             schema: "cache".to_owned(),
             pool_size: 10,
+            max_concurrent_reads: 2,
             min_idle_conns: 0,
             conn_max_idle_time: Duration::from_secs(30 * 60),
             conn_max_lifetime: Duration::ZERO,
@@ -117,6 +124,16 @@ impl PostgresConfig {
             url: url.into(),
             ..PostgresConfig::default()
         }
+    }
+
+    /// Read statements one object cache runs at once for one index: `MaxConcurrentReads`, or
+    /// `PoolSize` when that is 0.
+    pub fn concurrent_reads(&self) -> usize {
+        let reads = match self.max_concurrent_reads {
+            0 => self.pool_size,
+            n => n,
+        };
+        usize::try_from(reads).unwrap_or(usize::MAX).max(1)
     }
 
     /// How long an operation may wait for a pooled connection.
@@ -294,6 +311,7 @@ impl fmt::Debug for PostgresConfig {
             .field("ssl_mode", &self.ssl_mode)
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("max_concurrent_reads", &self.max_concurrent_reads)
             .field("min_idle_conns", &self.min_idle_conns)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)

@@ -23,6 +23,8 @@ pub struct PostgresConnector {
 pub(crate) struct Shared {
     pub(crate) db: Db,
     pub(crate) version: Arc<str>,
+    /// Read statements one object cache runs at once per index (see `reads`).
+    pub(crate) max_concurrent_reads: usize,
     schema: Schema,
 }
 
@@ -74,7 +76,7 @@ impl PostgresConnector {
             config.pool_wait(),
             config.statement_timeout,
         );
-        Ok(Self::from_parts(db, schema, version))
+        Ok(Self::from_parts(db, schema, version, config))
     }
 
     /// A connector on the application's own pool, so the service can reuse its connections.
@@ -96,14 +98,15 @@ impl PostgresConnector {
             ));
         }
         let db = Db::application(pool, Statements::new(&schema), config.statement_timeout);
-        Ok(Self::from_parts(db, schema, version))
+        Ok(Self::from_parts(db, schema, version, config))
     }
 
-    fn from_parts(db: Db, schema: Schema, version: &str) -> Self {
+    fn from_parts(db: Db, schema: Schema, version: &str, config: &PostgresConfig) -> Self {
         PostgresConnector {
             shared: Arc::new(Shared {
                 db,
                 version: version.into(),
+                max_concurrent_reads: config.concurrent_reads(),
                 schema,
             }),
         }

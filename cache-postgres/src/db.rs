@@ -81,6 +81,11 @@ impl Db {
         }
     }
 
+    /// Longest one call may take: the wait for a connection plus the statement.
+    pub(crate) fn longest_call(&self) -> Duration {
+        self.pool_wait + self.timeout
+    }
+
     /// Runs `stmt` and returns its rows.
     pub(crate) async fn query(&self, stmt: Stmt, params: &Params<'_>) -> Result<Vec<Row>> {
         match &self.pool {

@@ -8,6 +8,7 @@ mod cache;
 mod config;
 mod connector;
 mod db;
+mod reads;
 mod schema;
 mod sql;
 

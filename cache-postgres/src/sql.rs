@@ -12,10 +12,13 @@ use crate::schema::Schema;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stmt {
     /// `(purpose, index, key, version, max_age_ms, last_usage_ms, renew_after_ms) ->
-    /// (payload, id, renew)?`: the object behind a key, if it is alive, and whether its
+    /// (key, payload, id, renew)?`: the object behind a key, if it is alive, and whether its
     /// LastUsage was written longer than `renew_after_ms` ago. Reads only.
     Get,
-    /// `(id, renew_after_ms)`: writes LastUsage, unless another hit just did.
+    /// [`Get`](Stmt::Get) for many keys of one index at once (`keys[]` for `key`): a row per
+    /// key found.
+    GetMany,
+    /// `(ids[], renew_after_ms)`: writes LastUsage, unless another hit just did.
     Renew,
     /// `(purpose, version, payload, indices[], keys[])`: the `set_object` function.
     Set,
@@ -35,8 +38,9 @@ pub(crate) enum Stmt {
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 8] = [
+    pub(crate) const ALL: [Stmt; 9] = [
         Stmt::Get,
+        Stmt::GetMany,
         Stmt::Renew,
         Stmt::Set,
         Stmt::Invalidate,
@@ -64,7 +68,16 @@ impl Stmt {
                 Type::INT8,
                 Type::INT8,
             ],
-            Stmt::Renew => &[Type::INT8, Type::INT8],
+            Stmt::GetMany => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT_ARRAY,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+            ],
+            Stmt::Renew => &[Type::INT8_ARRAY, Type::INT8],
             Stmt::Set => &[
                 Type::TEXT,
                 Type::TEXT,
@@ -104,22 +117,35 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
     // One primary-key lookup per key: `LIMIT 1` keeps the planner from flattening the lateral
     // subquery into a join that scans every key of the purpose (its generic plan did).
     let key_lookup = format!(
-        "SELECT object_id, ctid FROM {s}.object_keys
+        "SELECT key, object_id, ctid FROM {s}.object_keys
          WHERE purpose = $1 AND index_name = $2 AND key = u.key LIMIT 1"
     );
     let key_lookup = key_lookup.as_str();
-    match stmt {
-        Stmt::Get => format!(
-            "SELECT o.payload, o.id, ($7 > 0 AND o.last_used_at <= now() - $7 * {MS}) AS renew
-             FROM {s}.object_keys k
+    // Key → object → alive on the server's clock, and whether LastUsage needs writing.
+    let get = |keys: &str, key_match: &str| {
+        format!(
+            "SELECT k.key, o.payload, o.id,
+                    ($7 > 0 AND o.last_used_at <= now() - $7 * {MS}) AS renew
+             FROM {keys}
              JOIN {s}.objects o ON o.id = k.object_id
-             WHERE k.purpose = $1 AND k.index_name = $2 AND k.key = $3 AND o.version = $4
+             WHERE {key_match} o.version = $4
                AND ($5 = 0 OR o.created_at > now() - $5 * {MS})
                AND ($6 = 0 OR o.last_used_at > now() - $6 * {MS})"
+        )
+    };
+    match stmt {
+        Stmt::Get => get(
+            &format!("{s}.object_keys k"),
+            "k.purpose = $1 AND k.index_name = $2 AND k.key = $3 AND",
+        ),
+        // One primary-key lookup per key, whatever the table's statistics say.
+        Stmt::GetMany => get(
+            &format!("unnest($3::text[]) AS u(key) CROSS JOIN LATERAL ({key_lookup}) k"),
+            "",
         ),
         Stmt::Renew => format!(
             "UPDATE {s}.objects SET last_used_at = now()
-             WHERE id = $1 AND last_used_at <= now() - $2 * {MS}"
+             WHERE id = ANY($1) AND last_used_at <= now() - $2 * {MS}"
         ),
         Stmt::Set => format!("SELECT {s}.set_object($1, $2, $3, $4, $5)"),
         Stmt::Invalidate => format!(

@@ -350,6 +350,118 @@ async fn a_blocked_statement_gives_up_at_the_statement_timeout() {
     db.drop().await;
 }
 
+/// Statements of this test's cache waiting for a lock on its objects table.
+async fn waiting_statements(db: &Db) -> i64 {
+    db.count(
+        "SELECT count(*) FROM pg_locks \
+         WHERE relation = '{s}.objects'::regclass AND NOT granted",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_queued_behind_busy_statements_are_answered_by_one() {
+    let Some(db) = Db::new("coalesce").await else {
+        return;
+    };
+    let config = PostgresConfig {
+        max_concurrent_reads: 2,
+        pool_size: 16,
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    let c = cache(&connector, "busy", &CacheSettings::default());
+    for i in 0..20 {
+        c.set(entry(&i.to_string(), &[])).await.unwrap();
+    }
+    // Another session holds the objects table: every read statement waits on it.
+    let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    // 40 gets at once: every stored id, ids stored twice over, and unknown ids.
+    let keys: Vec<String> = (0..40)
+        .map(|n| match n % 4 {
+            3 => format!("unknown-{n}"),
+            _ => (n % 20).to_string(),
+        })
+        .collect();
+    let gets: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (c, key) = (c.clone(), key.clone());
+            tokio::spawn(async move { c.get(Id, &key).await })
+        })
+        .collect();
+    let started = Instant::now();
+    while waiting_statements(&db).await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no read waits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // However long the lock is held, the other 38 gets wait in the queue, not in the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(waiting_statements(&db).await, 2, "read statements at once");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    for (key, get) in keys.iter().zip(gets) {
+        let found = get.await.unwrap().unwrap();
+        if key.starts_with("unknown") {
+            assert!(found.is_none(), "{key} found");
+        } else {
+            assert_eq!(found.expect("a hit").id, *key);
+        }
+    }
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_gets_give_up_in_time_when_statements_hang() {
+    let Some(db) = Db::new("queued_timeout").await else {
+        return;
+    };
+    let config = PostgresConfig {
+        statement_timeout: Duration::from_millis(300),
+        max_concurrent_reads: 1,
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    let c = cache(&connector, "hang", &CacheSettings::default());
+    c.set(entry("1", &[])).await.unwrap();
+    let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let gets: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get(Id, "1").await })
+        })
+        .collect();
+    for get in gets {
+        let error = get.await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+    }
+    // The first statement is cancelled after 300 ms, the one for the queue after 600 ms.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_500), "waited {took:?}");
+    eprintln!("20 queued gets gave up after {took:?}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(c.get(Id, "1").await.unwrap().is_some(), "works again");
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_are_replaced_and_a_lost_server_is_unavailable() {
     let Some(db) = Db::new("killed").await else {
