@@ -47,8 +47,12 @@ impl PostgresConnector {
             .connection_config()
             .map_err(|(k, m)| config_error(k, m))?;
         // The server cancels what runs too long, so a slow statement frees its connection.
+        // Prepared statements keep one generic plan: every statement is written to plan well
+        // without knowing its parameters (per-key index lookups), while the default would
+        // plan a read of many keys anew on every call (the custom plan looks cheaper for a
+        // known key count), which costs more than running it.
         let limit = format!(
-            "-c statement_timeout={}",
+            "-c statement_timeout={} -c plan_cache_mode=force_generic_plan",
             cache_core::whole_millis(config.statement_timeout)
         );
         let options = match pg.get_options() {

@@ -12,7 +12,7 @@
 //! statement, and queued gets are served in arrival order. A get dropped at any point (its
 //! caller gave up) passes on whatever turn it holds, so no turn is ever lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::mem;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -126,11 +126,14 @@ impl<T: Clone> Reads<T> {
             reads: self,
             others,
         };
-        let mut keys = Vec::with_capacity(turn.others.len() + 1);
-        keys.push(key.to_owned());
-        for other in &turn.others {
-            if !keys.contains(&other.key) {
-                keys.push(other.key.clone());
+        let mut keys = vec![key.to_owned()];
+        if !turn.others.is_empty() {
+            let mut seen = HashSet::with_capacity(turn.others.len() + 1);
+            seen.insert(key);
+            for other in &turn.others {
+                if seen.insert(&other.key) {
+                    keys.push(other.key.clone());
+                }
             }
         }
         let result = lookup(keys).await;

@@ -359,23 +359,13 @@ async fn waiting_statements(db: &Db) -> i64 {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gets_queued_behind_busy_statements_are_answered_by_one() {
-    let Some(db) = Db::new("coalesce").await else {
-        return;
-    };
-    let config = PostgresConfig {
-        max_concurrent_reads: 2,
-        pool_size: 16,
-        ..db.config()
-    };
-    let connector = PostgresConnector::new(&config, "v1").unwrap();
-    connector.setup().await.unwrap();
-    let c = cache(&connector, "busy", &CacheSettings::default());
+/// 40 gets at once while another session holds the objects table: only `turns` statements
+/// reach the server, and once the table is free every get has its right answer.
+async fn gets_share_statements(db: &Db, connector: &PostgresConnector, turns: i64) {
+    let c = cache(connector, "busy", &CacheSettings::default());
     for i in 0..20 {
         c.set(entry(&i.to_string(), &[])).await.unwrap();
     }
-    // Another session holds the objects table: every read statement waits on it.
     let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
     tokio::spawn(connection);
     locker
@@ -385,7 +375,7 @@ async fn gets_queued_behind_busy_statements_are_answered_by_one() {
         ))
         .await
         .unwrap();
-    // 40 gets at once: every stored id, ids stored twice over, and unknown ids.
+    // Every stored id, ids asked for twice, and unknown ids.
     let keys: Vec<String> = (0..40)
         .map(|n| match n % 4 {
             3 => format!("unknown-{n}"),
@@ -400,13 +390,17 @@ async fn gets_queued_behind_busy_statements_are_answered_by_one() {
         })
         .collect();
     let started = Instant::now();
-    while waiting_statements(&db).await < 2 {
+    while waiting_statements(db).await < turns {
         assert!(started.elapsed() < Duration::from_secs(5), "no read waits");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // However long the lock is held, the other 38 gets wait in the queue, not in the server.
+    // However long the lock is held, the other gets wait in the queue, not in the server.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(waiting_statements(&db).await, 2, "read statements at once");
+    assert_eq!(
+        waiting_statements(db).await,
+        turns,
+        "read statements at once"
+    );
     locker.batch_execute("ROLLBACK").await.unwrap();
     for (key, get) in keys.iter().zip(gets) {
         let found = get.await.unwrap().unwrap();
@@ -416,6 +410,42 @@ async fn gets_queued_behind_busy_statements_are_answered_by_one() {
             assert_eq!(found.expect("a hit").id, *key);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_queued_behind_busy_statements_are_answered_by_one() {
+    let Some(db) = Db::new("coalesce").await else {
+        return;
+    };
+    let config = PostgresConfig {
+        max_concurrent_reads: 2,
+        pool_size: 16,
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    gets_share_statements(&db, &connector, 2).await;
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_share_statements_on_an_application_pool_too() {
+    let Some(db) = Db::new("coalesce_app").await else {
+        return;
+    };
+    let manager = PostgresConnectionManager::new(db.url.parse().unwrap(), NoTls);
+    let pool = bb8::Pool::builder()
+        .max_size(8)
+        .build(manager)
+        .await
+        .unwrap();
+    let config = PostgresConfig {
+        max_concurrent_reads: 1,
+        ..db.config()
+    };
+    let connector = PostgresConnector::with_pool(pool, &config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    gets_share_statements(&db, &connector, 1).await;
     db.drop().await;
 }
 
