@@ -170,33 +170,40 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
             "WITH gone_keys AS (DELETE FROM {s}.object_keys WHERE purpose = $1)
              DELETE FROM {s}.objects WHERE purpose = $1"
         ),
+        // The batch is collected into an array first, so each delete is an index (or TID)
+        // lookup of exactly those rows under a generic plan, not a join over the tables.
         Stmt::PruneObjects => format!(
             "WITH dead AS (
-                SELECT o.id FROM {s}.objects o
-                WHERE o.purpose = $1 AND (
-                       ($2 > 0 AND o.created_at <= now() - $2 * {MS})
-                    OR ($3 > 0 AND o.last_used_at <= now() - $3 * {MS})
-                    OR NOT EXISTS (SELECT 1 FROM {s}.object_keys k WHERE k.object_id = o.id))
-                LIMIT $4
-                FOR UPDATE SKIP LOCKED
+                SELECT array(
+                    SELECT o.id FROM {s}.objects o
+                    WHERE o.purpose = $1 AND (
+                           ($2 > 0 AND o.created_at <= now() - $2 * {MS})
+                        OR ($3 > 0 AND o.last_used_at <= now() - $3 * {MS})
+                        OR NOT EXISTS (SELECT 1 FROM {s}.object_keys k WHERE k.object_id = o.id))
+                    LIMIT $4
+                    FOR UPDATE SKIP LOCKED
+                ) AS ids
             ), dead_keys AS (
-                DELETE FROM {s}.object_keys k USING dead WHERE k.object_id = dead.id
+                DELETE FROM {s}.object_keys k
+                WHERE k.object_id = ANY((SELECT ids FROM dead)::bigint[])
             ), gone AS (
-                DELETE FROM {s}.objects o USING dead WHERE o.id = dead.id RETURNING 1
+                DELETE FROM {s}.objects o
+                WHERE o.id = ANY((SELECT ids FROM dead)::bigint[]) RETURNING 1
             )
             SELECT count(*) FROM gone"
         ),
         Stmt::PruneKeys => format!(
             "WITH dead AS (
-                SELECT k.index_name, k.key FROM {s}.object_keys k
-                WHERE k.purpose = $1
-                  AND NOT EXISTS (SELECT 1 FROM {s}.objects o WHERE o.id = k.object_id)
-                LIMIT $2
-                FOR UPDATE SKIP LOCKED
+                SELECT array(
+                    SELECT k.ctid FROM {s}.object_keys k
+                    WHERE k.purpose = $1
+                      AND NOT EXISTS (SELECT 1 FROM {s}.objects o WHERE o.id = k.object_id)
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED
+                ) AS rows
             ), gone AS (
-                DELETE FROM {s}.object_keys k USING dead
-                WHERE k.purpose = $1 AND k.index_name = dead.index_name AND k.key = dead.key
-                RETURNING 1
+                DELETE FROM {s}.object_keys k
+                WHERE k.ctid = ANY((SELECT rows FROM dead)::tid[]) RETURNING 1
             )
             SELECT count(*) FROM gone"
         ),
