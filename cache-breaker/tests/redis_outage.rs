@@ -139,7 +139,11 @@ async fn a_killed_server_opens_the_breaker_and_nothing_stale_is_served_after_it(
     }
     rig.cache.set(TestEntry::new("stale", &["old-name"])).await;
     // The restarted server will come back with all of these, "stale" included.
-    let mut raw = rig.raw.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = rig
+        .raw
+        .get_multiplexed_async_connection_with_config(&admin())
+        .await
+        .unwrap();
     let _: () = redis::cmd("SAVE").query_async(&mut raw).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -221,7 +225,11 @@ async fn script_flushes_under_load_never_open_the_breaker() {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Seen::default());
     let tasks = load(&rig, &stop, &seen);
-    let mut raw = rig.raw.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = rig
+        .raw
+        .get_multiplexed_async_connection_with_config(&admin())
+        .await
+        .unwrap();
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _: () = redis::cmd("SCRIPT")
@@ -244,4 +252,11 @@ async fn script_flushes_under_load_never_open_the_breaker() {
     assert_eq!(rig.breaker.counts().failures, 0);
     assert_eq!(rig.cache.stats().errors, 0);
     assert!(seen.calls.load(Ordering::Relaxed) > 100);
+}
+
+/// Test-side admin connections wait 10 s for an answer (redis-rs' default 500 ms is too short
+/// for SAVE or SENTINEL commands on a loaded CI machine).
+fn admin() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
 }

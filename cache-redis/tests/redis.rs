@@ -16,7 +16,7 @@ fn url() -> Option<String> {
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&admin())
         .await
         .unwrap()
 }
@@ -250,4 +250,11 @@ async fn script_flushes_during_operations_are_not_failures() {
         flushes > 10,
         "only {flushes} flushes ran during the operations"
     );
+}
+
+/// Test-side admin connections wait 10 s for an answer (redis-rs' default 500 ms is too short
+/// for SAVE or SENTINEL commands on a loaded CI machine).
+fn admin() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
 }

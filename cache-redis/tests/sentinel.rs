@@ -48,7 +48,7 @@ cache_core::model_test!(fixture);
 async fn connect(addr: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(format!("redis://{addr}/"))
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&admin())
         .await
         .unwrap()
 }
@@ -221,4 +221,11 @@ async fn after_the_master_is_killed_the_cache_serves_from_the_promoted_replica()
     assert!(cache.get(TestIndex::Id, "after").await.is_some());
     on_sentinels(&addrs, &["REMOVE", &name]).await;
     drop(replica);
+}
+
+/// Test-side admin connections wait 10 s for an answer (redis-rs' default 500 ms is too short
+/// for SAVE or SENTINEL commands on a loaded CI machine).
+fn admin() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
 }
