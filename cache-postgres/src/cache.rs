@@ -115,29 +115,20 @@ where
         keys: Vec<String>,
     ) -> Result<HashMap<String, Payload>> {
         let version = &*self.shared.version;
-        let rows = if let [key] = keys.as_slice() {
-            let params: [&(dyn ToSql + Sync); 7] = [
-                &self.purpose,
-                &index_name,
-                key,
-                &version,
-                &self.max_age_ms,
-                &self.last_usage_ms,
-                &self.renew_after_ms,
-            ];
-            self.shared.db.query(Stmt::Get, &params).await?
-        } else {
-            let params: [&(dyn ToSql + Sync); 7] = [
-                &self.purpose,
-                &index_name,
-                &keys,
-                &version,
-                &self.max_age_ms,
-                &self.last_usage_ms,
-                &self.renew_after_ms,
-            ];
-            self.shared.db.query(Stmt::GetMany, &params).await?
+        let (stmt, key_or_keys): (Stmt, &(dyn ToSql + Sync)) = match keys.as_slice() {
+            [key] => (Stmt::Get, key),
+            _ => (Stmt::GetMany, &keys),
         };
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &self.purpose,
+            &index_name,
+            key_or_keys,
+            &version,
+            &self.max_age_ms,
+            &self.last_usage_ms,
+            &self.renew_after_ms,
+        ];
+        let rows = self.shared.db.query(stmt, &params).await?;
         let mut found = HashMap::with_capacity(rows.len());
         let mut renew: Vec<i64> = Vec::new();
         for row in &rows {

@@ -54,6 +54,21 @@ impl Db {
         connector
     }
 
+    /// Another session holding this schema's objects table (until it runs `ROLLBACK`): every
+    /// statement of the cache on it waits.
+    async fn lock_objects(&self) -> Client {
+        let (locker, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        locker
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
+                self.schema
+            ))
+            .await
+            .unwrap();
+        locker
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         let sql = sql.replace("{s}", &self.schema);
         self.client.query_one(&sql, &[]).await.unwrap().get(0)
@@ -328,15 +343,7 @@ async fn a_blocked_statement_gives_up_at_the_statement_timeout() {
     let c = cache(&connector, "slow", &CacheSettings::default());
     c.set(entry("1", &[])).await.unwrap();
     // Another session holds the table: every statement on it waits.
-    let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
-            db.schema
-        ))
-        .await
-        .unwrap();
+    let locker = db.lock_objects().await;
     for _ in 0..3 {
         let started = Instant::now();
         let error = c.get(Id, "1").await.unwrap_err();
@@ -366,15 +373,7 @@ async fn gets_share_statements(db: &Db, connector: &PostgresConnector, turns: i6
     for i in 0..20 {
         c.set(entry(&i.to_string(), &[])).await.unwrap();
     }
-    let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
-            db.schema
-        ))
-        .await
-        .unwrap();
+    let locker = db.lock_objects().await;
     // Every stored id, ids asked for twice, and unknown ids.
     let keys: Vec<String> = (0..40)
         .map(|n| match n % 4 {
@@ -463,15 +462,7 @@ async fn queued_gets_give_up_in_time_when_statements_hang() {
     connector.setup().await.unwrap();
     let c = cache(&connector, "hang", &CacheSettings::default());
     c.set(entry("1", &[])).await.unwrap();
-    let (locker, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {}.objects IN ACCESS EXCLUSIVE MODE",
-            db.schema
-        ))
-        .await
-        .unwrap();
+    let locker = db.lock_objects().await;
     let started = Instant::now();
     let gets: Vec<_> = (0..20)
         .map(|_| {
