@@ -6,6 +6,7 @@ mod clock;
 pub mod codec;
 mod error;
 mod index;
+pub mod keys;
 mod noop;
 mod object_cache;
 #[cfg(feature = "pool")]

@@ -1,6 +1,7 @@
 //! [`MemoryCache`]: one object cache in process memory.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cache_core::{
@@ -27,6 +28,8 @@ pub struct MemoryCache<I: Index, V: Entry<I>> {
     clock: SharedClock,
     slots: Slots<V>,
     writes: Mutex<()>,
+    /// Whether the warning about an object with more keys than the capacity was logged.
+    warned_too_many_keys: AtomicBool,
 }
 
 impl<I: Index, V: Entry<I>> fmt::Debug for MemoryCache<I, V> {
@@ -77,6 +80,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
                 EvictWhole,
             ),
             writes: Mutex::new(()),
+            warned_too_many_keys: AtomicBool::new(false),
         }
     }
 
@@ -154,6 +158,13 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
                 self.remove_object(&older);
             }
         }
+        if stored.keys.len() as u64 > self.slots.capacity() {
+            // It would evict its own keys (and so itself): not cached, but the older objects
+            // it replaces are gone all the same.
+            drop(writes);
+            self.warn_too_many_keys(stored.keys.len());
+            return;
+        }
         let mut evicted = Vec::new();
         for slot in stored.keys.iter() {
             self.slots
@@ -167,6 +178,19 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         drop(writes);
         // The evicted objects are freed here, outside the lock.
         drop(evicted);
+    }
+
+    fn warn_too_many_keys(&self, keys: usize) {
+        if !self.warned_too_many_keys.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                purpose = %self.purpose,
+                connector = CONNECTOR,
+                keys,
+                capacity = self.slots.capacity(),
+                "an object has more keys than the cache holds, so it is not cached (logged \
+                 once per cache); raise Caches.Connectors.Memory.Capacity"
+            );
+        }
     }
 
     /// Invalidates `stored` and unlinks every key that still points at it. Keys that now

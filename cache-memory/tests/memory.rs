@@ -195,3 +195,24 @@ async fn eviction_frees_the_other_keys_of_the_evicted_object_at_once() {
         "the cache holds only keys of reachable objects"
     );
 }
+
+#[tokio::test]
+async fn an_object_with_more_keys_than_capacity_is_not_cached_and_warned_once() {
+    let (logs_guard, logs) = cache_core::testkit::logs::capture();
+    let (_, cache) = cache(4, &CacheSettings::default());
+    let small = Arc::new(TestEntry::new("a", &["x"]));
+    cache.set(Arc::clone(&small)).await.unwrap();
+    // Five keys with capacity 4; it shares "x" with the small object, which must go.
+    let big = Arc::new(TestEntry::new("b", &["x", "y", "z", "w"]));
+    cache.set(Arc::clone(&big)).await.unwrap();
+    cache.set(Arc::clone(&big)).await.unwrap();
+    assert!(cache.get(TestIndex::Id, "b").await.unwrap().is_none());
+    assert!(
+        cache.get(TestIndex::Id, "a").await.unwrap().is_none(),
+        "the object the too-big one replaced is gone"
+    );
+    drop(logs_guard);
+    let warnings = logs.lines_with(&["WARN", "more keys than the cache holds", "memory-test"]);
+    assert_eq!(warnings.len(), 1, "one warning per cache: {}", logs.text());
+    assert!(warnings[0].contains("keys=5") && warnings[0].contains("capacity=4"));
+}

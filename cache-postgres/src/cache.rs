@@ -20,6 +20,21 @@ type Payload = Arc<[u8]>;
 /// Rows one prune statement removes at most, so a huge backlog never holds long locks.
 pub const PRUNE_BATCH: i64 = 2_000;
 
+/// Longest key (in bytes) stored as it is; longer keys, and keys with a NUL byte (which
+/// `text` cannot hold), are stored as a digest ([`cache_core::keys::storable`]), so that a key
+/// row always fits a btree entry (about 2.7 kB with the purpose and index name).
+pub const MAX_PLAIN_KEY: usize = 512;
+
+/// A key, purpose or version as stored in the tables.
+fn stored(key: &str) -> std::borrow::Cow<'_, str> {
+    cache_core::keys::storable(key, MAX_PLAIN_KEY)
+}
+
+/// Keys as stored in the tables, for the statements that take a key list.
+fn stored_keys(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| stored(k).into_owned()).collect()
+}
+
 /// One object cache of the [PostgreSQL connector](crate::PostgresConnector).
 pub struct PostgresCache<I: Index, V: Entry<I>> {
     shared: Arc<Shared>,
@@ -81,7 +96,7 @@ where
             .collect();
         PostgresCache {
             shared,
-            purpose: purpose.to_owned(),
+            purpose: stored(purpose).into_owned(),
             indices,
             reads,
             max_age_ms: ms(cache_core::whole_millis(settings.max_age)),
@@ -208,7 +223,7 @@ where
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
         let position = self.position(index)?;
         let found = self.reads[position]
-            .get(key, |keys| self.lookup(index.name(), keys))
+            .get(&stored(key), |keys| self.lookup(index.name(), keys))
             .await?;
         let Some(payload) = found else {
             return Ok(None);
@@ -227,7 +242,13 @@ where
         let (indices, keys): (Vec<&str>, Vec<String>) =
             cache_core::entry_keys(&*value, &self.indices)
                 .into_iter()
-                .map(|(position, key)| (self.indices[position].name(), key))
+                .map(|(position, key)| {
+                    let key = match stored(&key) {
+                        std::borrow::Cow::Borrowed(_) => key,
+                        std::borrow::Cow::Owned(digest) => digest,
+                    };
+                    (self.indices[position].name(), key)
+                })
                 .unzip();
         if keys.is_empty() {
             return Ok(());
@@ -253,6 +274,7 @@ where
         if keys.is_empty() {
             return Ok(());
         }
+        let keys = stored_keys(keys);
         self.shared
             .db
             .count(Stmt::Invalidate, &[&self.purpose, &index_name, &keys])
@@ -265,6 +287,7 @@ where
         if keys.is_empty() {
             return Ok(());
         }
+        let keys = stored_keys(keys);
         self.shared
             .db
             .query(Stmt::Delete, &[&self.purpose, &index_name, &keys])

@@ -109,7 +109,7 @@ impl PostgresConnector {
         PostgresConnector {
             shared: Arc::new(Shared {
                 db,
-                version: version.into(),
+                version: cache_core::keys::storable(version, crate::cache::MAX_PLAIN_KEY).into(),
                 max_concurrent_reads: config.concurrent_reads(),
                 schema,
             }),

@@ -12,7 +12,7 @@ mod reads;
 mod schema;
 mod sql;
 
-pub use cache::{PRUNE_BATCH, PostgresCache, PruneReport};
+pub use cache::{MAX_PLAIN_KEY, PRUNE_BATCH, PostgresCache, PruneReport};
 pub use config::PostgresConfig;
 pub use connector::PostgresConnector;
 pub use db::ApplicationPool;

@@ -488,6 +488,125 @@ pub async fn awkward_keys_never_collide(f: &dyn Fixture) {
     }
 }
 
+/// Keys no backend stores as they are: NUL, line breaks, Redis/glob/format characters,
+/// unicode, the empty string, and (built in [`hostile_keys`]) one of a megabyte.
+const HOSTILE_KEYS: &[&str] = &[
+    "bad\0key",
+    "\0",
+    "\0\0trailing",
+    "line\r\nbreak",
+    "\n",
+    "a:b:c",
+    "{tag}",
+    "}{",
+    "{",
+    "%00",
+    "%s%n",
+    "*",
+    "\\x00",
+    "💥\u{200b}\u{feff}",
+    "",
+    "\u{1}escaped",
+    "\u{1}",
+];
+
+/// Rule: every Rust string is a key on every connector — NUL, CR/LF, `:`, braces, `%`, `*`,
+/// unicode, empty, a megabyte long — and one key never stops the others: a set, get,
+/// invalidate or delete naming hostile keys works for every key it names.
+pub async fn hostile_keys(f: &dyn Fixture) {
+    const RULE: &str = "hostile keys are keys like any other";
+    let c = cache(f, "hostile", &forever()).await;
+    let huge = format!("{}\0end", "k".repeat(1 << 20));
+    // A key that differs from `huge` only in its last byte must not collide with it.
+    let huge_twin = format!("{}\0enD", "k".repeat(1 << 20));
+    let mut keys: Vec<&str> = HOSTILE_KEYS.to_vec();
+    keys.push(&huge);
+    keys.push(&huge_twin);
+    let entries: Vec<TestEntry> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| TestEntry::new(&format!("hostile-{i}"), &[k]).revision(i as u64 + 1))
+        .collect();
+    // One object reachable through a hostile id and a plain name.
+    let by_id = TestEntry::new("id\0with nul", &["plain"]).revision(99);
+    for e in entries.iter().chain([&by_id]) {
+        set(&c, e).await;
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let shown = shorten(key);
+        assert_found(
+            get(&c, Name, key).await,
+            &entries[i],
+            RULE,
+            &format!("set under {shown:?}, get(Name, {shown:?})"),
+        );
+    }
+    assert_found(
+        get(&c, Id, "id\0with nul").await,
+        &by_id,
+        RULE,
+        "set with a NUL in its id, get(Id)",
+    );
+    assert_missing(
+        get(&c, Id, "id").await,
+        RULE,
+        "set with \"id\\0with nul\", get(Id, \"id\") (a NUL never truncates a key)",
+    );
+    // One invalidation naming every hostile key and a plain unknown one: all of them go.
+    let mut all: Vec<&str> = keys.clone();
+    all.insert(1, "unknown-plain-key");
+    let even: Vec<&str> = all.iter().step_by(2).copied().collect();
+    invalidate(&c, Name, &even).await;
+    for (i, key) in keys.iter().enumerate() {
+        let position = all
+            .iter()
+            .position(|k| k == key)
+            .expect("every key is listed");
+        let after = format!(
+            "invalidating every other hostile key, get {:?}",
+            shorten(key)
+        );
+        if position % 2 == 0 {
+            assert_missing(get(&c, Name, key).await, RULE, &after);
+            assert_missing(
+                get(&c, Id, &entries[i].id).await,
+                RULE,
+                &format!("{after} through its id"),
+            );
+        } else {
+            assert_found(get(&c, Name, key).await, &entries[i], RULE, &after);
+        }
+    }
+    // Delete through hostile keys removes exactly those mappings.
+    delete(&c, Id, &["id\0with nul", "\0"]).await;
+    assert_missing(
+        get(&c, Id, "id\0with nul").await,
+        RULE,
+        "delete(Id, NUL key)",
+    );
+    assert_found(
+        get(&c, Name, "plain").await,
+        &by_id,
+        RULE,
+        "delete(Id, NUL key), get through its other key",
+    );
+    invalidate(&c, Name, &all).await;
+    for key in &keys {
+        let after = format!("invalidating all hostile keys, get {:?}", shorten(key));
+        assert_missing(get(&c, Name, key).await, RULE, &after);
+    }
+}
+
+/// A key as shown in an assertion message: at most 40 characters of it.
+fn shorten(key: &str) -> String {
+    if key.len() <= 40 {
+        key.to_owned()
+    } else {
+        let cut: String = key.chars().take(20).collect();
+        format!("{cut}… ({} bytes)", key.len())
+    }
+}
+
 /// Rule: object caches of different purposes on one connector never see each other's
 /// objects, even under the same keys.
 pub async fn purposes_are_isolated(f: &dyn Fixture) {

@@ -18,6 +18,7 @@
 
 pub mod cases;
 pub mod load;
+pub mod logs;
 pub mod model;
 
 use std::future::Future;
@@ -232,6 +233,7 @@ macro_rules! conformance_suite {
             truncate_empties_only_this_cache,
             unknown_index_is_an_error,
             awkward_keys_never_collide,
+            hostile_keys,
             purposes_are_isolated,
             large_values_round_trip,
             concurrent_operations_stay_consistent,
