@@ -1,6 +1,8 @@
 //! [`BreakerCache`]: any cache behind a connector's [`Breaker`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use cache_core::{Cache, Entry, Error, ErrorKind, Index, Prune, Result, async_trait};
 
@@ -11,31 +13,48 @@ use crate::pending::{DEFAULT_PENDING_KEYS, Op, Pending};
 ///
 /// While the breaker is open a get misses and a set is skipped, both without reaching the
 /// backend; invalidate, delete and truncate return a [`BreakerOpen`](ErrorKind::BreakerOpen)
-/// error — and are kept, as are those that failed while the breaker was closed. Before the
-/// next get is answered from the backend, the kept changes are delivered (or, past the memory
-/// budget, the cache is truncated), so no object invalidated during an outage is served
-/// afterwards.
+/// error — and are kept, as are those that failed while the breaker was closed. Kept changes
+/// are delivered by a background task as soon as the backend answers again (it probes with
+/// backoff, [`RETRY_FIRST`] doubling up to [`RETRY_MAX`], through the breaker), so other
+/// processes stop seeing invalidated objects even when this one stays idle; until they are
+/// delivered, gets miss. Past the memory budget they collapse into one truncate. A kept change
+/// the backend refuses for good (a [permanent](Error::is_temporary) error) is never retried
+/// forever: it is replaced by a truncate of the cache, which is what keeps the cache correct,
+/// and logged as an error.
 pub struct BreakerCache<I: Index, V: Entry<I>> {
+    shared: Arc<Shared<I, V>>,
+}
+
+/// The first wait of the delivery task after a failed delivery.
+pub const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait of the delivery task between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// What the cache and its delivery task share.
+struct Shared<I: Index, V: Entry<I>> {
     inner: Arc<dyn Cache<I, V>>,
     breaker: Arc<Breaker>,
     purpose: String,
     pending: Pending<I>,
-    /// One delivery of kept changes at a time; callers that find one running wait for it.
+    /// One delivery of kept changes at a time.
     replaying: tokio::sync::Mutex<()>,
+    /// Whether a delivery task is running.
+    delivering: AtomicBool,
 }
 
 impl<I: Index, V: Entry<I>> std::fmt::Debug for BreakerCache<I, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BreakerCache")
-            .field("purpose", &self.purpose)
-            .field("connector", &self.inner.connector())
-            .field("breaker", &self.breaker.state())
+            .field("purpose", &self.shared.purpose)
+            .field("connector", &self.shared.inner.connector())
+            .field("breaker", &self.shared.breaker.state())
             .finish()
     }
 }
 
 /// Whether `error` says the backend is unhealthy (a failure for the breaker): timeouts,
-/// connection and server errors. A wrong request (unknown index, undecodable value) is not.
+/// connection and server errors. A wrong request (unknown index, undecodable value, data the
+/// backend refuses) is not.
 pub fn is_failure(error: &Error) -> bool {
     error.is_temporary() && error.kind() != ErrorKind::BreakerOpen
 }
@@ -45,6 +64,17 @@ fn report<T>(permit: Permit<'_>, outcome: &Result<T>) {
         Err(error) if is_failure(error) => permit.failure(),
         _ => permit.success(),
     }
+}
+
+/// How one attempt to deliver the kept changes ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Nothing is kept any more.
+    Done,
+    /// The backend is still unreachable (or the breaker refused): try again later.
+    Later,
+    /// Another delivery is running.
+    Busy,
 }
 
 impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
@@ -63,29 +93,68 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
         limit: usize,
     ) -> Self {
         BreakerCache {
-            inner,
-            breaker,
-            purpose: purpose.to_owned(),
-            pending: Pending::new(limit),
-            replaying: tokio::sync::Mutex::new(()),
+            shared: Arc::new(Shared {
+                inner,
+                breaker,
+                purpose: purpose.to_owned(),
+                pending: Pending::new(limit),
+                replaying: tokio::sync::Mutex::new(()),
+                delivering: AtomicBool::new(false),
+            }),
         }
     }
 
     /// The breaker in front of this cache.
     pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
+        &self.shared.breaker
     }
 
     /// Keys of invalidations and deletes not delivered yet.
     pub fn pending_keys(&self) -> usize {
-        self.pending.keys()
+        self.shared.pending.keys()
     }
 
     /// Whether changes wait to be delivered (a pending truncate included).
     pub fn has_pending(&self) -> bool {
-        self.pending.is_dirty()
+        self.shared.pending.is_dirty()
     }
 
+    /// Runs a change through the breaker; keeps it when it could not be delivered and makes
+    /// sure the delivery task runs. `run` is the backend call; it is only polled when the
+    /// breaker lets it through.
+    async fn change(
+        &self,
+        operation: &str,
+        op: Op<I>,
+        run: impl Future<Output = Result<()>> + Send,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        let Some(permit) = shared.breaker.permit() else {
+            shared.keep(op);
+            return Err(shared.open_error(operation));
+        };
+        let outcome = run.await;
+        report(permit, &outcome);
+        if let Err(error) = &outcome
+            && is_failure(error)
+        {
+            shared.keep(op);
+        }
+        outcome
+    }
+
+    fn check(&self, index: I) -> Result<()> {
+        // An unknown index is the caller's mistake: not kept, not counted.
+        let inner = &self.shared.inner;
+        if inner.indices().is_empty() || inner.indices().contains(&index) {
+            Ok(())
+        } else {
+            Err(Error::unknown_index(&self.shared.purpose, index.name()))
+        }
+    }
+}
+
+impl<I: Index, V: Entry<I>> Shared<I, V> {
     fn open_error(&self, operation: &str) -> Error {
         Error::new(
             ErrorKind::BreakerOpen,
@@ -98,16 +167,41 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
         )
     }
 
-    /// Delivers the kept changes, oldest first. `true` when none are left.
-    async fn deliver_pending(&self) -> bool {
-        if !self.pending.is_dirty() {
-            return true;
+    /// Keeps `op` and starts the delivery task unless it runs.
+    fn keep(self: &Arc<Self>, op: Op<I>) {
+        self.pending.push(op);
+        self.start_delivery();
+    }
+
+    fn start_delivery(self: &Arc<Self>) {
+        if self.delivering.swap(true, Ordering::AcqRel) {
+            return;
         }
-        let _turn = self.replaying.lock().await;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to run it on: the next get delivers instead.
+            self.delivering.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(deliver_in_background(Arc::downgrade(self)));
+    }
+
+    /// Delivers the kept changes, oldest first.
+    async fn deliver_pending(&self, wait_for_turn: bool) -> Delivery {
+        if !self.pending.is_dirty() {
+            return Delivery::Done;
+        }
+        let _turn = if wait_for_turn {
+            self.replaying.lock().await
+        } else {
+            match self.replaying.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return Delivery::Busy,
+            }
+        };
         let mut delivered = 0usize;
         while let Some((seq, op)) = self.pending.front() {
             let Some(permit) = self.breaker.permit() else {
-                return false;
+                return Delivery::Later;
             };
             let outcome = match &op {
                 Op::Truncate => self.inner.truncate().await,
@@ -121,10 +215,11 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
                 }
             };
             report(permit, &outcome);
-            if outcome.is_err() {
-                return false;
+            match outcome {
+                Ok(()) => self.pending.delivered(seq),
+                Err(error) if is_failure(&error) => return Delivery::Later,
+                Err(error) => self.refused(seq, &op, &error),
             }
-            self.pending.delivered(seq);
             delivered += 1;
         }
         tracing::warn!(
@@ -133,71 +228,105 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
             delivered,
             "delivered the changes kept while the cache backend was unreachable"
         );
-        true
+        Delivery::Done
     }
 
-    /// Runs a change through the breaker; keeps it when it could not be delivered.
-    /// `run` is the backend call; it is only polled when the breaker lets it through.
-    async fn change(
-        &self,
-        operation: &str,
-        op: Op<I>,
-        run: impl Future<Output = Result<()>> + Send,
-    ) -> Result<()> {
-        let Some(permit) = self.breaker.permit() else {
-            self.pending.push(op);
-            return Err(self.open_error(operation));
+    /// A kept change the backend refuses for good: retrying it would block the cache
+    /// forever. An invalidation or delete that cannot be delivered may leave stale objects,
+    /// so the cache is truncated instead; a truncate that cannot be delivered is dropped.
+    fn refused(&self, seq: u64, op: &Op<I>, error: &Error) {
+        let replacement = match op {
+            Op::Truncate => {
+                tracing::error!(
+                    purpose = %self.purpose,
+                    connector = self.inner.connector(),
+                    %error,
+                    "a kept truncate was refused by the cache backend and is dropped"
+                );
+                None
+            }
+            Op::Invalidate(..) | Op::Delete(..) => {
+                tracing::error!(
+                    purpose = %self.purpose,
+                    connector = self.inner.connector(),
+                    %error,
+                    "a kept invalidation was refused by the cache backend; the cache is \
+                     truncated instead"
+                );
+                Some(Op::Truncate)
+            }
         };
-        let outcome = run.await;
-        report(permit, &outcome);
-        if let Err(error) = &outcome
-            && is_failure(error)
-        {
-            self.pending.push(op);
-        }
-        outcome
+        self.pending.replace_front(seq, replacement);
     }
+}
 
-    fn check(&self, index: I) -> Result<()> {
-        // An unknown index is the caller's mistake: not kept, not counted.
-        if self.inner.indices().is_empty() || self.inner.indices().contains(&index) {
-            Ok(())
+/// The delivery task: tries to deliver the kept changes with backoff until none are left or
+/// the cache is dropped.
+async fn deliver_in_background<I: Index, V: Entry<I>>(shared: Weak<Shared<I, V>>) {
+    let mut wait = RETRY_FIRST;
+    loop {
+        let Some(cache) = shared.upgrade() else {
+            return;
+        };
+        let outcome = if cache.breaker.is_rejecting() {
+            Delivery::Later
         } else {
-            Err(Error::unknown_index(&self.purpose, index.name()))
+            cache.deliver_pending(true).await
+        };
+        if outcome == Delivery::Done {
+            cache.delivering.store(false, Ordering::Release);
+            // A change kept after the last look but before the flag fell would wait for the
+            // next get: look once more.
+            if !cache.pending.is_dirty() || cache.delivering.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            wait = RETRY_FIRST;
+            continue;
         }
+        drop(cache);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 
 #[async_trait]
 impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
     fn connector(&self) -> &'static str {
-        self.inner.connector()
+        self.shared.inner.connector()
     }
 
     fn indices(&self) -> &[I] {
-        self.inner.indices()
+        self.shared.inner.indices()
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
-        if self.breaker.is_rejecting() || !self.deliver_pending().await {
+        let shared = &self.shared;
+        if shared.breaker.is_rejecting() {
             return Ok(None);
         }
-        let Some(permit) = self.breaker.permit() else {
+        // Kept changes first: the backend may still hold what they invalidate. A get never
+        // queues behind a delivery in progress; it misses instead.
+        if shared.pending.is_dirty() && shared.deliver_pending(false).await != Delivery::Done {
+            shared.start_delivery();
+            return Ok(None);
+        }
+        let Some(permit) = shared.breaker.permit() else {
             return Ok(None);
         };
-        let outcome = self.inner.get(index, key).await;
+        let outcome = shared.inner.get(index, key).await;
         report(permit, &outcome);
         outcome
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
-        if self.breaker.is_rejecting() {
+        let shared = &self.shared;
+        if shared.breaker.is_rejecting() {
             return Ok(());
         }
-        let Some(permit) = self.breaker.permit() else {
+        let Some(permit) = shared.breaker.permit() else {
             return Ok(());
         };
-        let outcome = self.inner.set(value).await;
+        let outcome = shared.inner.set(value).await;
         report(permit, &outcome);
         outcome
     }
@@ -205,7 +334,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
         self.check(index)?;
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-        let run = self.inner.invalidate(index, keys);
+        let run = self.shared.inner.invalidate(index, keys);
         self.change("invalidate", Op::Invalidate(index, owned), run)
             .await
     }
@@ -213,17 +342,17 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
         self.check(index)?;
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-        let run = self.inner.delete(index, keys);
+        let run = self.shared.inner.delete(index, keys);
         self.change("delete", Op::Delete(index, owned), run).await
     }
 
     async fn truncate(&self) -> Result<()> {
-        let run = self.inner.truncate();
+        let run = self.shared.inner.truncate();
         self.change("truncate", Op::Truncate, run).await
     }
 
     fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
         // Pruning is the backend's own clean-up; it does not go through the breaker.
-        Arc::clone(&self.inner).into_prune()
+        Arc::clone(&self.shared.inner).into_prune()
     }
 }

@@ -110,6 +110,27 @@ impl<I: Index> Pending<I> {
         }
     }
 
+    /// Replaces the change `seq` (unless it was replaced meanwhile) by `op`, or drops it when
+    /// `op` is `None`: for a change the backend refuses for good.
+    pub(crate) fn replace_front(&self, seq: u64, op: Option<Op<I>>) {
+        match op {
+            None => self.delivered(seq),
+            Some(op) => {
+                let mut queue = self.lock();
+                if let Some((front, kept)) = queue.ops.front_mut()
+                    && *front == seq
+                {
+                    let keys = match kept {
+                        Op::Invalidate(_, keys) | Op::Delete(_, keys) => keys.len(),
+                        Op::Truncate => 0,
+                    };
+                    *kept = op;
+                    queue.keys -= keys;
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue<I>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }

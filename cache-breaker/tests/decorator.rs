@@ -13,10 +13,13 @@ use cache_memory::{MemoryConfig, MemoryConnector};
 
 use TestIndex::{Id, Name};
 
-/// A memory cache that answers `Unavailable` while `down`, counting the calls it received.
+/// A memory cache that answers `Unavailable` while `down`, counting the calls it received;
+/// while `refusing`, it refuses for good (a permanent `Rejected` error) any invalidation or
+/// delete naming a key that contains "poison", as a backend refuses data it cannot store.
 struct Flaky {
     inner: Arc<dyn Cache<TestIndex, TestEntry>>,
     down: AtomicBool,
+    refusing: AtomicBool,
     calls: AtomicU64,
 }
 
@@ -25,6 +28,15 @@ impl Flaky {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if self.down.load(Ordering::Relaxed) {
             Err(Error::unavailable("flaky: down"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_keys(&self, keys: &[&str]) -> Result<()> {
+        self.check()?;
+        if self.refusing.load(Ordering::Relaxed) && keys.iter().any(|k| k.contains("poison")) {
+            Err(Error::rejected("flaky: this key can never be stored"))
         } else {
             Ok(())
         }
@@ -48,11 +60,11 @@ impl Cache<TestIndex, TestEntry> for Flaky {
         self.inner.set(value).await
     }
     async fn invalidate(&self, index: TestIndex, keys: &[&str]) -> Result<()> {
-        self.check()?;
+        self.check_keys(keys)?;
         self.inner.invalidate(index, keys).await
     }
     async fn delete(&self, index: TestIndex, keys: &[&str]) -> Result<()> {
-        self.check()?;
+        self.check_keys(keys)?;
         self.inner.delete(index, keys).await
     }
     async fn truncate(&self) -> Result<()> {
@@ -72,6 +84,7 @@ fn setup(limit: usize) -> Setup {
     let flaky = Arc::new(Flaky {
         inner: memory.cache("flaky", TestIndex::BUILT, &CacheSettings::default()),
         down: AtomicBool::new(false),
+        refusing: AtomicBool::new(false),
         calls: AtomicU64::new(0),
     });
     let breaker = Arc::new(Breaker::new(
@@ -218,4 +231,93 @@ async fn unknown_indices_are_errors_that_are_not_kept() {
     assert_eq!(e.kind(), ErrorKind::UnknownIndex);
     assert!(!s.cache.has_pending());
     assert_eq!(s.breaker.counts().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_invalidation_the_backend_refuses_for_good_becomes_a_truncate() {
+    let (logs_guard, logs) = cache_core::testkit::logs::capture();
+    let s = setup(100);
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.cache.set(entry("2", &["two"])).await.unwrap();
+    s.flaky.down.store(true, Ordering::Relaxed);
+    assert!(s.cache.invalidate(Name, &["poison", "one"]).await.is_err());
+    assert!(s.cache.has_pending());
+    let failures = s.breaker.counts().failures;
+    // Back, but refusing that key for good: the replay can never succeed.
+    s.flaky.down.store(false, Ordering::Relaxed);
+    s.flaky.refusing.store(true, Ordering::Relaxed);
+    assert!(
+        s.cache.get(Id, "1").await.unwrap().is_none(),
+        "object 1 was invalidated: never served"
+    );
+    assert!(!s.cache.has_pending(), "the poison is not kept");
+    assert!(
+        s.cache.get(Id, "2").await.unwrap().is_none(),
+        "the refused invalidation was replaced by a truncate"
+    );
+    // The cache works again: nothing is left to block it.
+    s.cache.set(entry("3", &["three"])).await.unwrap();
+    let mut hits = 0;
+    for _ in 0..20 {
+        hits += usize::from(s.cache.get(Id, "3").await.unwrap().is_some());
+    }
+    assert_eq!(hits, 20, "every get after the poison was dropped hits");
+    assert_eq!(s.breaker.state(), BreakerState::Closed);
+    assert_eq!(
+        s.breaker.counts().failures,
+        failures,
+        "a refusal is not a failure"
+    );
+    drop(logs_guard);
+    assert_eq!(
+        logs.lines_with(&["ERROR", "refused", "truncated instead", "orgs"])
+            .len(),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn kept_invalidations_are_delivered_in_the_background_without_a_get() {
+    let s = setup(100);
+    let backend = Arc::clone(&s.flaky.inner);
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.trip().await;
+    assert!(s.cache.invalidate(Name, &["one"]).await.is_err());
+    s.recover().await;
+    // No call on the cache from here on: only the delivery task may act. It probes with
+    // backoff, so within RETRY_MAX (plus the breaker's Timeout, already passed) it delivers.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !s.cache.has_pending() {
+            break;
+        }
+    }
+    assert!(!s.cache.has_pending(), "delivered without any get");
+    assert!(
+        backend.get(Id, "1").await.unwrap().is_none(),
+        "the backend itself no longer holds the invalidated object"
+    );
+    assert_eq!(s.breaker.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delivery_task_keeps_probing_while_the_backend_stays_down() {
+    let s = setup(100);
+    let backend = Arc::clone(&s.flaky.inner);
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.flaky.down.store(true, Ordering::Relaxed);
+    assert!(s.cache.invalidate(Id, &["1"]).await.is_err());
+    let calls = s.flaky.calls.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let probes = s.flaky.calls.load(Ordering::Relaxed) - calls;
+    // Backoff from 50 ms doubling to 1 s, behind a breaker that opens and re-opens every
+    // Timeout (5 s): a handful of probes in 30 s, not a busy loop.
+    assert!((1..=30).contains(&probes), "{probes} probes in 30 s");
+    assert!(s.cache.has_pending());
+    s.flaky.down.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!s.cache.has_pending(), "delivered once the backend answers");
+    assert!(backend.get(Name, "one").await.unwrap().is_none());
 }

@@ -15,6 +15,10 @@ pub enum ErrorKind {
     Backend,
     /// A value could not be encoded, or a stored value could not be decoded.
     Codec,
+    /// The backend refused the request's own data (a value larger than it accepts, a
+    /// constraint it enforces, a stored entry of an unexpected shape): retrying the same
+    /// request will not help, and the backend itself is healthy.
+    Rejected,
     /// The operation named an index the object cache was not built with: a programming error.
     UnknownIndex,
     /// The circuit breaker is open: the backend is considered down and was not called.
@@ -41,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "cache backend timed out",
             ErrorKind::Backend => "cache backend error",
             ErrorKind::Codec => "cache value codec error",
+            ErrorKind::Rejected => "cache backend refused the request",
             ErrorKind::UnknownIndex => "unknown cache index",
             ErrorKind::BreakerOpen => "cache circuit breaker open",
             ErrorKind::Config => "invalid cache configuration",
@@ -94,6 +99,11 @@ impl Error {
     /// The backend answered with an error.
     pub fn backend(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Backend, message)
+    }
+
+    /// The backend refused the request's own data (never counted as a backend failure).
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Rejected, message)
     }
 
     /// A value could not be encoded or decoded.
@@ -186,6 +196,7 @@ mod tests {
         assert!(Error::timeout("x").is_temporary());
         assert!(Error::unavailable("x").is_temporary());
         assert!(!Error::codec("x").is_temporary());
+        assert!(!Error::rejected("x").is_temporary());
         assert!(!Error::unknown_index("p", 3).is_temporary());
         assert!(!Error::backend("x").set_temporary(false).is_temporary());
     }

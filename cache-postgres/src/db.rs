@@ -216,38 +216,100 @@ fn timed_out() -> Error {
 
 /// A PostgreSQL error as a cache error: unreachable and shutting-down servers are
 /// `Unavailable`, cancelled statements `Timeout`, missing tables a `Backend` error that says
-/// to run the setup step, anything else the server says `Backend`.
+/// to run the setup step, errors the request's own data caused (SQLSTATE classes 22 data
+/// exception, 23 integrity constraint, 54 program limit) `Rejected` — never counted as a
+/// backend failure — and anything else the server says `Backend`.
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
         // No answer from the server: connecting failed, the connection broke, or I/O.
         return Error::unavailable(format!("postgres: {e}")).with_source(e);
     };
     let code = db.code();
-    let error = if *code == SqlState::QUERY_CANCELED {
-        Error::timeout(format!(
+    let error = match classify(code) {
+        Class::Timeout => Error::timeout(format!(
             "postgres: statement cancelled ({}); raise Caches.Connectors.Postgres.StatementTimeout \
              if the database is just slow",
             db.message()
-        ))
-    } else if [
+        )),
+        Class::NoTables => Error::backend(format!(
+            "postgres: the cache tables are missing ({}); run the setup step once: \
+             PostgresConnector::setup, Caches::setup, or `cargo xtask pg-setup <url>`",
+            db.message()
+        )),
+        Class::Unavailable => Error::unavailable(format!("postgres: {}", db.message())),
+        Class::Rejected => Error::rejected(format!(
+            "postgres refused the request's data: {} ({})",
+            db.message(),
+            code.code()
+        )),
+        Class::Backend => Error::backend(format!("postgres: {} ({})", db.message(), code.code())),
+    };
+    error.with_source(e)
+}
+
+/// What a SQLSTATE says about the server and the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// The statement ran out of time.
+    Timeout,
+    /// The schema is not set up.
+    NoTables,
+    /// The server is unreachable, shutting down, overloaded or refuses our credentials.
+    Unavailable,
+    /// The request's own data: healthy server, wrong request.
+    Rejected,
+    /// Any other server error.
+    Backend,
+}
+
+fn classify(code: &SqlState) -> Class {
+    if *code == SqlState::QUERY_CANCELED {
+        return Class::Timeout;
+    }
+    if [
         SqlState::UNDEFINED_TABLE,
         SqlState::INVALID_SCHEMA_NAME,
         SqlState::UNDEFINED_FUNCTION,
     ]
     .contains(code)
     {
-        Error::backend(format!(
-            "postgres: the cache tables are missing ({}); run the setup step once: \
-             PostgresConnector::setup, Caches::setup, or `cargo xtask pg-setup <url>`",
-            db.message()
-        ))
-    } else if code.code().starts_with("08") || code.code().starts_with("57P") {
-        // Connection exceptions and operator intervention (shutdown, restart).
-        Error::unavailable(format!("postgres: {}", db.message()))
-    } else {
-        Error::backend(format!("postgres: {} ({})", db.message(), code.code()))
-    };
-    error.with_source(e)
+        return Class::NoTables;
+    }
+    match &code.code()[..2] {
+        // Data exception, integrity constraint violation, program limit exceeded (a row or
+        // value larger than the server accepts).
+        "22" | "23" | "54" => Class::Rejected,
+        // Connection exception, insufficient resources, operator intervention (shutdown,
+        // restart), invalid authorization, missing database.
+        "08" | "53" | "57" | "28" | "3D" => Class::Unavailable,
+        _ => Class::Backend,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_errors_are_rejections_and_server_trouble_is_not() {
+        for (code, class) in [
+            (SqlState::CHARACTER_NOT_IN_REPERTOIRE, Class::Rejected), // 22021: NUL in text
+            (SqlState::PROGRAM_LIMIT_EXCEEDED, Class::Rejected),      // 54000: btree row size
+            (SqlState::CHECK_VIOLATION, Class::Rejected),
+            (SqlState::STRING_DATA_RIGHT_TRUNCATION, Class::Rejected),
+            (SqlState::QUERY_CANCELED, Class::Timeout),
+            (SqlState::UNDEFINED_TABLE, Class::NoTables),
+            (SqlState::ADMIN_SHUTDOWN, Class::Unavailable),
+            (SqlState::TOO_MANY_CONNECTIONS, Class::Unavailable),
+            (SqlState::CONNECTION_FAILURE, Class::Unavailable),
+            (SqlState::INVALID_PASSWORD, Class::Unavailable),
+            (SqlState::T_R_DEADLOCK_DETECTED, Class::Backend),
+            (SqlState::READ_ONLY_SQL_TRANSACTION, Class::Backend),
+            (SqlState::INTERNAL_ERROR, Class::Backend),
+        ] {
+            assert_eq!(classify(&code), class, "{}", code.code());
+        }
+    }
 }
 
 /// A connection of our pool: the client, its prepared statements, and whether it must go.

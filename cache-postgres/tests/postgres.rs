@@ -544,3 +544,91 @@ async fn missing_tables_say_to_run_the_setup_step() {
     assert!(error.to_string().contains("setup"), "{error}");
     db.drop().await;
 }
+
+/// `cache` behind a breaker that would open after 5 consecutive failures.
+fn behind_breaker(
+    cache: TestCache,
+) -> (
+    cache_breaker::BreakerCache<TestIndex, TestEntry>,
+    Arc<cache_breaker::Breaker>,
+) {
+    let breaker = Arc::new(cache_breaker::Breaker::new(
+        "postgres",
+        cache_core::BreakerSettings::default(),
+    ));
+    let guarded = cache_breaker::BreakerCache::new("orgs", cache, Arc::clone(&breaker));
+    (guarded, breaker)
+}
+
+#[tokio::test]
+async fn nul_keys_never_open_the_breaker_nor_block_the_cache() {
+    let Some(db) = Db::new("nul_breaker").await else {
+        return;
+    };
+    let connector = db.connector("v1").await;
+    let (cache, breaker) = behind_breaker(connector.cache(
+        "orgs",
+        TestIndex::BUILT,
+        &settings(Duration::ZERO, Duration::ZERO),
+    ));
+    cache
+        .set(Arc::new(TestEntry::new("1", &["good.example"])))
+        .await
+        .unwrap();
+    // What a Host header with %00 does, many times over.
+    for _ in 0..20 {
+        assert!(cache.get(Name, "bad\0host").await.unwrap().is_none());
+    }
+    cache
+        .invalidate(Name, &["bad\0key", "other"])
+        .await
+        .expect("an invalidation naming a NUL key is delivered");
+    assert!(!cache.has_pending(), "nothing kept to replay");
+    let mut hits = 0;
+    for _ in 0..50 {
+        hits += usize::from(cache.get(Name, "good.example").await.unwrap().is_some());
+    }
+    assert_eq!(hits, 50, "the cache keeps answering");
+    assert_eq!(breaker.state(), cache_breaker::BreakerState::Closed);
+    assert_eq!(breaker.counts().failures, 0);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn data_the_server_refuses_is_a_rejection_not_a_breaker_failure() {
+    let Some(db) = Db::new("refused_data").await else {
+        return;
+    };
+    let connector = db.connector("v1").await;
+    // A limit on stored values, added behind the cache's back: a value larger than the
+    // server accepts, as a real deployment's limits would refuse it.
+    db.client
+        .batch_execute(&format!(
+            "ALTER TABLE {}.objects ADD CONSTRAINT small CHECK (length(payload) < 200)",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    let (cache, breaker) = behind_breaker(connector.cache(
+        "orgs",
+        TestIndex::BUILT,
+        &settings(Duration::ZERO, Duration::ZERO),
+    ));
+    cache
+        .set(Arc::new(TestEntry::new("1", &["one"])))
+        .await
+        .unwrap();
+    let big = TestEntry::new("2", &["x".repeat(300).as_str()]);
+    for _ in 0..20 {
+        let error = cache.set(Arc::new(big.clone())).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+        assert!(!error.is_temporary());
+    }
+    assert_eq!(breaker.state(), cache_breaker::BreakerState::Closed);
+    assert_eq!(breaker.counts().failures, 0, "refused data is no failure");
+    assert!(
+        cache.get(Id, "1").await.unwrap().is_some(),
+        "the cache still serves"
+    );
+    db.drop().await;
+}

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::CONNECTOR;
 use crate::connector::Shared;
+use crate::error::redis_error;
 use crate::keys;
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -79,18 +80,6 @@ async fn invoke<T: redis::FromRedisValue>(
             result => return result,
         }
     }
-}
-
-fn redis_error(e: redis::RedisError) -> Error {
-    let message = format!("redis: {e}");
-    let error = if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
-        Error::unavailable(message)
-    } else if e.is_timeout() {
-        Error::timeout(message)
-    } else {
-        Error::backend(message)
-    };
-    error.with_source(e)
 }
 
 impl<I, V> RedisCache<I, V>

@@ -7,6 +7,7 @@
 mod cache;
 mod config;
 mod connector;
+mod error;
 mod keys;
 mod pool;
 mod topology;
