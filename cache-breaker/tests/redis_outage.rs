@@ -260,3 +260,59 @@ fn admin() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(std::time::Duration::from_secs(10)))
 }
+
+/// How long after the server is back another process may still read an object invalidated
+/// during the outage by a process that stays idle: the delivery task's longest backoff
+/// (`RETRY_MAX`, 1 s) plus the breaker's Timeout (1 s in this rig), plus a second of slack
+/// for a loaded machine.
+const IDLE_DELIVERY_BOUND: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_delivers_its_kept_invalidation_so_others_stop_reading_it() {
+    let dir = std::env::temp_dir().join(format!("breaker-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(mut server) = server(Some(&dir)) else {
+        return;
+    };
+    let port = server.port;
+    // Two processes' handles: A invalidates during the outage, then stays idle; B only reads.
+    let a = rig(port, "idle");
+    let b = rig(port, "idle");
+    a.cache.set(TestEntry::new("stale", &["old-name"])).await;
+    let mut raw = a
+        .raw
+        .get_multiplexed_async_connection_with_config(&admin())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut raw).await.unwrap();
+    server.kill();
+    assert!(
+        a.cache.invalidate(Id, &["stale"]).await.is_err(),
+        "the backend is down: the caller is told"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Back with its saved data, "stale" included. A makes no call from here on.
+    let _server = Server::start_in(Some(port), Some(&dir)).expect("redis-server restarts");
+    let restarted = Instant::now();
+    let mut last_stale = None;
+    while restarted.elapsed() < IDLE_DELIVERY_BOUND + Duration::from_secs(2) {
+        if b.cache.get(Id, "stale").await.is_some()
+            || b.cache.get(TestIndex::Name, "old-name").await.is_some()
+        {
+            last_stale = Some(restarted.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "B last read the invalidated object {last_stale:?} after the restart (bound {IDLE_DELIVERY_BOUND:?})"
+    );
+    assert!(
+        last_stale.is_none_or(|t| t < IDLE_DELIVERY_BOUND),
+        "B still read the object invalidated during the outage {last_stale:?} after the server came back"
+    );
+    assert!(
+        b.cache.get(Id, "stale").await.is_none(),
+        "delivered by A's background task"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
