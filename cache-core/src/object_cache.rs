@@ -181,11 +181,15 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     }
 
     /// Stores `value` under all its keys, invalidating older objects that shared one. Never
-    /// fails: a backend error is logged and counted.
+    /// fails: a backend error is logged and counted. A set that fails still invalidates what
+    /// the value's keys pointed at (as far as the backend can be told): the caller set it
+    /// because those objects are outdated.
     pub async fn set(&self, value: impl Into<Arc<V>>) {
+        let value = value.into();
         let backend = self.inner.backend.load_full();
-        if let Err(error) = backend.cache.set(value.into()).await {
+        if let Err(error) = backend.cache.set(Arc::clone(&value)).await {
             self.failed("set", "", &error);
+            self.unset(&value).await;
         }
     }
 

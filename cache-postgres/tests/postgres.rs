@@ -632,3 +632,17 @@ async fn data_the_server_refuses_is_a_rejection_not_a_breaker_failure() {
     );
     db.drop().await;
 }
+
+#[tokio::test]
+async fn a_failed_set_leaves_no_older_object() {
+    let Some(db) = Db::new("failed_set").await else {
+        return;
+    };
+    let connector = db.connector("v1").await;
+    let cache = connector.cache("orgs", TestIndex::BUILT, &CacheSettings::default());
+    cache_core::testkit::cases::failed_set_leaves_no_older_object(cache_core::ObjectCache::new(
+        "orgs", cache,
+    ))
+    .await;
+    db.drop().await;
+}

@@ -258,3 +258,15 @@ fn admin() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(std::time::Duration::from_secs(10)))
 }
+
+#[tokio::test]
+async fn a_failed_set_leaves_no_older_object() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let purpose = unique_purpose("failed_set");
+    let cache = connector.cache(&purpose, TestIndex::BUILT, &CacheSettings::default());
+    cache_core::testkit::cases::failed_set_leaves_no_older_object(cache_core::ObjectCache::new(
+        purpose, cache,
+    ))
+    .await;
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::testkit::{Fixture, TestCache, TestEntry, TestIndex, unique_purpose};
+use crate::ObjectCache;
+use crate::testkit::{Fixture, FragileEntry, TestCache, TestEntry, TestIndex, unique_purpose};
 use crate::{CacheSettings, ErrorKind};
 
 use TestIndex::{Id, Name, Unused};
@@ -654,6 +655,40 @@ pub async fn large_values_round_trip(f: &dyn Fixture) {
         get(&c, Name, names[100]).await,
         RULE,
         "invalidating one of 200 names",
+    );
+}
+
+/// Rule: a set that fails (here: its value cannot be encoded) still invalidates every object
+/// the value's keys pointed at — the caller set it because they are outdated — so the get
+/// that follows misses instead of returning the older object. Run on an [`ObjectCache`]
+/// (which applies the rule) over the connector under test.
+pub async fn failed_set_leaves_no_older_object(cache: ObjectCache<TestIndex, FragileEntry>) {
+    const RULE: &str = "a failed set leaves no older object";
+    let v1 = TestEntry::new("a", &["x", "y"]).revision(1);
+    cache
+        .set(FragileEntry {
+            entry: v1.clone(),
+            encodable: true,
+        })
+        .await;
+    let found = cache.get(Name, "y").await.map(|f| f.entry.clone());
+    assert_eq!(found.as_ref(), Some(&v1), "{RULE}: v1 is stored first");
+    // v2 shares only "x" with v1, and cannot be stored.
+    cache
+        .set(FragileEntry {
+            entry: TestEntry::new("b", &["x"]).revision(2),
+            encodable: false,
+        })
+        .await;
+    for (index, key) in [(Id, "a"), (Name, "x"), (Name, "y"), (Id, "b")] {
+        assert!(
+            cache.get(index, key).await.is_none(),
+            "{RULE}: after a failed set of v2, get({index:?}, {key:?}) still found an object"
+        );
+    }
+    assert!(
+        cache.stats().errors >= 1,
+        "{RULE}: the failed set is counted"
     );
 }
 

@@ -97,6 +97,37 @@ impl Entry<TestIndex> for TestEntry {
     }
 }
 
+/// A [`TestEntry`] whose serialisation fails while `encodable` is false, as a value whose
+/// `Serialize` implementation fails at runtime: for
+/// [`failed_set_leaves_no_older_object`](cases::failed_set_leaves_no_older_object).
+#[derive(Clone, PartialEq, Eq, Debug, Deserialize)]
+pub struct FragileEntry {
+    /// The object.
+    pub entry: TestEntry,
+    /// Whether it can be encoded (never stored: decoded values read `false`).
+    #[serde(skip)]
+    pub encodable: bool,
+}
+
+impl Serialize for FragileEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !self.encodable {
+            return Err(serde::ser::Error::custom("this value cannot be encoded"));
+        }
+        #[derive(Serialize)]
+        struct Stored<'a> {
+            entry: &'a TestEntry,
+        }
+        Stored { entry: &self.entry }.serialize(serializer)
+    }
+}
+
+impl Entry<TestIndex> for FragileEntry {
+    fn keys(&self, index: TestIndex) -> Vec<String> {
+        self.entry.keys(index)
+    }
+}
+
 /// The cache type every case works on.
 pub type TestCache = Arc<dyn Cache<TestIndex, TestEntry>>;
 
