@@ -7,6 +7,7 @@
 //! ```
 
 mod assemble;
+mod env;
 mod error;
 mod keys;
 mod layer;

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use cache_core::CacheSettings;
 use figment::Figment;
 use figment::error::Kind;
-use figment::providers::{Env, Format, Yaml};
+use figment::providers::{Format, Yaml};
 use figment::value::Value;
 use serde::de::DeserializeOwned;
 
+use crate::env::EnvVars;
 use crate::error::ConfigError;
 use crate::keys::{self, did_you_mean};
 use crate::layer::{CONNECTORS, Layer};
@@ -87,7 +88,7 @@ impl Loader {
             };
         }
         if let Some(prefix) = &self.env_prefix {
-            figment = figment.merge(Layer(Env::prefixed(&format!("{prefix}_")).split("_")));
+            figment = figment.merge(Layer(EnvVars::new(prefix, &self.purposes)));
         }
         figment
     }
@@ -325,6 +326,12 @@ fn convert(error: figment::Error, path: &str) -> ConfigError {
                 .unwrap_or_default();
             format!("unknown key; {hint}allowed here: {}", documented.join(", "))
         }
+        Kind::InvalidType(actual, expected) if is_secret(&segments) => {
+            format!("expected {expected}, found {}", kind_of(actual))
+        }
+        Kind::InvalidValue(actual, expected) if is_secret(&segments) => {
+            format!("invalid {}, expected {expected}", kind_of(actual))
+        }
         Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
         Kind::InvalidValue(actual, expected) => {
             format!("invalid value {actual}, expected {expected}")
@@ -341,4 +348,27 @@ fn convert(error: figment::Error, path: &str) -> ConfigError {
         keys::path(&segments)
     };
     ConfigError::new(path, message)
+}
+
+/// Whether the key at `path` holds a secret (a password, or a URL that may carry one), whose
+/// value no error may show.
+fn is_secret(path: &[String]) -> bool {
+    path.last()
+        .is_some_and(|key| matches!(key.to_ascii_lowercase().as_str(), "password" | "url"))
+}
+
+/// What kind of value `actual` is, without the value itself.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "text",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "nothing",
+        Actual::Option => "an optional value",
+        Actual::Seq => "a list",
+        Actual::Map => "a map",
+        _ => "a value of another type",
+    }
 }

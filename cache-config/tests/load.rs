@@ -511,3 +511,75 @@ fn a_missing_file_is_an_error() {
         .unwrap_err();
     assert!(e.message().contains("does not exist"), "{e}");
 }
+
+#[test]
+fn numbers_and_booleans_are_text_where_text_is_expected_and_secrets_never_show() {
+    let config = load(
+        "Caches:
+  Redis: { Enabled: true, Password: 987654, Username: 42, Addr: 'localhost:6379' }
+  Postgres: { Enabled: true, Password: 123456, Database: 2024, User: true, Host: db }
+  Instance: { Connector: redis }",
+    )
+    .expect("numbers and booleans are accepted as text");
+    assert_eq!(config.connectors.redis.password, "987654");
+    assert_eq!(config.connectors.redis.username, "42");
+    assert_eq!(config.connectors.postgres.password, "123456");
+    assert_eq!(config.connectors.postgres.database, "2024");
+    assert_eq!(config.connectors.postgres.user, "true");
+    // A value that cannot be text: the error names the key and the kind of value, never the
+    // value itself.
+    for yaml in [
+        "Caches: { Redis: { Password: [987654, s3cret] } }",
+        "Caches: { Redis: { URL: { s3cret: 1 } } }",
+        "Caches: { Postgres: { Password: { s3cret: 987654 } } }",
+    ] {
+        let e = load(yaml).unwrap_err();
+        assert!(
+            !e.to_string().contains("s3cret") && !e.to_string().contains("987654"),
+            "a secret in an error: {e}"
+        );
+        assert!(
+            e.path().ends_with("Password") || e.path().ends_with("URL"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn environment_secrets_stay_text_exactly_as_written() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("APP_CACHES_CONNECTORS_REDIS_PASSWORD", "012345");
+        jail.set_env("APP_CACHES_CONNECTORS_REDIS_ENABLED", "true");
+        jail.set_env("APP_CACHES_CONNECTORS_POSTGRES_DATABASE", "2024");
+        jail.set_env("APP_CACHES_CONNECTORS_POSTGRES_PASSWORD", "true");
+        jail.set_env("APP_CACHES_CONNECTORS_MEMORY_CAPACITY", "500");
+        let config = Loader::new().env_prefix("APP").load().expect("loads");
+        assert_eq!(
+            config.connectors.redis.password, "012345",
+            "not the number 12345"
+        );
+        assert!(config.connectors.redis.enabled);
+        assert_eq!(config.connectors.postgres.database, "2024");
+        assert_eq!(config.connectors.postgres.password, "true");
+        assert_eq!(config.connectors.memory.capacity, 500);
+        Ok(())
+    });
+}
+
+#[test]
+fn declared_purposes_with_underscores_work_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("APP_CACHES_USER_PROFILE_MAXAGE", "5m");
+        jail.set_env("APP_CACHES_USER_PROFILE_CONNECTOR", "memory");
+        jail.set_env("APP_CACHES_CONNECTORS_MEMORY_ENABLED", "true");
+        let config = Loader::new()
+            .purpose("user_profile")
+            .env_prefix("APP")
+            .load()
+            .expect("loads");
+        let settings = config.settings("user_profile").expect("declared");
+        assert_eq!(settings.max_age, Duration::from_secs(300));
+        assert_eq!(settings.connector_name(), "memory");
+        Ok(())
+    });
+}

@@ -17,7 +17,7 @@ use crate::clock::Expiry;
 pub struct CacheSettings {
     /// Name of the connector that stores this cache (`memory`, `postgres`, `redis`),
     /// case-insensitive. Empty (the default): no caching, every get misses.
-    #[serde(rename = "connector")]
+    #[serde(rename = "connector", with = "text")]
     pub connector: String,
     /// How long an object stays cached after it was set. Zero: no limit. Default `1h`.
     #[serde(rename = "maxage", with = "duration")]
@@ -301,6 +301,74 @@ pub mod duration {
     }
 }
 
+/// Serde support for text settings (passwords, names, URLs) that a configuration layer may
+/// hand over as a number or a boolean: `Password: 987654` in YAML or
+/// `..._PASSWORD=12345` in the environment is the text `"987654"`, not a type error.
+///
+/// Use with `#[serde(with = "cache_core::settings::text")]`. Note that YAML reads `0123` as
+/// the number 123: quote such values in YAML files.
+pub mod text {
+    use super::*;
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Deserializes text, or a number or boolean as the text it was written as.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(TextVisitor)
+    }
+
+    /// Serializes the text as it is.
+    pub fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(text)
+    }
+
+    struct TextVisitor;
+
+    impl Visitor<'_> for TextVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("text (or a number or boolean, taken as text)")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+
+        fn visit_char<E: de::Error>(self, v: char) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::duration::parse;
@@ -349,6 +417,25 @@ mod tests {
             stuck.validate().unwrap_err().0,
             "CircuitBreaker.MaxRetryRequests"
         );
+    }
+
+    #[test]
+    fn text_settings_take_numbers_and_booleans_as_text() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(with = "text")]
+            a: String,
+        }
+        for (json, text) in [
+            (r#"{"a": 987654}"#, "987654"),
+            (r#"{"a": -5}"#, "-5"),
+            (r#"{"a": true}"#, "true"),
+            (r#"{"a": 1.5}"#, "1.5"),
+            (r#"{"a": "s3cret"}"#, "s3cret"),
+        ] {
+            assert_eq!(serde_json::from_str::<T>(json).unwrap().a, text, "{json}");
+        }
+        assert!(serde_json::from_str::<T>(r#"{"a": [1]}"#).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use cache_core::settings::{duration, redact_url};
+use cache_core::settings::{duration, redact_url, text};
 use cache_core::{AutoPrune, BreakerSettings};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::config::{Host, SslMode};
@@ -29,31 +29,31 @@ pub struct PostgresConfig {
     pub auto_prune: AutoPrune,
     /// The database as a URL (`postgres://user:password@host:port/database?sslmode=disable`)
     /// or a `key=value` connection string. Empty (the default): discrete fields only.
-    #[serde(rename = "url")]
+    #[serde(rename = "url", with = "text")]
     pub url: String,
     /// Host name, IP address or Unix socket directory; overrides the URL's. Default
     /// `localhost` when neither sets one.
-    #[serde(rename = "host")]
+    #[serde(rename = "host", with = "text")]
     pub host: String,
     /// Port; overrides the URL's when not 0. Default 5432.
     #[serde(rename = "port")]
     pub port: u16,
     /// Database name; overrides the URL's. Default: the user name.
-    #[serde(rename = "database")]
+    #[serde(rename = "database", with = "text")]
     pub database: String,
     /// User name; overrides the URL's. Default `postgres` when neither sets one.
-    #[serde(rename = "user")]
+    #[serde(rename = "user", with = "text")]
     pub user: String,
     /// Password; overrides the URL's. Never shown in logs, errors or `Debug`.
-    #[serde(rename = "password")]
+    #[serde(rename = "password", with = "text")]
     pub password: String,
     /// `disable` or `prefer` (plain connections in this build); `require` and stricter are
     /// rejected with what to do, since this build has no TLS. Overrides the URL's.
-    #[serde(rename = "sslmode")]
+    #[serde(rename = "sslmode", with = "text")]
     pub ssl_mode: String,
     /// The PostgreSQL schema holding the cache's tables, created by the setup step. A plain
     /// lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes). Default `cache`.
-    #[serde(rename = "schema")]
+    #[serde(rename = "schema", with = "text")]
     pub schema: String,
     /// Most connections in the pool. Default 10.
     #[serde(rename = "poolsize")]

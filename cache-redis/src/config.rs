@@ -12,7 +12,7 @@ use std::time::Duration;
 use cache_core::BreakerSettings;
 
 use crate::topology::{ClusterConfig, SentinelConfig, Topology, tcp_address};
-use cache_core::settings::duration;
+use cache_core::settings::{duration, text};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Serialize};
 
@@ -25,20 +25,20 @@ pub struct RedisConfig {
     pub enabled: bool,
     /// The server as a URL: `redis://[user[:password]@]host:port[/db]`. Empty (the default):
     /// use `Addr`.
-    #[serde(rename = "url")]
+    #[serde(rename = "url", with = "text")]
     pub url: String,
     /// `host:port` of the server, or the socket path with `Network: unix`. Default
     /// `localhost:6379`; not used when `URL` is set.
-    #[serde(rename = "addr")]
+    #[serde(rename = "addr", with = "text")]
     pub addr: String,
     /// `tcp` (default) or `unix`.
-    #[serde(rename = "network")]
+    #[serde(rename = "network", with = "text")]
     pub network: String,
     /// ACL user name; overrides the URL's.
-    #[serde(rename = "username")]
+    #[serde(rename = "username", with = "text")]
     pub username: String,
     /// Password; overrides the URL's. Never shown in logs, errors or `Debug`.
-    #[serde(rename = "password")]
+    #[serde(rename = "password", with = "text")]
     pub password: String,
     /// Database number; overrides the URL's when not 0.
     #[serde(rename = "db")]
@@ -74,7 +74,7 @@ pub struct RedisConfig {
     #[serde(rename = "writetimeout", with = "duration")]
     pub write_timeout: Duration,
     /// Accepted for the reference's files; no effect (no CLIENT SETNAME is sent).
-    #[serde(rename = "clientname")]
+    #[serde(rename = "clientname", with = "text")]
     pub client_name: String,
     /// Accepted for the reference's files; no effect (no DB offset).
     #[serde(rename = "dboffset")]
@@ -99,7 +99,7 @@ pub struct RedisConfig {
     #[serde(rename = "disableindentity")]
     pub disable_indentity: bool,
     /// Accepted for the reference's files; no effect (no CLIENT SETINFO).
-    #[serde(rename = "identitysuffix")]
+    #[serde(rename = "identitysuffix", with = "text")]
     pub identity_suffix: String,
     /// The circuit breaker in front of every object cache on this server (`cache-breaker`);
     /// absent (the default): none.

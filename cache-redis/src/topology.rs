@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use cache_core::settings::text;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use serde::{Deserialize, Serialize};
 
@@ -35,16 +36,16 @@ pub struct ClusterConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelConfig {
     /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
-    #[serde(rename = "mastername")]
+    #[serde(rename = "mastername", with = "text")]
     pub master_name: String,
     /// `host:port` of the sentinels.
     #[serde(rename = "addrs")]
     pub addrs: Vec<String>,
     /// ACL user for the sentinels themselves (the data nodes use `Username`).
-    #[serde(rename = "username")]
+    #[serde(rename = "username", with = "text")]
     pub username: String,
     /// Password for the sentinels themselves. Never shown in logs, errors or `Debug`.
-    #[serde(rename = "password")]
+    #[serde(rename = "password", with = "text")]
     pub password: String,
 }
 
