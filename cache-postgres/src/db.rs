@@ -14,7 +14,7 @@ use std::time::Duration;
 use bb8::ManageConnection;
 use bb8_postgres::PostgresConnectionManager;
 use cache_core::pool::ConnectFailures;
-use cache_core::{Error, Result};
+use cache_core::{Error, ErrorKind, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement};
@@ -91,19 +91,22 @@ impl Db {
         match &self.pool {
             Pool::Own(pool) => {
                 let mut connection = self.own_connection(pool).await?;
-                let result = tokio::time::timeout(self.timeout, async {
-                    let statement = connection.prepared(stmt, &self.statements).await?;
-                    retry_conflicts(|| connection.client.query(&statement, params)).await
-                })
-                .await;
-                match result {
-                    Ok(Ok(rows)) => Ok(rows),
-                    Ok(Err(e)) => Err(pg_error(e)),
-                    Err(_) => {
-                        // The server may still be working on it: do not queue behind it.
+                match self.run(&mut connection, stmt, params).await {
+                    // A connection that worked before and is dead now (a server restart, a
+                    // failover, a proxy's idle timeout, an administrator): not the server
+                    // failing this call. Once more on a new connection before it counts.
+                    Err(error) if error.kind() == ErrorKind::Unavailable && connection.used => {
                         connection.broken = true;
-                        Err(timed_out())
+                        drop(connection);
+                        let mut fresh = self.fresh_connection(pool).await?;
+                        let result = self.run(&mut fresh, stmt, params).await;
+                        if !fresh.broken {
+                            // Give it to the pool (it may be full meanwhile: then it goes).
+                            let _ = pool.add(fresh);
+                        }
+                        result
                     }
+                    result => result,
                 }
             }
             Pool::Application(pool) => {
@@ -123,6 +126,49 @@ impl Db {
                 .map_err(pg_error)
             }
         }
+    }
+
+    /// Runs `stmt` on `connection` within the statement timeout; marks the connection used
+    /// when it answered, broken when it did not answer in time.
+    async fn run(
+        &self,
+        connection: &mut Connection,
+        stmt: Stmt,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>> {
+        let result = tokio::time::timeout(self.timeout, async {
+            let statement = connection.prepared(stmt, &self.statements).await?;
+            retry_conflicts(|| connection.client.query(&statement, params)).await
+        })
+        .await;
+        match result {
+            Ok(Ok(rows)) => {
+                connection.used = true;
+                Ok(rows)
+            }
+            Ok(Err(e)) => {
+                if e.as_db_error().is_some() {
+                    connection.used = true;
+                }
+                Err(pg_error(e))
+            }
+            Err(_) => {
+                // The server may still be working on it: do not queue behind it.
+                connection.broken = true;
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// A new connection outside the pool's idle ones, within the pool wait.
+    async fn fresh_connection(&self, pool: &bb8::Pool<Manager>) -> Result<Connection> {
+        tokio::time::timeout(self.pool_wait, pool.dedicated_connection())
+            .await
+            .map_err(|_| {
+                Error::timeout(
+                    "postgres: no new connection within Caches.Connectors.Postgres.PoolTimeout",
+                )
+            })?
     }
 
     /// Runs `stmt` and returns the count its single row reports.
@@ -317,6 +363,9 @@ pub(crate) struct Connection {
     client: Client,
     prepared: [Option<Statement>; Stmt::ALL.len()],
     broken: bool,
+    /// Whether the server answered on it once: a connection that worked and then fails was
+    /// lost, and the call is tried once more on a new one.
+    used: bool,
 }
 
 impl Connection {
@@ -359,6 +408,7 @@ impl ManageConnection for Manager {
             client,
             prepared: Default::default(),
             broken: false,
+            used: false,
         })
     }
 

@@ -646,3 +646,58 @@ async fn a_failed_set_leaves_no_older_object() {
     .await;
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_pooled_connection_is_retried_once_and_never_counts_as_a_failure() {
+    let Some(db) = Db::new("dead_pool").await else {
+        return;
+    };
+    let name = format!("dead_{}", std::process::id());
+    let config = PostgresConfig {
+        url: format!("{}?application_name={name}", db.url),
+        pool_size: 4,
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    connector.setup().await.unwrap();
+    let (c, breaker) = behind_breaker(cache(&connector, "dead", &CacheSettings::default()));
+    let c = Arc::new(c);
+    c.set(entry("1", &["one"])).await.unwrap();
+    // Open every connection of the pool.
+    let gets: Vec<_> = (0..32)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.get(Id, "1").await.unwrap() })
+        })
+        .collect();
+    for get in gets {
+        assert!(get.await.unwrap().is_some());
+    }
+    let opened: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(opened >= 2, "{opened} connections open");
+    // What a restart, a failover or a proxy's idle timeout does: every connection is gone.
+    db.client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    // At once, without waiting for the client to notice: every call succeeds.
+    for round in 0..(opened + 2) {
+        c.invalidate(Name, &["nothing"])
+            .await
+            .unwrap_or_else(|e| panic!("invalidate {round} after the kill: {e}"));
+        assert!(c.get(Id, "1").await.unwrap().is_some(), "get {round}");
+    }
+    assert_eq!(breaker.counts().failures, 0, "{:?}", breaker.counts());
+    db.drop().await;
+}
