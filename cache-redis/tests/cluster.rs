@@ -136,3 +136,25 @@ fn admin() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(std::time::Duration::from_secs(10)))
 }
+
+#[tokio::test]
+async fn every_purpose_works_on_a_cluster_even_the_empty_one() {
+    let Some(seeds) = seeds() else { return };
+    let connector = RedisConnector::new(config(seeds), "test-v1").unwrap();
+    for purpose in ["", "{", "}", "{}", "%", "a{b}c"] {
+        let cache = connector.cache::<TestIndex, TestEntry>(
+            purpose,
+            TestIndex::BUILT,
+            &CacheSettings::default(),
+        );
+        let entry = std::sync::Arc::new(TestEntry::new("1", &["a", "b", "c"]));
+        cache
+            .set(entry.clone())
+            .await
+            .unwrap_or_else(|e| panic!("set in purpose {purpose:?}: {e}"));
+        assert_eq!(cache.get(TestIndex::Name, "c").await.unwrap(), Some(entry));
+        cache.invalidate(TestIndex::Id, &["1"]).await.unwrap();
+        assert!(cache.get(TestIndex::Name, "a").await.unwrap().is_none());
+        cache.truncate().await.unwrap();
+    }
+}
