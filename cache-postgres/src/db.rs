@@ -90,12 +90,17 @@ impl Db {
     pub(crate) async fn query(&self, stmt: Stmt, params: &Params<'_>) -> Result<Vec<Row>> {
         match &self.pool {
             Pool::Own(pool) => {
+                let started = std::time::Instant::now();
                 let mut connection = self.own_connection(pool).await?;
                 match self.run(&mut connection, stmt, params).await {
-                    // A connection that worked before and is dead now (a server restart, a
-                    // failover, a proxy's idle timeout, an administrator): not the server
-                    // failing this call. Once more on a new connection before it counts.
-                    Err(error) if error.kind() == ErrorKind::Unavailable && connection.used => {
+                    // A pooled connection made before this call and dead now was lost while
+                    // it sat in the pool (a server restart, a failover, a proxy's idle
+                    // timeout, an administrator): not the server failing this call. Once
+                    // more on a new connection before it counts.
+                    Err(error)
+                        if error.kind() == ErrorKind::Unavailable
+                            && connection.connected < started =>
+                    {
                         connection.broken = true;
                         drop(connection);
                         let mut fresh = self.fresh_connection(pool).await?;
@@ -128,8 +133,8 @@ impl Db {
         }
     }
 
-    /// Runs `stmt` on `connection` within the statement timeout; marks the connection used
-    /// when it answered, broken when it did not answer in time.
+    /// Runs `stmt` on `connection` within the statement timeout; marks the connection broken
+    /// when it did not answer in time.
     async fn run(
         &self,
         connection: &mut Connection,
@@ -142,16 +147,8 @@ impl Db {
         })
         .await;
         match result {
-            Ok(Ok(rows)) => {
-                connection.used = true;
-                Ok(rows)
-            }
-            Ok(Err(e)) => {
-                if e.as_db_error().is_some() {
-                    connection.used = true;
-                }
-                Err(pg_error(e))
-            }
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(pg_error(e)),
             Err(_) => {
                 // The server may still be working on it: do not queue behind it.
                 connection.broken = true;
@@ -363,9 +360,9 @@ pub(crate) struct Connection {
     client: Client,
     prepared: [Option<Statement>; Stmt::ALL.len()],
     broken: bool,
-    /// Whether the server answered on it once: a connection that worked and then fails was
-    /// lost, and the call is tried once more on a new one.
-    used: bool,
+    /// When it was connected: a connection older than a call that fails was lost while it
+    /// sat in the pool, and the call is tried once more on a new one.
+    connected: std::time::Instant,
 }
 
 impl Connection {
@@ -408,7 +405,7 @@ impl ManageConnection for Manager {
             client,
             prepared: Default::default(),
             broken: false,
-            used: false,
+            connected: std::time::Instant::now(),
         })
     }
 

@@ -128,7 +128,7 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
                     ($7 > 0 AND o.last_used_at <= now() - $7 * {MS}) AS renew
              FROM {keys}
              JOIN {s}.objects o ON o.id = k.object_id
-             WHERE {key_match} o.version = $4
+             WHERE {key_match} o.purpose = $1 AND o.version = $4
                AND ($5 = 0 OR o.created_at > now() - $5 * {MS})
                AND ($6 = 0 OR o.last_used_at > now() - $6 * {MS})"
         )

@@ -701,3 +701,60 @@ async fn a_dead_pooled_connection_is_retried_once_and_never_counts_as_a_failure(
     assert_eq!(breaker.counts().failures, 0, "{:?}", breaker.counts());
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_behind_the_cache_s_back_are_misses_never_errors() {
+    let Some(db) = Db::new("behind").await else {
+        return;
+    };
+    let connector = db.connector("v1").await;
+    let (c, breaker) = behind_breaker(cache(&connector, "mine", &CacheSettings::default()));
+    let other = cache(&connector, "theirs", &CacheSettings::default());
+    other.set(entry("x", &["shared"])).await.unwrap();
+    let s = &db.schema;
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO {s}.object_keys (purpose, index_name, key, object_id) VALUES
+                 -- a key pointing at an object that does not exist
+                 ('mine', 'id', 'dangling', 999999999),
+                 -- a key pointing at another purpose's object
+                 ('mine', 'id', 'foreign', (SELECT id FROM {s}.objects WHERE purpose = 'theirs'));
+             INSERT INTO {s}.objects (purpose, version, payload)
+                 VALUES ('mine', 'v9', '{{}}'), ('mine', 'v1', '[1, 2, 3]');
+             INSERT INTO {s}.object_keys (purpose, index_name, key, object_id)
+                 SELECT 'mine', 'id', CASE version WHEN 'v9' THEN 'other-release' ELSE 'wrong-shape' END, id
+                 FROM {s}.objects WHERE purpose = 'mine';"
+        ))
+        .await
+        .unwrap();
+    for key in ["dangling", "foreign", "other-release", "wrong-shape"] {
+        let found = c
+            .get(Id, key)
+            .await
+            .unwrap_or_else(|e| panic!("get({key:?}) is an error: {e}"));
+        assert!(found.is_none(), "{key} was served");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM {s}.object_keys WHERE key = 'wrong-shape'")
+            .await,
+        0,
+        "an object of another shape is removed"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM {s}.object_keys WHERE key = 'other-release'")
+            .await,
+        1,
+        "another release's object is left to that release"
+    );
+    assert!(
+        other.get(Name, "shared").await.unwrap().is_some(),
+        "the other purpose's object is untouched"
+    );
+    c.invalidate(Id, &["dangling", "foreign", "other-release"])
+        .await
+        .expect("invalidating garbage works");
+    c.set(entry("dangling", &["shared"])).await.unwrap();
+    assert!(c.get(Name, "shared").await.unwrap().is_some());
+    assert_eq!(breaker.counts().failures, 0);
+    db.drop().await;
+}

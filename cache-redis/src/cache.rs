@@ -1,19 +1,24 @@
-//! [`RedisCache`]: one object cache on a Redis server, every change one atomic Lua script.
+//! [`RedisCache`]: one object cache on a Redis server. A hit is one plain `GET`; every change
+//! is one atomic Lua script.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cache_core::{Cache, CacheSettings, Entry, Error, Index, Result, async_trait, codec};
-use redis::{AsyncCommands, Script};
+use cache_core::{
+    Cache, CacheSettings, Entry, Error, ErrorKind, Index, Result, async_trait, codec,
+};
+use redis::{AsyncCommands, RedisError, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::CONNECTOR;
 use crate::connector::Shared;
 use crate::error::redis_error;
-use crate::keys;
+use crate::pool::{Conn, Health, is_connection_error};
+use crate::{keys, value};
 
 const COMMON: &str = include_str!("lua/common.lua");
 
@@ -21,9 +26,9 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// restart or `SCRIPT FLUSH`), loads the script and retries: never a failure.
 #[derive(Debug)]
 pub(crate) struct Scripts {
-    get: Script,
     set: Script,
     invalidate: Script,
+    renew: Script,
     truncate: Script,
 }
 
@@ -31,9 +36,9 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
-            get: with_common(include_str!("lua/get.lua")),
             set: with_common(include_str!("lua/set.lua")),
             invalidate: with_common(include_str!("lua/invalidate.lua")),
+            renew: with_common(include_str!("lua/renew.lua")),
             truncate: Script::new(include_str!("lua/truncate.lua")),
         }
     }
@@ -41,20 +46,33 @@ impl Scripts {
 
 /// One object cache of the [Redis connector](crate::RedisConnector).
 pub struct RedisCache<I: Index, V: Entry<I>> {
+    ops: Arc<Ops>,
+    indices: Box<[I]>,
+    values: PhantomData<fn() -> V>,
+}
+
+/// What every operation of one object cache needs, shared with its background renewals.
+struct Ops {
     shared: Arc<Shared>,
     purpose: String,
     prefix: String,
-    indices: Box<[I]>,
+    /// `<n>:<version>|`, the version part of every stored header.
+    version_part: String,
     max_age_ms: u64,
     last_usage_ms: u64,
-    values: PhantomData<fn() -> V>,
+    /// LastUsage is renewed once a hit finds it older than this: a tenth of LastUsage, so
+    /// hot objects cost no write per hit and an idle object expires at most 10 % early.
+    renew_after_ms: u64,
+    /// Objects whose renewal is under way, so that a hot object is renewed once, not once
+    /// per concurrent hit.
+    renewing: Mutex<HashSet<String>>,
 }
 
 impl<I: Index, V: Entry<I>> std::fmt::Debug for RedisCache<I, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisCache")
-            .field("purpose", &self.purpose)
-            .field("prefix", &self.prefix)
+            .field("purpose", &self.ops.purpose)
+            .field("prefix", &self.ops.prefix)
             .field("indices", &self.indices)
             .finish()
     }
@@ -65,7 +83,7 @@ impl<I: Index, V: Entry<I>> std::fmt::Debug for RedisCache<I, V> {
 /// times more: `NOSCRIPT` is never reported as a failure.
 async fn invoke<T: redis::FromRedisValue>(
     invocation: &redis::ScriptInvocation<'_>,
-    connection: &mut crate::pool::Conn,
+    connection: &mut Conn,
 ) -> redis::RedisResult<T> {
     const ATTEMPTS: usize = 4;
     let mut attempt = 1;
@@ -82,6 +100,179 @@ async fn invoke<T: redis::FromRedisValue>(
     }
 }
 
+/// How one attempt on a connection ended.
+enum Attempt<T> {
+    Done(T),
+    Failed(RedisError),
+    TimedOut,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Ops {
+    /// Runs `op` on a pooled connection: the wait for a connection bounded by the pool
+    /// timeout, the operation by `limit` (ReadTimeout or WriteTimeout). A pooled connection
+    /// made before this call that fails at the connection level was lost while it sat in the
+    /// pool (a restart, `CLIENT KILL`, a failover, an idle timeout): the operation runs once
+    /// more on a new connection before it fails.
+    async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let started = Instant::now();
+        let connection = cache_core::pool::checkout(
+            shared.pool.get_owned(),
+            &shared.connect_failures,
+            config.pool_wait(),
+            "redis",
+            "Caches.Connectors.Redis.PoolTimeout",
+            redis_error,
+        )
+        .await?;
+        // Share the multiplexed connection and give the slot back at once (see `pool`).
+        let redis = connection.redis.clone();
+        let health = Arc::clone(&connection.health);
+        drop(connection);
+        match attempt(limit, &op, redis, &health).await {
+            Attempt::Done(value) => Ok(value),
+            Attempt::Failed(e) if is_connection_error(&e) && health.connected_before(started) => {
+                let fresh = tokio::time::timeout(
+                    config.pool_wait(),
+                    shared.pool.dedicated_connection(),
+                )
+                .await
+                .map_err(|_| {
+                    Error::timeout(
+                        "redis: no new connection within Caches.Connectors.Redis.PoolTimeout",
+                    )
+                })?
+                .map_err(redis_error)?;
+                let outcome = attempt(limit, &op, fresh.redis.clone(), &fresh.health).await;
+                // Give it to the pool (it may be full meanwhile: then it goes).
+                let _ = shared.pool.add(fresh);
+                finish(outcome)
+            }
+            outcome => finish(outcome),
+        }
+    }
+
+    async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
+        if index_keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.shared.scripts.invalidate.prepare_invoke();
+        for key in &index_keys {
+            invocation.key(key);
+        }
+        invocation.arg(&self.prefix);
+        let invocation = &invocation;
+        self.with_connection(self.shared.config.write_timeout, |mut c| async move {
+            invoke::<i64>(invocation, &mut c).await.map(drop)
+        })
+        .await
+    }
+
+    /// A stored value that is not one of ours (or no longer decodes): a miss, and removed.
+    async fn discard(&self, index_key: String) -> Result<Option<()>> {
+        self.invalidate_keys(vec![index_key]).await.map(|()| None)
+    }
+
+    /// Renews the object's LastUsage in the background when a hit (whose `GET` was sent at
+    /// `asked`) finds it due.
+    fn renew_if_due(self: &Arc<Self>, stored: &value::Stored<'_>, asked: Instant) {
+        if self.last_usage_ms == 0
+            || now_ms().saturating_sub(stored.renewed_ms) < self.renew_after_ms
+        {
+            return;
+        }
+        let id = stored.id.to_owned();
+        {
+            let mut renewing = self.renewing.lock().unwrap_or_else(PoisonError::into_inner);
+            if !renewing.insert(id.clone()) {
+                return;
+            }
+        }
+        let ops = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = ops.renew(&id, asked).await {
+                tracing::debug!(
+                    purpose = %ops.purpose,
+                    connector = CONNECTOR,
+                    %error,
+                    "renewing LastUsage failed; the next hit tries again"
+                );
+            }
+            ops.renewing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        });
+    }
+
+    /// Renews LastUsage as of `asked` (when the hit's `GET` was sent, so the object never
+    /// lives longer than LastUsage after the hit, however long the renewal took to start).
+    async fn renew(&self, id: &str, asked: Instant) -> Result<()> {
+        let since_hit = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let mut invocation = self.shared.scripts.renew.prepare_invoke();
+        invocation
+            .key(keys::record_key(&self.prefix, id))
+            .arg(id)
+            .arg(self.max_age_ms)
+            .arg(self.last_usage_ms)
+            .arg(self.renew_after_ms)
+            .arg(since_hit);
+        let invocation = &invocation;
+        self.with_connection(self.shared.config.write_timeout, |mut c| async move {
+            invoke::<i64>(invocation, &mut c).await.map(drop)
+        })
+        .await
+    }
+}
+
+/// One run of `op` on `connection`, bounded by `limit`; records the connection's health.
+async fn attempt<T, F, Fut>(
+    limit: Duration,
+    op: &F,
+    connection: Conn,
+    health: &Health,
+) -> Attempt<T>
+where
+    F: Fn(Conn) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    match tokio::time::timeout(limit, op(connection)).await {
+        Ok(Ok(value)) => Attempt::Done(value),
+        Ok(Err(e)) => {
+            if is_connection_error(&e) {
+                health.broken();
+            }
+            Attempt::Failed(e)
+        }
+        Err(_) => {
+            // A connection that does not answer is not trusted with the next command.
+            health.broken();
+            Attempt::TimedOut
+        }
+    }
+}
+
+fn finish<T>(outcome: Attempt<T>) -> Result<T> {
+    match outcome {
+        Attempt::Done(value) => Ok(value),
+        Attempt::Failed(e) => Err(redis_error(e)),
+        Attempt::TimedOut => Err(Error::timeout(
+            "redis: no answer within Caches.Connectors.Redis.ReadTimeout/WriteTimeout",
+        )),
+    }
+}
+
 impl<I, V> RedisCache<I, V>
 where
     I: Index,
@@ -93,79 +284,54 @@ where
         indices: &[I],
         settings: &CacheSettings,
     ) -> Self {
-        let unique = cache_core::unique_indices(indices);
+        let last_usage_ms = cache_core::whole_millis(settings.last_usage);
+        let version_part = value::version_part(&shared.version);
         RedisCache {
-            shared,
-            purpose: purpose.to_owned(),
-            prefix: keys::prefix(purpose),
-            indices: unique.into_boxed_slice(),
-            max_age_ms: cache_core::whole_millis(settings.max_age),
-            last_usage_ms: cache_core::whole_millis(settings.last_usage),
+            ops: Arc::new(Ops {
+                shared,
+                purpose: purpose.to_owned(),
+                prefix: keys::prefix(purpose),
+                version_part,
+                max_age_ms: cache_core::whole_millis(settings.max_age),
+                last_usage_ms,
+                renew_after_ms: (last_usage_ms / 10).max(1),
+                renewing: Mutex::new(HashSet::new()),
+            }),
+            indices: cache_core::unique_indices(indices).into_boxed_slice(),
             values: PhantomData,
         }
     }
 
-    fn write_timeout(&self) -> Duration {
-        self.shared.config.write_timeout
-    }
-
     fn index_key(&self, index: I, key: &str) -> Result<String> {
         if !self.indices.contains(&index) {
-            return Err(Error::unknown_index(&self.purpose, index.name()));
+            return Err(Error::unknown_index(&self.ops.purpose, index.name()));
         }
-        Ok(keys::index_key(&self.prefix, index.name(), key))
+        Ok(keys::index_key(&self.ops.prefix, index.name(), key))
     }
 
-    /// Runs `op` on a pooled connection: the wait for a connection bounded by the pool timeout,
-    /// the operation by `limit` (ReadTimeout or WriteTimeout).
-    async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
-    where
-        F: FnOnce(crate::pool::Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let config = &self.shared.config;
-        let connection = cache_core::pool::checkout(
-            self.shared.pool.get_owned(),
-            &self.shared.connect_failures,
-            config.pool_wait(),
-            "redis",
-            "Caches.Connectors.Redis.PoolTimeout",
-            redis_error,
-        )
-        .await?;
-        // Share the multiplexed connection and give the slot back at once (see `pool`).
-        let redis = connection.redis.clone();
-        let broken = Arc::clone(&connection.broken);
-        drop(connection);
-        tokio::time::timeout(limit, op(redis))
-            .await
-            .map_err(|_| {
-                // A connection that does not answer is not trusted with the next command.
-                broken.store(true, std::sync::atomic::Ordering::Relaxed);
-                Error::timeout(
-                    "redis: no answer within Caches.Connectors.Redis.ReadTimeout/WriteTimeout",
-                )
-            })?
-            .map_err(|e| {
-                if crate::pool::is_connection_error(&e) {
-                    broken.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                redis_error(e)
-            })
-    }
-
-    async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
-        if index_keys.is_empty() {
-            return Ok(());
+    /// What an index key held: the object, or a miss — after removing it when it is not a
+    /// stored object of ours or does not decode.
+    async fn hit(&self, index_key: String, bytes: &[u8], asked: Instant) -> Result<Option<Arc<V>>> {
+        let ops = &self.ops;
+        let Some(stored) = value::parse(bytes) else {
+            tracing::warn!(
+                purpose = %ops.purpose,
+                connector = CONNECTOR,
+                "a cache key held something that is not a stored object; removed"
+            );
+            return ops.discard(index_key).await.map(|_| None);
+        };
+        if stored.version != ops.shared.version.as_bytes() {
+            // Another release's object: not ours to decode, and not ours to remove.
+            return Ok(None);
         }
-        let mut invocation = self.shared.scripts.invalidate.prepare_invoke();
-        for key in &index_keys {
-            invocation.key(key);
+        match codec::decode_hit::<V>(stored.payload, &ops.purpose, CONNECTOR) {
+            Some(value) => {
+                ops.renew_if_due(&stored, asked);
+                Ok(Some(value))
+            }
+            None => ops.discard(index_key).await.map(|_| None),
         }
-        self.with_connection(self.write_timeout(), |mut c| async move {
-            invoke::<i64>(&invocation, &mut c).await.map(drop)
-        })
-        .await
     }
 }
 
@@ -183,58 +349,62 @@ where
         &self.indices
     }
 
+    /// One plain `GET` of the index key, which holds the whole object.
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
         let index_key = self.index_key(index, key)?;
-        let mut invocation = self.shared.scripts.get.prepare_invoke();
-        invocation
-            .key(&index_key)
-            .arg(&*self.shared.version)
-            .arg(self.max_age_ms)
-            .arg(self.last_usage_ms);
-        let payload: Option<Vec<u8>> = self
-            .with_connection(self.shared.config.read_timeout, |mut c| async move {
-                invoke(&invocation, &mut c).await
+        let ops = &self.ops;
+        let index_key_ref = &index_key;
+        let asked = Instant::now();
+        let found = ops
+            .with_connection(ops.shared.config.read_timeout, |mut c| async move {
+                c.get::<_, Option<Vec<u8>>>(index_key_ref).await
             })
-            .await?;
-        let Some(payload) = payload else {
-            return Ok(None);
-        };
-        match codec::decode_hit::<V>(&payload, &self.purpose, CONNECTOR) {
-            Some(value) => Ok(Some(value)),
-            None => {
-                self.invalidate_keys(vec![index_key]).await?;
-                Ok(None)
+            .await;
+        match found {
+            Ok(Some(bytes)) => self.hit(index_key, &bytes, asked).await,
+            Ok(None) => Ok(None),
+            // The key holds another type (written behind the cache's back): garbage.
+            Err(error) if error.kind() == ErrorKind::Rejected => {
+                tracing::warn!(
+                    purpose = %ops.purpose,
+                    connector = CONNECTOR,
+                    %error,
+                    "a cache key held something that is not a stored object; removed"
+                );
+                ops.discard(index_key).await.map(|_| None)
             }
+            Err(error) => Err(error),
         }
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
+        let ops = &self.ops;
         let payload = codec::encode(&*value)?;
         let index_keys: Vec<String> = cache_core::entry_keys(&*value, &self.indices)
             .into_iter()
             .map(|(position, key)| {
-                keys::index_key(&self.prefix, self.indices[position].name(), &key)
+                keys::index_key(&ops.prefix, self.indices[position].name(), &key)
             })
             .collect();
         if index_keys.is_empty() {
             return Ok(());
         }
-        let object = keys::new_object_key(&self.prefix);
-        let keys_json = serde_json::to_string(&index_keys)
-            .map_err(|e| Error::codec("index keys could not be encoded").with_source(e))?;
-        let mut invocation = self.shared.scripts.set.prepare_invoke();
-        invocation.key(&object);
+        let id = keys::new_object_id();
+        let mut invocation = ops.shared.scripts.set.prepare_invoke();
+        invocation.key(keys::record_key(&ops.prefix, &id));
         for key in &index_keys {
             invocation.key(key);
         }
         invocation
+            .arg(&ops.prefix)
+            .arg(&id)
+            .arg(&ops.version_part)
             .arg(payload)
-            .arg(&*self.shared.version)
-            .arg(self.max_age_ms)
-            .arg(self.last_usage_ms)
-            .arg(keys_json);
-        self.with_connection(self.write_timeout(), |mut c| async move {
-            invoke::<i64>(&invocation, &mut c).await.map(drop)
+            .arg(ops.max_age_ms)
+            .arg(ops.last_usage_ms);
+        let invocation = &invocation;
+        ops.with_connection(ops.shared.config.write_timeout, |mut c| async move {
+            invoke::<i64>(invocation, &mut c).await.map(drop)
         })
         .await
     }
@@ -244,7 +414,7 @@ where
             .iter()
             .map(|k| self.index_key(index, k))
             .collect::<Result<Vec<_>>>()?;
-        self.invalidate_keys(index_keys).await
+        self.ops.invalidate_keys(index_keys).await
     }
 
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
@@ -255,10 +425,12 @@ where
         if index_keys.is_empty() {
             return Ok(());
         }
-        self.with_connection(self.write_timeout(), |mut c| async move {
-            c.del::<_, i64>(index_keys).await.map(drop)
-        })
-        .await
+        let index_keys = &index_keys;
+        self.ops
+            .with_connection(self.ops.shared.config.write_timeout, |mut c| async move {
+                c.del::<_, i64>(index_keys).await.map(drop)
+            })
+            .await
     }
 
     /// Removes every key of this object cache (all versions) in batches of `SCAN` + `UNLINK`;
@@ -266,25 +438,27 @@ where
     /// script called with a key of the cache's hash slot, so on a Redis Cluster it runs on
     /// the node that holds all of the cache's keys.
     async fn truncate(&self) -> Result<()> {
-        let pattern = keys::scan_pattern(&self.prefix);
+        let ops = &self.ops;
+        let pattern = keys::scan_pattern(&ops.prefix);
         let mut cursor = "0".to_owned();
         loop {
-            let mut invocation = self.shared.scripts.truncate.prepare_invoke();
+            let mut invocation = ops.shared.scripts.truncate.prepare_invoke();
             invocation
-                .key(&self.prefix)
+                .key(&ops.prefix)
                 .arg(&cursor)
                 .arg(&pattern)
                 .arg(500);
-            cursor = self
-                .with_connection(self.write_timeout(), |mut c| async move {
-                    invoke::<String>(&invocation, &mut c).await
+            let invocation = &invocation;
+            cursor = ops
+                .with_connection(ops.shared.config.write_timeout, |mut c| async move {
+                    invoke::<String>(invocation, &mut c).await
                 })
                 .await?;
             if cursor == "0" {
                 break;
             }
         }
-        tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
+        tracing::debug!(purpose = %ops.purpose, connector = CONNECTOR, "truncated");
         Ok(())
     }
 }

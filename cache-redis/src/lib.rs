@@ -11,6 +11,7 @@ mod error;
 mod keys;
 mod pool;
 mod topology;
+mod value;
 
 pub use cache::RedisCache;
 pub use config::RedisConfig;

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bb8::ManageConnection;
 use bb8_redis::RedisConnectionManager;
@@ -67,14 +67,53 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A pooled connection and the flag that retires it.
+/// A pooled connection and what is known of its health.
 pub(crate) struct Connection {
     pub(crate) redis: Conn,
-    pub(crate) broken: Arc<AtomicBool>,
+    pub(crate) health: Arc<Health>,
+}
+
+/// Shared by a pooled connection and the operations using a clone of it.
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// Set when a command on it failed at the connection level or timed out: bb8 drops it.
+    broken: AtomicBool,
+    /// When it was connected.
+    connected: Instant,
+}
+
+impl Health {
+    fn new() -> Self {
+        Health {
+            broken: AtomicBool::new(false),
+            connected: Instant::now(),
+        }
+    }
+
+    /// Retires the connection.
+    pub(crate) fn broken(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was connected before `instant`: then a connection-level failure means it
+    /// was lost while it sat in the pool, not that the server refuses the call.
+    pub(crate) fn connected_before(&self, instant: Instant) -> bool {
+        self.connected < instant
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
 }
 
 /// Makes connections for one topology and tells bb8 which ones failed.
-pub(crate) enum Manager {
+pub(crate) struct Manager {
+    topology: Managed,
+    /// Whether the server's eviction policy was looked at (once per connector).
+    eviction_checked: AtomicBool,
+}
+
+enum Managed {
     Single(RedisConnectionManager),
     Cluster(redis::cluster::ClusterClient),
     Sentinel(tokio::sync::Mutex<SentinelClient>),
@@ -82,10 +121,10 @@ pub(crate) enum Manager {
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Manager::Single(_) => "Manager::Single",
-            Manager::Cluster(_) => "Manager::Cluster",
-            Manager::Sentinel(_) => "Manager::Sentinel",
+        f.write_str(match self.topology {
+            Managed::Single(_) => "Manager::Single",
+            Managed::Cluster(_) => "Manager::Cluster",
+            Managed::Sentinel(_) => "Manager::Sentinel",
         })
     }
 }
@@ -98,9 +137,9 @@ impl Manager {
         dial: Duration,
         response: Duration,
     ) -> Result<Self, RedisError> {
-        Ok(match topology {
-            Topology::Single(info) => Manager::Single(RedisConnectionManager::new(info)?),
-            Topology::Cluster(nodes) => Manager::Cluster(
+        let topology = match topology {
+            Topology::Single(info) => Managed::Single(RedisConnectionManager::new(info)?),
+            Topology::Cluster(nodes) => Managed::Cluster(
                 redis::cluster::ClusterClientBuilder::new(nodes)
                     .connection_timeout(dial)
                     .response_timeout(response)
@@ -128,9 +167,49 @@ impl Manager {
                 if let Some(password) = password {
                     builder = builder.set_client_to_sentinel_password(password);
                 }
-                Manager::Sentinel(tokio::sync::Mutex::new(builder.build()?))
+                Managed::Sentinel(tokio::sync::Mutex::new(builder.build()?))
             }
+        };
+        Ok(Manager {
+            topology,
+            eviction_checked: AtomicBool::new(false),
         })
+    }
+}
+
+/// Warns when the server may evict keys: an evicted index key leaves its object reachable
+/// through its other keys after an invalidation through the evicted one. Quiet when the server
+/// does not let us look (managed services often rename or forbid `CONFIG`).
+async fn check_eviction(connection: &mut Conn) {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory*")
+            .query_async::<std::collections::HashMap<String, String>>(connection),
+    )
+    .await;
+    let Ok(Ok(settings)) = answer else {
+        tracing::debug!(
+            connector = crate::CONNECTOR,
+            "could not read the server's maxmemory-policy"
+        );
+        return;
+    };
+    let policy = settings
+        .get("maxmemory-policy")
+        .map(String::as_str)
+        .unwrap_or("noeviction");
+    let limited = settings.get("maxmemory").is_some_and(|m| m != "0");
+    if limited && policy != "noeviction" {
+        tracing::warn!(
+            connector = crate::CONNECTOR,
+            maxmemory_policy = policy,
+            "the Redis server evicts keys (maxmemory-policy {policy}); every cache key has a \
+             TTL, so volatile-* policies evict them too. An evicted key can leave its object \
+             reachable through its other keys after an invalidation through the evicted one: \
+             give the cache a server with maxmemory-policy noeviction"
+        );
     }
 }
 
@@ -139,18 +218,21 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Connection, RedisError> {
-        let redis = match self {
-            Manager::Single(manager) => Conn::Single(manager.connect().await?),
-            Manager::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
-            Manager::Sentinel(sentinel) => {
+        let mut redis = match &self.topology {
+            Managed::Single(manager) => Conn::Single(manager.connect().await?),
+            Managed::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Managed::Sentinel(sentinel) => {
                 // Ask the sentinels for the master now: after a failover, the new one.
                 let client = sentinel.lock().await.async_get_client().await?;
                 Conn::Single(client.get_multiplexed_async_connection().await?)
             }
         };
+        if !self.eviction_checked.swap(true, Ordering::Relaxed) {
+            check_eviction(&mut redis).await;
+        }
         Ok(Connection {
             redis,
-            broken: Arc::new(AtomicBool::new(false)),
+            health: Arc::new(Health::new()),
         })
     }
 
@@ -161,7 +243,7 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, connection: &mut Connection) -> bool {
-        connection.broken.load(Ordering::Relaxed)
+        connection.health.is_broken()
     }
 }
 

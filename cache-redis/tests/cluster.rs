@@ -45,7 +45,7 @@ async fn keys_per_node(seeds: &[String], purpose: &str) -> Vec<usize> {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(format!("oc{{{purpose}}}:*"))
+                .arg(format!("oc2{{{purpose}}}:*"))
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(&mut node)
@@ -84,7 +84,7 @@ async fn each_cache_lives_on_the_node_of_its_slot_and_truncate_clears_it() {
             cache.set(std::sync::Arc::new(entry)).await.unwrap();
         }
         let counts = keys_per_node(&seeds, purpose).await;
-        // 50 objects x (1 object key + 3 index keys), all on one node.
+        // 50 objects x (1 record + 3 index keys), all on one node.
         assert_eq!(counts.iter().sum::<usize>(), 200, "{purpose}: {counts:?}");
         let holders: Vec<usize> = (0..counts.len()).filter(|n| counts[*n] > 0).collect();
         assert_eq!(

@@ -144,3 +144,161 @@ async fn an_evicting_memory_policy_is_warned_about_once() {
         logs.text()
     );
 }
+
+/// The object records of the cache `purpose`.
+async fn records_of(raw: &redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
+    let mut raw = raw.clone();
+    let mut found = Vec::new();
+    let mut iter: redis::AsyncIter<'_, String> =
+        redis::AsyncCommands::scan_match(&mut raw, format!("oc2{{{purpose}}}:o:*"))
+            .await
+            .unwrap();
+    while let Some(key) = iter.next_item().await {
+        found.push(key.unwrap());
+    }
+    found
+}
+
+/// The index key of `key` under `index` in the cache `purpose` (the layout of `keys.md`).
+fn index_key(purpose: &str, index: &str, key: &str) -> String {
+    format!("oc2{{{purpose}}}:i:{}:{index}:{key}", index.len())
+}
+
+#[tokio::test]
+async fn garbage_anywhere_in_a_stored_object_is_a_miss_and_is_removed() {
+    let Some(url) = cache_core::testkit::server_url("CACHE_TEST_REDIS_URL") else {
+        return;
+    };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let purpose = cache_core::testkit::unique_purpose("garbage");
+    let cache: Arc<dyn Cache<TestIndex, TestEntry>> =
+        connector.cache(&purpose, TestIndex::BUILT, &CacheSettings::default());
+    let raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let exists = |key: String| {
+        let mut raw = raw.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<i64>(&mut raw)
+                .await
+                .unwrap()
+        }
+    };
+    let id = |key: &str| index_key(&purpose, "id", key);
+    let run = |cmd: &mut redis::Cmd| {
+        let cmd = cmd.clone();
+        let mut raw = raw.clone();
+        async move { cmd.query_async::<()>(&mut raw).await.unwrap() }
+    };
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+    let forged = |created: &str, version: &str, payload: &str| {
+        format!(
+            "OC2|{ID}|{created}|1764460800000|{}:{version}|{payload}",
+            version.len()
+        )
+    };
+
+    // Index keys holding garbage of every shape: a miss, never an error, and removed.
+    let garbage: Vec<(&str, redis::Cmd)> = vec![
+        (
+            "plain",
+            redis::cmd("SET").arg(id("plain")).arg("garbage").clone(),
+        ),
+        (
+            "hash",
+            redis::cmd("HSET").arg(id("hash")).arg("f").arg("v").clone(),
+        ),
+        ("list", redis::cmd("RPUSH").arg(id("list")).arg("x").clone()),
+        (
+            "old-layout",
+            redis::cmd("SET")
+                .arg(id("old-layout"))
+                .arg("oc{x}:o:1234")
+                .clone(),
+        ),
+        (
+            "bad-time",
+            redis::cmd("SET")
+                .arg(id("bad-time"))
+                .arg(forged("17644608000x0", "v1", "{}"))
+                .clone(),
+        ),
+        (
+            "bad-payload",
+            redis::cmd("SET")
+                .arg(id("bad-payload"))
+                .arg(forged("1764460800000", "v1", "{not json"))
+                .clone(),
+        ),
+        (
+            "short",
+            redis::cmd("SET")
+                .arg(id("short"))
+                .arg(&forged("1764460800000", "v1", "")[..40])
+                .clone(),
+        ),
+    ];
+    for (key, mut cmd) in garbage {
+        run(&mut cmd).await;
+        let found = cache
+            .get(Id, key)
+            .await
+            .unwrap_or_else(|e| panic!("get of garbage {key:?} is an error: {e}"));
+        assert!(found.is_none(), "{key}");
+        assert_eq!(exists(id(key)).await, 0, "garbage {key:?} was not removed");
+    }
+
+    // Another release's object: a miss, and left alone for that release.
+    run(redis::cmd("SET")
+        .arg(id("other-release"))
+        .arg(forged("1764460800000", "v2", "{}")))
+    .await;
+    assert!(cache.get(Id, "other-release").await.unwrap().is_none());
+    assert_eq!(exists(id("other-release")).await, 1);
+
+    // An object whose record was destroyed behind the cache's back: invalidate and a set of
+    // a new version still work, and every key then holds the new version.
+    let v1 = entry("r", &["r1", "r2"]);
+    cache.set(Arc::clone(&v1)).await.unwrap();
+    let records = records_of(&raw, &purpose).await;
+    assert_eq!(records.len(), 1, "one record: {records:?}");
+    run(redis::cmd("SET").arg(&records[0]).arg("not a set")).await;
+    let v2 = Arc::new(TestEntry::new("r", &["r1", "r2"]).revision(2));
+    cache
+        .set(Arc::clone(&v2))
+        .await
+        .expect("a set over a destroyed record");
+    for (index, key) in [(Id, "r"), (Name, "r1"), (Name, "r2")] {
+        assert_eq!(cache.get(index, key).await.unwrap(), Some(Arc::clone(&v2)));
+    }
+    // A record listing keys of other objects (forged): only this object's keys go.
+    let other = entry("o", &["o1"]);
+    cache.set(Arc::clone(&other)).await.unwrap();
+    let v2_record = records_of(&raw, &purpose).await;
+    for record in &v2_record {
+        run(redis::cmd("SADD")
+            .arg(record)
+            .arg(index_key(&purpose, "name", "o1")))
+        .await;
+    }
+    cache.invalidate(Name, &["r2"]).await.expect("invalidate");
+    for (index, key) in [(Id, "r"), (Name, "r1"), (Name, "r2")] {
+        assert!(cache.get(index, key).await.unwrap().is_none(), "{key}");
+    }
+    assert_eq!(
+        cache.get(Name, "o1").await.unwrap(),
+        Some(other),
+        "a forged record member of another object is left alone"
+    );
+    // Invalidating keys that hold garbage works too, and removes them.
+    run(redis::cmd("HSET").arg(id("h2")).arg("f").arg("v")).await;
+    cache
+        .invalidate(Id, &["h2", "r", "unknown"])
+        .await
+        .expect("invalidate garbage");
+    assert_eq!(exists(id("h2")).await, 0);
+}

@@ -23,7 +23,7 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// Every key of the cache `purpose`.
 async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
-    let pattern = format!("oc{{{purpose}}}:*");
+    let pattern = format!("oc2{{{purpose}}}:*");
     let mut found = Vec::new();
     let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(pattern).await.unwrap();
     while let Some(key) = iter.next_item().await {

@@ -1,4 +1,8 @@
--- Shared by every script: the server's time, expiry, and removing one object entirely.
+-- Shared by the scripts: the server's time, expiry, and the stored-object header (value.rs):
+--   OC2|<object id: 32 hex>|<created: 13 digits>|<renewed: 13 digits>|<n>:<version>|<payload>
+-- Anything else found in a key (written by someone else, an older layout, a wrong type) is
+-- never trusted and never an error: it is treated as no object.
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -15,15 +19,31 @@ local function remaining(created, used, now, max_age, last_usage)
   return left
 end
 
--- Deletes the object and each of its index keys that still points at it.
-local function remove_object(object)
-  local keys = redis.call('HGET', object, 'k')
-  if keys then
-    for _, index_key in ipairs(cjson.decode(keys)) do
-      if redis.call('GET', index_key) == object then
-        redis.call('DEL', index_key)
-      end
+-- The first `length` bytes of the value of `key`, or nil when it is missing or not a string.
+local function head(key, length)
+  local h = redis.pcall('GETRANGE', key, 0, length - 1)
+  if type(h) ~= 'string' or #h ~= length or string.sub(h, 1, 4) ~= 'OC2|' then return nil end
+  return h
+end
+
+-- The id of the object `key` holds, or nil.
+local function object_id(key)
+  local h = head(key, 37)
+  if h == nil or string.sub(h, 37, 37) ~= '|' then return nil end
+  local id = string.sub(h, 5, 36)
+  if not string.match(id, '^%x+$') then return nil end
+  return id
+end
+
+-- Deletes the object `id` of the cache whose keys start with `prefix`: its record and every
+-- index key that still holds it (a key set again since holds another object: left alone).
+local function remove_object(prefix, id)
+  local record = prefix .. 'o:' .. id
+  local members = redis.pcall('SMEMBERS', record)
+  if type(members) == 'table' and members.err == nil then
+    for _, key in ipairs(members) do
+      if object_id(key) == id then redis.call('DEL', key) end
     end
   end
-  redis.call('DEL', object)
+  redis.call('DEL', record)
 end
