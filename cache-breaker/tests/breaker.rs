@@ -170,3 +170,70 @@ async fn outcomes_from_before_a_state_change_are_not_counted() {
     slow.failure(); // started before the breaker opened: ignored
     assert_eq!(b.state(), BreakerState::HalfOpen);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_interval_resets_exactly_at_its_end_and_again_at_every_next_one() {
+    let b = Breaker::new(
+        "test",
+        BreakerSettings {
+            interval: Duration::from_secs(10),
+            ..settings(5, 0.0, 0)
+        },
+    );
+    run(&b, 1, 3);
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    let counts = b.counts();
+    assert_eq!(
+        (
+            counts.requests,
+            counts.failures,
+            counts.consecutive_failures
+        ),
+        (4, 3, 3),
+        "nothing is cleared before the interval ends"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(b.counts().requests, 0, "cleared when the interval ends");
+    run(&b, 0, 4);
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert_eq!(
+        b.counts().consecutive_failures,
+        4,
+        "the second interval runs in full"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(b.counts().requests, 0, "and is cleared at its end too");
+    run(&b, 0, 5);
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_closes_again_starts_a_new_interval() {
+    let b = Breaker::new(
+        "test",
+        BreakerSettings {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            max_retry_requests: 1,
+            ..settings(2, 0.0, 0)
+        },
+    );
+    run(&b, 0, 3);
+    assert_eq!(b.state(), BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    b.permit().expect("half-open trial").success();
+    assert_eq!(b.state(), BreakerState::Closed);
+    run(&b, 0, 2);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        b.counts().consecutive_failures,
+        0,
+        "the interval restarted when the breaker closed, and ended 10 s later"
+    );
+    run(&b, 0, 2);
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "2 failures of max 2 after the reset"
+    );
+}

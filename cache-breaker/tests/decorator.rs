@@ -221,6 +221,14 @@ async fn while_the_backend_stays_down_nothing_is_served_and_nothing_is_lost() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_decorator_reports_its_backend_s_connector_and_indices() {
+    let s = setup(100);
+    assert_eq!(s.cache.connector(), "flaky");
+    assert_eq!(s.cache.indices(), TestIndex::BUILT);
+    assert!(std::ptr::eq(s.cache.breaker().as_ref(), s.breaker.as_ref()));
+}
+
+#[tokio::test(start_paused = true)]
 async fn unknown_indices_are_errors_that_are_not_kept() {
     let s = setup(100);
     let e = s

@@ -195,3 +195,99 @@ async fn replace_switches_backend_for_later_calls() {
     users.set(user(2)).await;
     assert_eq!(users.get(ById, "7").await.as_deref(), Some(&user(2)));
 }
+
+#[tokio::test]
+async fn stats_purpose_and_connector_tell_what_the_cache_is_and_did() {
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(MapCache::default()));
+    assert_eq!(users.purpose(), "user");
+    assert_eq!(users.connector(), "map");
+    assert_eq!(users.stats().hit_ratio(), 0.0, "no gets yet");
+    users.set(user(1)).await;
+    for _ in 0..3 {
+        assert!(users.get(ById, "7").await.is_some());
+    }
+    assert!(users.get(ById, "8").await.is_none());
+    let stats = users.stats();
+    assert_eq!((stats.hits, stats.misses, stats.errors), (3, 1, 0));
+    assert_eq!(stats.hit_ratio(), 0.75);
+    assert_eq!(
+        format!("{users:?}"),
+        r#"ObjectCache { purpose: "user", connector: "map" }"#
+    );
+}
+
+/// A map cache whose next set waits, once it started, until the test lets it land: the window
+/// in which an invalidation can run before the set of an older load lands.
+#[derive(Default)]
+struct GatedSet {
+    map: MapCache,
+    gate: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+#[async_trait]
+impl Cache<ById, User> for GatedSet {
+    fn connector(&self) -> &'static str {
+        "gated"
+    }
+    fn indices(&self) -> &[ById] {
+        &[ById]
+    }
+    async fn get(&self, index: ById, key: &str) -> Result<Option<Arc<User>>> {
+        self.map.get(index, key).await
+    }
+    async fn set(&self, value: Arc<User>) -> Result<()> {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some((started, land)) = gate {
+            let _ = started.send(());
+            let _ = land.await;
+        }
+        self.map.set(value).await
+    }
+    async fn invalidate(&self, index: ById, keys: &[&str]) -> Result<()> {
+        self.map.invalidate(index, keys).await
+    }
+    async fn delete(&self, index: ById, keys: &[&str]) -> Result<()> {
+        self.map.delete(index, keys).await
+    }
+    async fn truncate(&self) -> Result<()> {
+        self.map.truncate().await
+    }
+}
+
+#[tokio::test]
+async fn a_load_whose_set_lands_after_an_invalidation_is_taken_back() {
+    let backend = Arc::new(GatedSet::default());
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (land_tx, land_rx) = tokio::sync::oneshot::channel();
+    *backend.gate.lock().unwrap() = Some((started_tx, land_rx));
+    let users: ObjectCache<ById, User> = ObjectCache::new("user", backend);
+    let loading = {
+        let users = users.clone();
+        tokio::spawn(async move {
+            users
+                .get_or_load(ById, "7", || async { Ok::<_, Error>(Some(user(1))) })
+                .await
+        })
+    };
+    // The load is done and its set has started; the object changes and is invalidated
+    // before the set lands (the invalidation finds nothing to remove yet).
+    started_rx.await.unwrap();
+    users.invalidate(ById, &["7"]).await.unwrap();
+    land_tx.send(()).unwrap();
+    let loaded = loading.await.unwrap().unwrap();
+    assert_eq!(
+        loaded.map(|u| u.revision),
+        Some(1),
+        "the caller gets what it loaded"
+    );
+    assert_eq!(
+        users.get(ById, "7").await,
+        None,
+        "the possibly outdated load is not left in the cache"
+    );
+}

@@ -144,6 +144,8 @@ async fn the_pruner_runs_the_memory_prune() {
     };
     let (clock, cache) = cache(100, &settings);
     cache.set(entry(1)).await.unwrap();
+    assert_eq!(cache.len(), 2, "an id and a name key");
+    assert!(!cache.is_empty());
     clock.advance(Duration::from_millis(1));
     let prune = Arc::clone(&cache)
         .into_prune()
@@ -155,14 +157,16 @@ async fn the_pruner_runs_the_memory_prune() {
         cache_core::AutoPrune::new(Duration::from_millis(20), Duration::from_secs(1)),
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !cache.is_empty() && tokio::time::Instant::now() < deadline {
+    while cache.len() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     pruner.shutdown().await;
-    assert!(
-        cache.is_empty(),
+    assert_eq!(
+        cache.len(),
+        0,
         "the pruner removed the expired object's keys"
     );
+    assert!(cache.is_empty());
 }
 
 #[tokio::test]
@@ -215,4 +219,14 @@ async fn an_object_with_more_keys_than_capacity_is_not_cached_and_warned_once() 
     let warnings = logs.lines_with(&["WARN", "more keys than the cache holds", "memory-test"]);
     assert_eq!(warnings.len(), 1, "one warning per cache: {}", logs.text());
     assert!(warnings[0].contains("keys=5") && warnings[0].contains("capacity=4"));
+}
+
+#[tokio::test]
+async fn the_connector_is_named_memory_and_reports_its_capacity() {
+    let (_, cache) = cache(7, &CacheSettings::default());
+    assert_eq!(cache.connector(), "memory");
+    assert_eq!(cache_memory::CONNECTOR, "memory");
+    assert_eq!(cache.capacity(), 7);
+    assert_eq!(cache.purpose(), "memory-test");
+    assert_eq!(cache.indices(), TestIndex::BUILT);
 }

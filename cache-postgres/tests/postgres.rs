@@ -640,6 +640,8 @@ async fn a_failed_set_leaves_no_older_object() {
     };
     let connector = db.connector("v1").await;
     let cache = connector.cache("orgs", TestIndex::BUILT, &CacheSettings::default());
+    assert_eq!(cache.connector(), "postgres");
+    assert_eq!(cache_postgres::CONNECTOR, "postgres");
     cache_core::testkit::cases::failed_set_leaves_no_older_object(cache_core::ObjectCache::new(
         "orgs", cache,
     ))

@@ -265,6 +265,8 @@ async fn a_failed_set_leaves_no_older_object() {
     let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
     let purpose = unique_purpose("failed_set");
     let cache = connector.cache(&purpose, TestIndex::BUILT, &CacheSettings::default());
+    assert_eq!(cache.connector(), "redis");
+    assert_eq!(cache_redis::CONNECTOR, "redis");
     cache_core::testkit::cases::failed_set_leaves_no_older_object(cache_core::ObjectCache::new(
         purpose, cache,
     ))

@@ -8,6 +8,8 @@
 //! - `cargo xtask bench [--quick] [--compare OLD.json]` — start the servers, run the benchmark
 //!   harness (`cache-bench`) over every connector and its baselines, write `target/bench/`.
 //! - `cargo xtask pg-setup <url> [schema]` — create or update the PostgreSQL cache tables.
+//! - `cargo xtask mutants [cargo-mutants args]` — mutation testing of the core, memory and
+//!   breaker crates (installs cargo-mutants when missing; ~15 minutes on 2 cores; not in CI).
 //! - `cargo xtask serve` — start both servers, print (and write to `target/xtask/servers.env`)
 //!   the `export CACHE_TEST_...=` lines, and stay in the foreground until killed.
 
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use util::Result;
 
-const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup>
+const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup|mutants>
 
   test   start throwaway redis-server and PostgreSQL, run all tests (+ doc tests), stop them
   lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
@@ -30,7 +32,10 @@ const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup>
          start the servers, benchmark every connector against its baselines,
          write table, chart and JSON to target/bench/
   pg-setup <url> [schema]
-         create or update the PostgreSQL cache tables (idempotent, safe while in use)";
+         create or update the PostgreSQL cache tables (idempotent, safe while in use)
+  mutants [args]
+         mutation testing (cargo-mutants) of cache-core, cache-memory, cache-breaker;
+         extra args go to cargo mutants (e.g. --file cache-breaker/src/breaker.rs)";
 
 fn main() {
     // Register the signal flag before starting anything.
@@ -44,6 +49,7 @@ fn main() {
         "serve" => serve(),
         "pg-setup" => pg_setup(),
         "bench" => bench(),
+        "mutants" => mutants(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return;
@@ -265,6 +271,31 @@ fn bench() -> Result<()> {
     eprintln!("xtask: stopping servers");
     drop(servers);
     result
+}
+
+/// The crates whose tests need no server, so every mutant is judged by tests that run.
+const MUTATED: &[&str] = &["cache-core", "cache-memory", "cache-breaker"];
+
+/// Mutation testing with cargo-mutants (installed on first use) over [`MUTATED`]; the
+/// arguments after `mutants` go to `cargo mutants`. Results in `target/mutants/mutants.out`.
+fn mutants() -> Result<()> {
+    if util::output(cargo().args(["mutants", "--version"])).is_err() {
+        step(
+            "install cargo-mutants",
+            cargo().args(["install", "--locked", "cargo-mutants"]),
+        )?;
+    }
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let mut run = cargo();
+    run.args(["mutants", "--no-shuffle", "--output", "target/mutants"]);
+    for package in MUTATED {
+        run.args(["--package", package]);
+    }
+    if util::output(cargo().args(["nextest", "--version"])).is_ok() {
+        run.args(["--test-tool", "nextest"]);
+    }
+    run.args(&args);
+    step("cargo mutants", &mut run)
 }
 
 /// Runs the cache-postgres setup example with the arguments after `pg-setup`.
