@@ -3,6 +3,7 @@
 
 mod cache;
 mod clock;
+mod coarse;
 pub mod codec;
 mod error;
 mod index;
@@ -18,6 +19,7 @@ pub mod testkit;
 
 pub use cache::{Cache, Prune};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};
+pub use coarse::{CoarseClock, RESOLUTION as COARSE_RESOLUTION};
 pub use error::{Error, ErrorKind, Result};
 pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use noop::{NOOP_CONNECTOR, NoopCache};

@@ -44,11 +44,43 @@ struct Backend<I: Index, V: Entry<I>> {
     cache: Arc<dyn Cache<I, V>>,
 }
 
+/// The counts of one object cache, striped so that threads answering gets at once do not
+/// write the same cache line: each thread adds to its own stripe, [`ObjectCache::stats`]
+/// sums them.
 #[derive(Default)]
 struct Counters {
+    stripes: [Stripe; STRIPES],
+}
+
+/// How many stripes the counters have: a power of two, enough for the cores of a service.
+const STRIPES: usize = 16;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe {
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
+}
+
+impl Counters {
+    #[inline]
+    fn mine(&self) -> &Stripe {
+        thread_local! {
+            static STRIPE: usize = {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % STRIPES
+            };
+        }
+        &self.stripes[STRIPE.with(|s| *s)]
+    }
+
+    fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| field(s).load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// Counts of what an [`ObjectCache`] has answered since it was created.
@@ -143,9 +175,9 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     pub fn stats(&self) -> CacheStats {
         let s = &self.inner.stats;
         CacheStats {
-            hits: s.hits.load(Ordering::Relaxed),
-            misses: s.misses.load(Ordering::Relaxed),
-            errors: s.errors.load(Ordering::Relaxed),
+            hits: s.sum(|s| &s.hits),
+            misses: s.sum(|s| &s.misses),
+            errors: s.sum(|s| &s.errors),
         }
     }
 
@@ -162,7 +194,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                 }
             }
         };
-        let stats = &self.inner.stats;
+        let stats = self.inner.stats.mine();
         match outcome {
             Ok(Some(value)) => {
                 stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -301,7 +333,11 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     }
 
     fn failed(&self, operation: &'static str, index: &str, error: &crate::Error) {
-        self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .mine()
+            .errors
+            .fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             target: LOG_TARGET,
             purpose = %self.inner.purpose,

@@ -2,13 +2,17 @@
 //! `quick_cache` and `moka` holding the same values under the same keys (each object under its
 //! id and its domain, as our cache with two indices holds it), in the same run.
 //!
-//! `cargo bench -p cache-memory --bench hit`. Groups:
-//! - `get_hit`: one hit on a random one of 10 000 cached objects, single thread;
-//! - `set`: storing one of those objects again (our set also invalidates the previous version);
-//! - `get_hit_2_threads`: 2 threads hitting concurrently (throughput; per-get time reported).
+//! `cargo bench -p cache-memory --bench hit`. Groups, each at 64 and 10 000 objects:
+//! - `get_hit/<objects>`: one hit on a random cached object, single thread;
+//! - `get_hit_2_threads/<objects>`: 2 threads hitting concurrently (per-get time reported);
+//! - `set/<objects>`: storing one of those objects again (our set also invalidates the
+//!   previous version).
 //!
-//! Our `get` is `async`; it is polled once with a no-op waker, which is the work an executor
-//! does for it (the memory connector answers on the first poll, without awaiting).
+//! Keys are built before the measurement, so the figures are the lookups alone. Our `get` is
+//! `async`; it is polled once with a no-op waker, which is the work an executor does for it
+//! (the memory connector answers on the first poll, without awaiting). At the end the bench
+//! prints each figure as a ratio to raw quick_cache's in the same run (the goal: a hit at most
+//! 1.5x).
 
 use std::future::Future;
 use std::hint::black_box;
@@ -19,13 +23,12 @@ use std::time::{Duration, Instant};
 
 use cache_core::{Cache, CacheSettings, Entry, Index, ObjectCache};
 use cache_memory::{MemoryCache, MemoryConfig, MemoryConnector};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 
-const OBJECTS: usize = 10_000;
-/// Room for both keys of every object, so nothing is evicted.
-const CAPACITY: u64 = 4 * OBJECTS as u64;
+/// The cache sizes measured: everything in the CPU cache, and more than fits in L2.
+const SIZES: [usize; 2] = [64, 10_000];
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum OrgIndex {
@@ -59,8 +62,8 @@ impl Entry<OrgIndex> for Org {
     }
 }
 
-fn orgs() -> Vec<Arc<Org>> {
-    (0..OBJECTS)
+fn orgs(objects: usize) -> Vec<Arc<Org>> {
+    (0..objects)
         .map(|i| {
             Arc::new(Org {
                 id: format!("3074539{i:06}"),
@@ -96,7 +99,9 @@ struct Contenders {
 }
 
 fn contenders(orgs: &[Arc<Org>]) -> Contenders {
-    let connector = MemoryConnector::new(MemoryConfig::enabled().with_capacity(CAPACITY));
+    // Room for both keys of every object, so nothing is evicted.
+    let capacity = 4 * orgs.len() as u64;
+    let connector = MemoryConnector::new(MemoryConfig::enabled().with_capacity(capacity));
     let settings = CacheSettings::default();
     let direct = connector.cache::<OrgIndex, Org>(
         "organization",
@@ -104,8 +109,8 @@ fn contenders(orgs: &[Arc<Org>]) -> Contenders {
         &settings,
     );
     let ours = ObjectCache::new("organization", direct.clone());
-    let quick = quick_cache::sync::Cache::new(CAPACITY as usize);
-    let moka = moka::sync::Cache::new(CAPACITY);
+    let quick = quick_cache::sync::Cache::new(capacity as usize);
+    let moka = moka::sync::Cache::new(capacity);
     for org in orgs {
         ready(ours.set(Arc::clone(org)));
         // The same keys as our cache holds: the id and the domain of every object.
@@ -123,67 +128,71 @@ fn contenders(orgs: &[Arc<Org>]) -> Contenders {
 }
 
 fn get_hit(c: &mut Criterion) {
-    let orgs = orgs();
-    let keys = lookups(&orgs);
-    let all = contenders(&orgs);
-    let mut group = c.benchmark_group("get_hit");
-    let mut i = 0;
-    let mut next = move || {
-        i = (i + 1) % OBJECTS;
-        i
-    };
-    group.bench_function("object_cache", |b| {
-        b.iter(|| ready(all.ours.get(OrgIndex::Id, black_box(&keys[next()]))).expect("hit"))
-    });
-    group.bench_function("memory_cache_direct", |b| {
-        b.iter(|| {
-            all.direct
-                .get_ready(OrgIndex::Id, black_box(&keys[next()]))
-                .expect("ready")
-                .expect("no error")
-                .expect("hit")
-        })
-    });
-    group.bench_function("quick_cache", |b| {
-        b.iter(|| {
-            all.quick
-                .get(black_box(keys[next()].as_str()))
-                .expect("hit")
-        })
-    });
-    group.bench_function("moka", |b| {
-        b.iter(|| all.moka.get(black_box(keys[next()].as_str())).expect("hit"))
-    });
-    group.finish();
+    for objects in SIZES {
+        let orgs = orgs(objects);
+        let keys = lookups(&orgs);
+        let all = contenders(&orgs);
+        let mut group = c.benchmark_group(format!("get_hit/{objects}"));
+        let mut i = 0;
+        let mut next = move || {
+            i = (i + 1) % objects;
+            i
+        };
+        group.bench_function("object_cache", |b| {
+            b.iter(|| ready(all.ours.get(OrgIndex::Id, black_box(&keys[next()]))).expect("hit"))
+        });
+        group.bench_function("memory_cache_direct", |b| {
+            b.iter(|| {
+                all.direct
+                    .get_ready(OrgIndex::Id, black_box(&keys[next()]))
+                    .expect("ready")
+                    .expect("no error")
+                    .expect("hit")
+            })
+        });
+        group.bench_function("quick_cache", |b| {
+            b.iter(|| {
+                all.quick
+                    .get(black_box(keys[next()].as_str()))
+                    .expect("hit")
+            })
+        });
+        group.bench_function("moka", |b| {
+            b.iter(|| all.moka.get(black_box(keys[next()].as_str())).expect("hit"))
+        });
+        group.finish();
+    }
 }
 
 fn set(c: &mut Criterion) {
-    let orgs = orgs();
-    let all = contenders(&orgs);
-    let mut group = c.benchmark_group("set");
-    let mut i = 0;
-    let mut next = move || {
-        i = (i + 1) % OBJECTS;
-        i
-    };
-    group.bench_function("object_cache", |b| {
-        b.iter(|| ready(all.ours.set(Arc::clone(&orgs[next()]))))
-    });
-    group.bench_function("quick_cache", |b| {
-        b.iter(|| {
-            let org = &orgs[next()];
-            all.quick.insert(org.id.clone(), Arc::clone(org));
-            all.quick.insert(org.domain.clone(), Arc::clone(org))
-        })
-    });
-    group.bench_function("moka", |b| {
-        b.iter(|| {
-            let org = &orgs[next()];
-            all.moka.insert(org.id.clone(), Arc::clone(org));
-            all.moka.insert(org.domain.clone(), Arc::clone(org))
-        })
-    });
-    group.finish();
+    for objects in SIZES {
+        let orgs = orgs(objects);
+        let all = contenders(&orgs);
+        let mut group = c.benchmark_group(format!("set/{objects}"));
+        let mut i = 0;
+        let mut next = move || {
+            i = (i + 1) % objects;
+            i
+        };
+        group.bench_function("object_cache", |b| {
+            b.iter(|| ready(all.ours.set(Arc::clone(&orgs[next()]))))
+        });
+        group.bench_function("quick_cache", |b| {
+            b.iter(|| {
+                let org = &orgs[next()];
+                all.quick.insert(org.id.clone(), Arc::clone(org));
+                all.quick.insert(org.domain.clone(), Arc::clone(org))
+            })
+        });
+        group.bench_function("moka", |b| {
+            b.iter(|| {
+                let org = &orgs[next()];
+                all.moka.insert(org.id.clone(), Arc::clone(org));
+                all.moka.insert(org.domain.clone(), Arc::clone(org))
+            })
+        });
+        group.finish();
+    }
 }
 
 /// Runs `get` on 2 threads, `iters` calls in all; the time reported is per call, so a lower
@@ -195,9 +204,9 @@ fn on_two_threads(iters: u64, keys: &[String], get: impl Fn(&str) + Sync) -> Dur
         for t in 0..2u64 {
             let get = &get;
             s.spawn(move || {
-                let offset = (t as usize) * OBJECTS / 2;
+                let offset = (t as usize) * keys.len() / 2;
                 for n in 0..per_thread {
-                    get(&keys[(offset + n as usize) % OBJECTS]);
+                    get(&keys[(offset + n as usize) % keys.len()]);
                 }
             });
         }
@@ -206,32 +215,83 @@ fn on_two_threads(iters: u64, keys: &[String], get: impl Fn(&str) + Sync) -> Dur
 }
 
 fn get_hit_2_threads(c: &mut Criterion) {
-    let orgs = orgs();
-    let keys = lookups(&orgs);
-    let all = contenders(&orgs);
-    let mut group = c.benchmark_group("get_hit_2_threads");
-    group.bench_function("object_cache", |b| {
-        b.iter_custom(|iters| {
-            on_two_threads(iters, &keys, |k| {
-                black_box(ready(all.ours.get(OrgIndex::Id, k)).expect("hit"));
+    for objects in SIZES {
+        let orgs = orgs(objects);
+        let keys = lookups(&orgs);
+        let all = contenders(&orgs);
+        let mut group = c.benchmark_group(format!("get_hit_2_threads/{objects}"));
+        group.bench_function("object_cache", |b| {
+            b.iter_custom(|iters| {
+                on_two_threads(iters, &keys, |k| {
+                    black_box(ready(all.ours.get(OrgIndex::Id, k)).expect("hit"));
+                })
             })
-        })
-    });
-    group.bench_function("quick_cache", |b| {
-        b.iter_custom(|iters| {
-            on_two_threads(iters, &keys, |k| {
-                black_box(all.quick.get(k).expect("hit"));
+        });
+        group.bench_function("quick_cache", |b| {
+            b.iter_custom(|iters| {
+                on_two_threads(iters, &keys, |k| {
+                    black_box(all.quick.get(k).expect("hit"));
+                })
             })
-        })
-    });
-    group.bench_function("moka", |b| {
-        b.iter_custom(|iters| {
-            on_two_threads(iters, &keys, |k| {
-                black_box(all.moka.get(k).expect("hit"));
+        });
+        group.bench_function("moka", |b| {
+            b.iter_custom(|iters| {
+                on_two_threads(iters, &keys, |k| {
+                    black_box(all.moka.get(k).expect("hit"));
+                })
             })
-        })
-    });
-    group.finish();
+        });
+        group.finish();
+    }
+}
+
+/// Where criterion keeps its results: `CRITERION_HOME`, or `criterion` in the target
+/// directory this bench was built in (`target/release/deps/hit-*`).
+fn criterion_home() -> Option<std::path::PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+/// The mean time (ns) criterion measured in this run for `group/function`.
+fn mean_ns(home: &std::path::Path, group: &str, function: &str) -> Option<f64> {
+    let path = home
+        .join(group)
+        .join(function)
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+/// Prints every contender's time as a ratio to raw quick_cache's in the same run.
+fn print_ratios() {
+    let Some(home) = criterion_home() else { return };
+    println!(
+        "\nratios to raw quick_cache (time per operation; goal for object_cache hits: <= 1.5x)"
+    );
+    println!("| group | object_cache | memory_cache_direct | moka |");
+    println!("| --- | ---: | ---: | ---: |");
+    for kind in ["get_hit", "get_hit_2_threads", "set"] {
+        for objects in SIZES {
+            let group = format!("{kind}/{objects}");
+            let Some(base) = mean_ns(&home, &group, "quick_cache") else {
+                continue;
+            };
+            let ratio = |function: &str| {
+                mean_ns(&home, &group, function)
+                    .map_or("-".to_owned(), |t| format!("{:.2}x ({t:.1} ns)", t / base))
+            };
+            println!(
+                "| {group} (quick_cache {base:.1} ns) | {} | {} | {} |",
+                ratio("object_cache"),
+                ratio("memory_cache_direct"),
+                ratio("moka")
+            );
+        }
+    }
 }
 
 fn config() -> Criterion {
@@ -240,9 +300,11 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = get_hit, set, get_hit_2_threads
+fn main() {
+    let mut criterion = config().configure_from_args();
+    get_hit(&mut criterion);
+    get_hit_2_threads(&mut criterion);
+    set(&mut criterion);
+    criterion.final_summary();
+    print_ratios();
 }
-criterion_main!(benches);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cache_core::{CacheSettings, Entry, Index, SharedClock, SystemClock};
+use cache_core::{CacheSettings, CoarseClock, Entry, Index, SharedClock};
 
 use crate::cache::MemoryCache;
 use crate::config::MemoryConfig;
@@ -17,9 +17,10 @@ pub struct MemoryConnector {
 }
 
 impl MemoryConnector {
-    /// A connector on the system clock.
+    /// A connector on the [coarse wall clock](CoarseClock): MaxAge and LastUsage are precise
+    /// to about a millisecond, and a hit reads the time from an atomic.
     pub fn new(config: MemoryConfig) -> Self {
-        Self::with_clock(config, SystemClock::shared())
+        Self::with_clock(config, CoarseClock::shared())
     }
 
     /// A connector on `clock`, e.g. a [`ManualClock`](cache_core::ManualClock) in tests.

@@ -49,8 +49,9 @@ pub(crate) struct SlotRef<'a> {
 }
 
 impl Hash for SlotRef<'_> {
+    /// The key alone: the same string under two indices lands in one bucket and is told apart
+    /// by [`Equivalent`], which is cheaper than hashing the index into every lookup.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u8(self.index);
         self.key.hash(state);
     }
 }

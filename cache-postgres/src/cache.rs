@@ -65,10 +65,8 @@ impl<I: Index, V: Entry<I>> std::fmt::Debug for PostgresCache<I, V> {
 /// What one [`PostgresCache::prune_report`] run removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Objects removed: expired, or reachable through no key.
-    pub objects: u64,
-    /// Keys removed whose object was already gone.
-    pub keys: u64,
+    /// Rows removed: the keys of expired objects (an object has one row per key).
+    pub rows: u64,
     /// Statements run, each removing at most [`PRUNE_BATCH`] rows.
     pub batches: u64,
 }
@@ -166,8 +164,8 @@ where
         Ok(found)
     }
 
-    /// Removes expired and key-less objects and keys whose object is gone, in
-    /// batches of [`PRUNE_BATCH`] rows, and says how much went. Never renews LastUsage.
+    /// Removes the rows of expired objects in batches of [`PRUNE_BATCH`] rows, and says how
+    /// much went. Never renews LastUsage.
     pub async fn prune_report(&self) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         loop {
@@ -175,7 +173,7 @@ where
                 .shared
                 .db
                 .count(
-                    Stmt::PruneObjects,
+                    Stmt::Prune,
                     &[
                         &self.purpose,
                         &self.max_age_ms,
@@ -184,19 +182,7 @@ where
                     ],
                 )
                 .await?;
-            report.objects += removed;
-            report.batches += 1;
-            if removed < PRUNE_BATCH as u64 {
-                break;
-            }
-        }
-        loop {
-            let removed = self
-                .shared
-                .db
-                .count(Stmt::PruneKeys, &[&self.purpose, &PRUNE_BATCH])
-                .await?;
-            report.keys += removed;
+            report.rows += removed;
             report.batches += 1;
             if removed < PRUNE_BATCH as u64 {
                 break;
@@ -322,8 +308,7 @@ where
         tracing::debug!(
             purpose = %self.purpose,
             connector = CONNECTOR,
-            objects = report.objects,
-            keys = report.keys,
+            rows = report.rows,
             batches = report.batches,
             "pruned"
         );

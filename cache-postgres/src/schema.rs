@@ -1,22 +1,27 @@
-//! The tables and the setup step that creates them.
+//! The table and the setup step that creates it.
 //!
-//! Two **unlogged** tables in one schema (no WAL: fast writes; emptied after a server crash,
+//! One **unlogged** table in one schema (no WAL: fast writes; emptied after a server crash,
 //! which a cache can afford). No partitioning, so PostgreSQL 18, which refuses unlogged
-//! partitioned parents, runs the same DDL as 15. Purposes share the tables and are told apart
+//! partitioned parents, runs the same DDL as 15. Purposes share the table and are told apart
 //! by a `purpose` column: purposes are bound as query parameters and never become identifiers,
 //! so no configuration can inject SQL through them. The only identifier taken from
 //! configuration is the schema name, which is checked ([`Schema::new`]) and quoted.
 //!
-//! - `objects (id, purpose, version, created_at, last_used_at, payload)` — one row
-//!   per stored object; `version` scopes decoding to the release that wrote it (SPEC 8).
-//! - `object_keys (purpose, index_name, key, object_id)` — one row per key; the index is
-//!   stored by name, so any index works (reference defect 8) and duplicate keys in one entry
-//!   collapse to one row (defect 9). Keys are version-independent, so invalidating a key
-//!   reaches the object whichever release stored it (defect 14).
+//! - `entries (purpose, index_name, key, object_id, version, created_at, last_used_at,
+//!   payload)` — one row per key of a stored object, each carrying the whole object, so a read
+//!   is one primary-key lookup. The rows of one object share its `object_id` (from the
+//!   `object_ids` sequence); the index is stored by name, so any index works (reference defect
+//!   8), and duplicate keys in one entry collapse to one row (defect 9). Keys are
+//!   version-independent, so invalidating a key reaches the object whichever release stored
+//!   it (defect 14); `version` scopes decoding to the release that wrote it (SPEC 8).
 //!
-//! `set_object` is a PL/pgSQL function so that a set is one atomic round trip: it serialises
+//! `set_entries` is a PL/pgSQL function so that a set is one atomic round trip: it serialises
 //! writers of the same keys with transaction-scoped advisory locks (taken in a fixed order),
 //! removes every older object sharing a key (reference defect 1), and stores the new one.
+//!
+//! Releases before this layout kept objects and keys in two tables (`objects`,
+//! `object_keys`) and a function `set_object`; setup leaves them to the processes of those
+//! releases still running. Drop them once none is left.
 
 use std::fmt;
 
@@ -54,11 +59,11 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 3";
+const SCHEMA_MARK: &str = "object-cache schema 4";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
-/// mark on `set_object`), it takes no table lock at all, so running it while other processes
+/// mark on `set_entries`), it takes no table lock at all, so running it while other processes
 /// use the cache cannot deadlock with them. Run it inside one transaction.
 pub(crate) fn setup_sql(s: &Schema) -> String {
     let name = &s.0;
@@ -68,30 +73,26 @@ SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0);
 DO $setup$
 BEGIN
 IF obj_description(
-       to_regprocedure('{name}.set_object(text, text, bytea, text[], text[])'), 'pg_proc')
+       to_regprocedure('{name}.set_entries(text, text, bytea, text[], text[])'), 'pg_proc')
    IS NOT DISTINCT FROM '{SCHEMA_MARK}' THEN
     RETURN;
 END IF;
 CREATE SCHEMA IF NOT EXISTS {s};
-CREATE UNLOGGED TABLE IF NOT EXISTS {s}.objects (
-    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+CREATE SEQUENCE IF NOT EXISTS {s}.object_ids;
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.entries (
     purpose      text        NOT NULL,
+    index_name   text        NOT NULL,
+    key          text        NOT NULL,
+    object_id    bigint      NOT NULL,
     version      text        NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    last_used_at timestamptz NOT NULL DEFAULT now(),
-    payload      bytea       NOT NULL
-);
-CREATE INDEX IF NOT EXISTS objects_purpose ON {s}.objects (purpose);
-CREATE UNLOGGED TABLE IF NOT EXISTS {s}.object_keys (
-    purpose    text   NOT NULL,
-    index_name text   NOT NULL,
-    key        text   NOT NULL,
-    object_id  bigint NOT NULL,
+    created_at   timestamptz NOT NULL,
+    last_used_at timestamptz NOT NULL,
+    payload      bytea       NOT NULL,
     PRIMARY KEY (purpose, index_name, key)
 );
-CREATE INDEX IF NOT EXISTS object_keys_object ON {s}.object_keys (object_id);
+CREATE INDEX IF NOT EXISTS entries_object ON {s}.entries (object_id);
 
-CREATE OR REPLACE FUNCTION {s}.set_object(
+CREATE OR REPLACE FUNCTION {s}.set_entries(
     p_purpose text, p_version text, p_payload bytea, p_indices text[], p_keys text[]
 ) RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -109,28 +110,28 @@ BEGIN
 
     -- Every older object sharing one of the keys goes entirely, with all its keys.
     -- One primary-key lookup per key (LIMIT 1 keeps the lateral from becoming a scan).
-    WITH old AS (
+    DELETE FROM {s}.entries e
+    WHERE e.object_id = ANY(ARRAY(
         SELECT DISTINCT k.object_id
         FROM unnest(p_indices, p_keys) AS t(idx, ky)
         CROSS JOIN LATERAL (
-            SELECT object_id FROM {s}.object_keys
+            SELECT object_id FROM {s}.entries
             WHERE purpose = p_purpose AND index_name = t.idx AND key = t.ky LIMIT 1
         ) k
-    ), old_keys AS (
-        DELETE FROM {s}.object_keys k USING old WHERE k.object_id = old.object_id
-    )
-    DELETE FROM {s}.objects o USING old WHERE o.id = old.object_id;
+    ));
 
-    INSERT INTO {s}.objects (purpose, version, payload)
-    VALUES (p_purpose, p_version, p_payload)
-    RETURNING id INTO v_id;
-
-    INSERT INTO {s}.object_keys (purpose, index_name, key, object_id)
-    SELECT DISTINCT p_purpose, t.idx, t.ky, v_id FROM unnest(p_indices, p_keys) AS t(idx, ky)
-    ON CONFLICT (purpose, index_name, key) DO UPDATE SET object_id = EXCLUDED.object_id;
+    v_id := nextval('{s}.object_ids');
+    INSERT INTO {s}.entries
+        (purpose, index_name, key, object_id, version, created_at, last_used_at, payload)
+    SELECT p_purpose, t.idx, t.ky, v_id, p_version, now(), now(), p_payload
+    FROM (SELECT DISTINCT idx, ky FROM unnest(p_indices, p_keys) AS u(idx, ky)) t
+    ON CONFLICT (purpose, index_name, key) DO UPDATE SET
+        object_id = EXCLUDED.object_id, version = EXCLUDED.version,
+        created_at = EXCLUDED.created_at, last_used_at = EXCLUDED.last_used_at,
+        payload = EXCLUDED.payload;
 END
 $fn$;
-COMMENT ON FUNCTION {s}.set_object(text, text, bytea, text[], text[]) IS '{SCHEMA_MARK}';
+COMMENT ON FUNCTION {s}.set_entries(text, text, bytea, text[], text[]) IS '{SCHEMA_MARK}';
 END
 $setup$;
 "#

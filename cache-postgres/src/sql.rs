@@ -20,7 +20,7 @@ pub(crate) enum Stmt {
     GetMany,
     /// `(ids[], renew_after_ms)`: writes LastUsage, unless another hit just did.
     Renew,
-    /// `(purpose, version, payload, indices[], keys[])`: the `set_object` function.
+    /// `(purpose, version, payload, indices[], keys[])`: the `set_entries` function.
     Set,
     /// `(purpose, index, keys[]) -> removed objects`: every object behind the keys, with all
     /// its keys.
@@ -29,16 +29,14 @@ pub(crate) enum Stmt {
     Delete,
     /// `(purpose)`: every key and object of the purpose, in one statement.
     Truncate,
-    /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed objects`: one batch of expired
-    /// and key-less objects with their keys.
-    PruneObjects,
-    /// `(purpose, batch) -> removed keys`: one batch of keys whose object is gone.
-    PruneKeys,
+    /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed rows`: one batch of the rows
+    /// of expired objects.
+    Prune,
 }
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 9] = [
+    pub(crate) const ALL: [Stmt; 8] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
@@ -46,8 +44,7 @@ impl Stmt {
         Stmt::Invalidate,
         Stmt::Delete,
         Stmt::Truncate,
-        Stmt::PruneObjects,
-        Stmt::PruneKeys,
+        Stmt::Prune,
     ];
 
     /// This statement's slot in per-connection caches.
@@ -87,8 +84,7 @@ impl Stmt {
             ],
             Stmt::Invalidate | Stmt::Delete => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
             Stmt::Truncate => &[Type::TEXT],
-            Stmt::PruneObjects => &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
-            Stmt::PruneKeys => &[Type::TEXT, Type::INT8],
+            Stmt::Prune => &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
         }
     }
 }
@@ -117,93 +113,75 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
     // One primary-key lookup per key: `LIMIT 1` keeps the planner from flattening the lateral
     // subquery into a join that scans every key of the purpose (its generic plan did).
     let key_lookup = format!(
-        "SELECT key, object_id, ctid FROM {s}.object_keys
+        "SELECT key, object_id, ctid FROM {s}.entries
          WHERE purpose = $1 AND index_name = $2 AND key = u.key LIMIT 1"
     );
     let key_lookup = key_lookup.as_str();
-    // Key → object → alive on the server's clock, and whether LastUsage needs writing.
-    let get = |keys: &str, key_match: &str| {
+    // The row of a key, alive on the server's clock, and whether LastUsage needs writing.
+    let get = |rows: &str, key_match: &str| {
         format!(
-            "SELECT k.key, o.payload, o.id,
-                    ($7 > 0 AND o.last_used_at <= now() - $7 * {MS}) AS renew
-             FROM {keys}
-             JOIN {s}.objects o ON o.id = k.object_id
-             WHERE {key_match} o.purpose = $1 AND o.version = $4
-               AND ($5 = 0 OR o.created_at > now() - $5 * {MS})
-               AND ($6 = 0 OR o.last_used_at > now() - $6 * {MS})"
+            "SELECT e.key, e.payload, e.object_id,
+                    ($7 > 0 AND e.last_used_at <= now() - $7 * {MS}) AS renew
+             FROM {rows}
+             WHERE {key_match} e.version = $4
+               AND ($5 = 0 OR e.created_at > now() - $5 * {MS})
+               AND ($6 = 0 OR e.last_used_at > now() - $6 * {MS})"
         )
     };
     match stmt {
         Stmt::Get => get(
-            &format!("{s}.object_keys k"),
-            "k.purpose = $1 AND k.index_name = $2 AND k.key = $3 AND",
+            &format!("{s}.entries e"),
+            "e.purpose = $1 AND e.index_name = $2 AND e.key = $3 AND",
         ),
         // One primary-key lookup per key, whatever the table's statistics say.
         Stmt::GetMany => get(
-            &format!("unnest($3::text[]) AS u(key) CROSS JOIN LATERAL ({key_lookup}) k"),
+            &format!(
+                "unnest($3::text[]) AS u(key) CROSS JOIN LATERAL (
+                    SELECT * FROM {s}.entries
+                    WHERE purpose = $1 AND index_name = $2 AND key = u.key LIMIT 1
+                 ) e"
+            ),
             "",
         ),
+        // Every row of the objects (all their keys), unless another hit just did.
         Stmt::Renew => format!(
-            "UPDATE {s}.objects SET last_used_at = now()
-             WHERE id = ANY($1) AND last_used_at <= now() - $2 * {MS}"
+            "UPDATE {s}.entries SET last_used_at = now()
+             WHERE object_id = ANY($1) AND last_used_at <= now() - $2 * {MS}"
         ),
-        Stmt::Set => format!("SELECT {s}.set_object($1, $2, $3, $4, $5)"),
+        Stmt::Set => format!("SELECT {s}.set_entries($1, $2, $3, $4, $5)"),
         Stmt::Invalidate => format!(
-            "WITH old AS (
-                SELECT DISTINCT k.object_id FROM unnest($3::text[]) AS u(key)
-                CROSS JOIN LATERAL ({key_lookup}) k
-            ), old_keys AS (
-                DELETE FROM {s}.object_keys k USING old WHERE k.object_id = old.object_id
-            ), gone AS (
-                DELETE FROM {s}.objects o USING old WHERE o.id = old.object_id RETURNING 1
+            "WITH gone AS (
+                DELETE FROM {s}.entries e
+                WHERE e.object_id = ANY(ARRAY(
+                    SELECT DISTINCT k.object_id FROM unnest($3::text[]) AS u(key)
+                    CROSS JOIN LATERAL ({key_lookup}) k
+                )) AND e.purpose = $1
+                RETURNING e.object_id
             )
-            SELECT count(*) FROM gone"
+            SELECT count(DISTINCT object_id) FROM gone"
         ),
         Stmt::Delete => format!(
-            "DELETE FROM {s}.object_keys d USING (
-                SELECT k.ctid AS row FROM unnest($3::text[]) AS u(key)
+            "DELETE FROM {s}.entries d
+             WHERE d.ctid = ANY(ARRAY(
+                SELECT k.ctid FROM unnest($3::text[]) AS u(key)
                 CROSS JOIN LATERAL ({key_lookup}) k
-             ) found
-             WHERE d.ctid = found.row"
+             ))"
         ),
-        Stmt::Truncate => format!(
-            "WITH gone_keys AS (DELETE FROM {s}.object_keys WHERE purpose = $1)
-             DELETE FROM {s}.objects WHERE purpose = $1"
-        ),
-        // The batch is collected into an array first, so each delete is an index (or TID)
-        // lookup of exactly those rows under a generic plan, not a join over the tables.
-        Stmt::PruneObjects => format!(
-            "WITH dead AS (
-                SELECT array(
-                    SELECT o.id FROM {s}.objects o
-                    WHERE o.purpose = $1 AND (
-                           ($2 > 0 AND o.created_at <= now() - $2 * {MS})
-                        OR ($3 > 0 AND o.last_used_at <= now() - $3 * {MS})
-                        OR NOT EXISTS (SELECT 1 FROM {s}.object_keys k WHERE k.object_id = o.id))
+        Stmt::Truncate => format!("DELETE FROM {s}.entries WHERE purpose = $1"),
+        // The batch is collected into an array first, so the delete is a TID lookup of
+        // exactly those rows under a generic plan, not a join over the table.
+        Stmt::Prune => format!(
+            "WITH gone AS (
+                DELETE FROM {s}.entries e
+                WHERE e.ctid = ANY(ARRAY(
+                    SELECT x.ctid FROM {s}.entries x
+                    WHERE x.purpose = $1 AND (
+                           ($2 > 0 AND x.created_at <= now() - $2 * {MS})
+                        OR ($3 > 0 AND x.last_used_at <= now() - $3 * {MS}))
                     LIMIT $4
                     FOR UPDATE SKIP LOCKED
-                ) AS ids
-            ), dead_keys AS (
-                DELETE FROM {s}.object_keys k
-                WHERE k.object_id = ANY((SELECT ids FROM dead)::bigint[])
-            ), gone AS (
-                DELETE FROM {s}.objects o
-                WHERE o.id = ANY((SELECT ids FROM dead)::bigint[]) RETURNING 1
-            )
-            SELECT count(*) FROM gone"
-        ),
-        Stmt::PruneKeys => format!(
-            "WITH dead AS (
-                SELECT array(
-                    SELECT k.ctid FROM {s}.object_keys k
-                    WHERE k.purpose = $1
-                      AND NOT EXISTS (SELECT 1 FROM {s}.objects o WHERE o.id = k.object_id)
-                    LIMIT $2
-                    FOR UPDATE SKIP LOCKED
-                ) AS rows
-            ), gone AS (
-                DELETE FROM {s}.object_keys k
-                WHERE k.ctid = ANY((SELECT rows FROM dead)::tid[]) RETURNING 1
+                ))
+                RETURNING 1
             )
             SELECT count(*) FROM gone"
         ),
