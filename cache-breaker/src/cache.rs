@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use cache_core::{Cache, Entry, Error, ErrorKind, Index, Prune, Result, async_trait};
+use cache_core::{
+    Cache, ChangeListener, Entry, Error, ErrorKind, Index, Prune, Result, async_trait,
+};
 
 use crate::breaker::{Breaker, Permit};
 use crate::pending::{DEFAULT_PENDING_KEYS, Op, Pending};
@@ -40,6 +42,8 @@ struct Shared<I: Index, V: Entry<I>> {
     replaying: tokio::sync::Mutex<()>,
     /// Whether a delivery task is running.
     delivering: AtomicBool,
+    /// Told about every kept change once it is delivered.
+    delivered: std::sync::OnceLock<ChangeListener<I>>,
 }
 
 impl<I: Index, V: Entry<I>> std::fmt::Debug for BreakerCache<I, V> {
@@ -100,6 +104,7 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
                 pending: Pending::new(limit),
                 replaying: tokio::sync::Mutex::new(()),
                 delivering: AtomicBool::new(false),
+                delivered: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -107,6 +112,13 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
     /// The breaker in front of this cache.
     pub fn breaker(&self) -> &Arc<Breaker> {
         &self.shared.breaker
+    }
+
+    /// Tells `listener` about every kept change once it is delivered (a near cache in front
+    /// announces it to the other processes then). One listener per cache: a second call is
+    /// ignored and returns `false`.
+    pub fn on_delivered(&self, listener: ChangeListener<I>) -> bool {
+        self.shared.delivered.set(listener).is_ok()
     }
 
     /// Keys of invalidations and deletes not delivered yet.
@@ -216,7 +228,12 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
             };
             report(permit, &outcome);
             match outcome {
-                Ok(()) => self.pending.delivered(seq),
+                Ok(()) => {
+                    self.pending.delivered(seq);
+                    if let Some(listener) = self.delivered.get() {
+                        listener(&op);
+                    }
+                }
                 Err(error) if is_failure(&error) => return Delivery::Later,
                 Err(error) => self.refused(seq, &op, &error),
             }

@@ -11,14 +11,8 @@ use cache_core::Index;
 /// one truncate of the cache.
 pub const DEFAULT_PENDING_KEYS: usize = 10_000;
 
-/// One undelivered change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Op<I> {
-    Invalidate(I, Vec<String>),
-    Delete(I, Vec<String>),
-    /// Empty the cache: asked for, or the budget overflowed.
-    Truncate,
-}
+/// One undelivered change (a truncate also when the budget overflowed).
+pub(crate) type Op<I> = cache_core::Change<I>;
 
 /// The queue of undelivered changes. `dirty` lets the hot path skip the lock.
 #[derive(Debug)]
@@ -64,10 +58,7 @@ impl<I: Index> Pending<I> {
         let mut queue = self.lock();
         let truncating = matches!(queue.ops.front(), Some((_, Op::Truncate)));
         if !truncating {
-            let keys = match &op {
-                Op::Invalidate(_, keys) | Op::Delete(_, keys) => keys.len(),
-                Op::Truncate => 0,
-            };
+            let keys = op.keys();
             if op == Op::Truncate || queue.keys + keys > self.limit {
                 if op != Op::Truncate {
                     tracing::warn!(
@@ -101,9 +92,8 @@ impl<I: Index> Pending<I> {
         let mut queue = self.lock();
         if queue.ops.front().is_some_and(|(s, _)| *s == seq)
             && let Some((_, op)) = queue.ops.pop_front()
-            && let Op::Invalidate(_, keys) | Op::Delete(_, keys) = op
         {
-            queue.keys -= keys.len();
+            queue.keys -= op.keys();
         }
         if queue.ops.is_empty() {
             self.dirty.store(false, Ordering::Release);
@@ -120,10 +110,7 @@ impl<I: Index> Pending<I> {
                 if let Some((front, kept)) = queue.ops.front_mut()
                     && *front == seq
                 {
-                    let keys = match kept {
-                        Op::Invalidate(_, keys) | Op::Delete(_, keys) => keys.len(),
-                        Op::Truncate => 0,
-                    };
+                    let keys = kept.keys();
                     *kept = op;
                     queue.keys -= keys;
                 }

@@ -2,9 +2,12 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod change;
+mod channel;
 mod clock;
 mod coarse;
 pub mod codec;
+mod counter;
 mod error;
 mod index;
 pub mod keys;
@@ -18,8 +21,11 @@ pub mod settings;
 pub mod testkit;
 
 pub use cache::{Cache, Prune};
+pub use change::{Change, ChangeListener};
+pub use channel::{Channel, ChannelEvent, EventSink, Listening};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};
 pub use coarse::{CoarseClock, RESOLUTION as COARSE_RESOLUTION};
+pub use counter::Counter;
 pub use error::{Error, ErrorKind, Result};
 pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use noop::{NOOP_CONNECTOR, NoopCache};

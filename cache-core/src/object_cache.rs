@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::cache::Cache;
+use crate::counter::Counter;
 use crate::error::Result;
 use crate::index::{Entry, Index};
 use crate::noop::NoopCache;
@@ -44,43 +45,12 @@ struct Backend<I: Index, V: Entry<I>> {
     cache: Arc<dyn Cache<I, V>>,
 }
 
-/// The counts of one object cache, striped so that threads answering gets at once do not
-/// write the same cache line: each thread adds to its own stripe, [`ObjectCache::stats`]
-/// sums them.
+/// The counts of one object cache.
 #[derive(Default)]
 struct Counters {
-    stripes: [Stripe; STRIPES],
-}
-
-/// How many stripes the counters have: a power of two, enough for the cores of a service.
-const STRIPES: usize = 16;
-
-#[derive(Default)]
-#[repr(align(128))]
-struct Stripe {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl Counters {
-    #[inline]
-    fn mine(&self) -> &Stripe {
-        thread_local! {
-            static STRIPE: usize = {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % STRIPES
-            };
-        }
-        &self.stripes[STRIPE.with(|s| *s)]
-    }
-
-    fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
-        self.stripes
-            .iter()
-            .map(|s| field(s).load(Ordering::Relaxed))
-            .sum()
-    }
+    hits: Counter,
+    misses: Counter,
+    errors: Counter,
 }
 
 /// Counts of what an [`ObjectCache`] has answered since it was created.
@@ -175,9 +145,9 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     pub fn stats(&self) -> CacheStats {
         let s = &self.inner.stats;
         CacheStats {
-            hits: s.sum(|s| &s.hits),
-            misses: s.sum(|s| &s.misses),
-            errors: s.sum(|s| &s.errors),
+            hits: s.hits.get(),
+            misses: s.misses.get(),
+            errors: s.errors.get(),
         }
     }
 
@@ -194,18 +164,18 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                 }
             }
         };
-        let stats = self.inner.stats.mine();
+        let stats = &self.inner.stats;
         match outcome {
             Ok(Some(value)) => {
-                stats.hits.fetch_add(1, Ordering::Relaxed);
+                stats.hits.increment();
                 Some(value)
             }
             Ok(None) => {
-                stats.misses.fetch_add(1, Ordering::Relaxed);
+                stats.misses.increment();
                 None
             }
             Err(error) => {
-                stats.misses.fetch_add(1, Ordering::Relaxed);
+                stats.misses.increment();
                 self.failed("get", index.name(), &error);
                 None
             }
@@ -333,11 +303,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     }
 
     fn failed(&self, operation: &'static str, index: &str, error: &crate::Error) {
-        self.inner
-            .stats
-            .mine()
-            .errors
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.errors.increment();
         tracing::error!(
             target: LOG_TARGET,
             purpose = %self.inner.purpose,

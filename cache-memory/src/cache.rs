@@ -105,6 +105,39 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         self.slots.capacity()
     }
 
+    /// [`Cache::set`] without a future: stores `value` under all its keys at once.
+    pub fn set_now(&self, value: Arc<V>) {
+        self.store(value);
+    }
+
+    /// [`Cache::invalidate`] without a future.
+    pub fn invalidate_now(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index = self.position(index)?;
+        let _writes = self.lock();
+        for key in keys {
+            if let Some(stored) = self.slots.peek(&SlotRef { index, key }) {
+                self.remove_object(&stored);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Cache::delete`] without a future.
+    pub fn delete_now(&self, index: I, keys: &[&str]) -> Result<()> {
+        let index = self.position(index)?;
+        let _writes = self.lock();
+        for key in keys {
+            self.slots.remove(&SlotRef { index, key });
+        }
+        Ok(())
+    }
+
+    /// [`Cache::truncate`] without a future: drops every object.
+    pub fn clear(&self) {
+        let _writes = self.lock();
+        self.slots.clear();
+    }
+
     fn position(&self, index: I) -> Result<u8> {
         self.indices
             .iter()
@@ -229,33 +262,20 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for MemoryCache<I, V> {
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
-        self.store(value);
+        self.set_now(value);
         Ok(())
     }
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index = self.position(index)?;
-        let _writes = self.lock();
-        for key in keys {
-            if let Some(stored) = self.slots.peek(&SlotRef { index, key }) {
-                self.remove_object(&stored);
-            }
-        }
-        Ok(())
+        self.invalidate_now(index, keys)
     }
 
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index = self.position(index)?;
-        let _writes = self.lock();
-        for key in keys {
-            self.slots.remove(&SlotRef { index, key });
-        }
-        Ok(())
+        self.delete_now(index, keys)
     }
 
     async fn truncate(&self) -> Result<()> {
-        let _writes = self.lock();
-        self.slots.clear();
+        self.clear();
         tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
         Ok(())
     }

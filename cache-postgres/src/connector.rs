@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::PostgresCache;
+use crate::channel::PostgresChannel;
 use crate::config::PostgresConfig;
 use crate::db::{ApplicationPool, Db, Manager};
 use crate::schema::{self, Schema};
@@ -25,7 +26,10 @@ pub(crate) struct Shared {
     pub(crate) version: Arc<str>,
     /// Read statements one object cache runs at once per index (see `reads`).
     pub(crate) max_concurrent_reads: usize,
-    schema: Schema,
+    pub(crate) schema: Schema,
+    /// How a connection of our own connects (the channel's listener); `None` on an
+    /// application's pool.
+    listener: Option<tokio_postgres::Config>,
 }
 
 fn config_error(key: &str, message: String) -> Error {
@@ -72,7 +76,7 @@ impl PostgresConnector {
             .retry_connection(false)
             .test_on_check_out(false)
             .error_sink(Box::new(failures.clone()))
-            .build_unchecked(Manager::new(pg));
+            .build_unchecked(Manager::new(pg.clone()));
         let db = Db::own(
             pool,
             failures,
@@ -80,7 +84,7 @@ impl PostgresConnector {
             config.pool_wait(),
             config.statement_timeout,
         );
-        Ok(Self::from_parts(db, schema, version, config))
+        Ok(Self::from_parts(db, schema, version, config, Some(pg)))
     }
 
     /// A connector on the application's own pool, so the service can reuse its connections.
@@ -102,18 +106,39 @@ impl PostgresConnector {
             ));
         }
         let db = Db::application(pool, Statements::new(&schema), config.statement_timeout);
-        Ok(Self::from_parts(db, schema, version, config))
+        Ok(Self::from_parts(db, schema, version, config, None))
     }
 
-    fn from_parts(db: Db, schema: Schema, version: &str, config: &PostgresConfig) -> Self {
+    fn from_parts(
+        db: Db,
+        schema: Schema,
+        version: &str,
+        config: &PostgresConfig,
+        listener: Option<tokio_postgres::Config>,
+    ) -> Self {
         PostgresConnector {
             shared: Arc::new(Shared {
                 db,
                 version: cache_core::keys::storable(version, crate::cache::MAX_PLAIN_KEY).into(),
                 max_concurrent_reads: config.concurrent_reads(),
                 schema,
+                listener,
             }),
         }
+    }
+
+    /// The `LISTEN`/`NOTIFY` channel of this database that near caches announce their changes
+    /// on. Connects only when listened to or published on. Not available on an application's
+    /// pool ([`with_pool`](Self::with_pool)), whose connection settings the connector does not
+    /// know.
+    pub fn channel(&self) -> Result<PostgresChannel> {
+        let listener = self.shared.listener.clone().ok_or_else(|| {
+            Error::config(
+                "the PostgreSQL channel needs connection settings of its own: make the \
+                 connector with PostgresConnector::new, not with_pool",
+            )
+        })?;
+        Ok(PostgresChannel::new(Arc::clone(&self.shared), listener))
     }
 
     /// Creates the schema, tables and function the connector needs, or brings them up to date.

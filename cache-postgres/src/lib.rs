@@ -5,6 +5,7 @@
 #![doc = include_str!("schema.md")]
 
 mod cache;
+mod channel;
 mod config;
 mod connector;
 mod db;
@@ -13,6 +14,7 @@ mod schema;
 mod sql;
 
 pub use cache::{MAX_PLAIN_KEY, PRUNE_BATCH, PostgresCache, PruneReport};
+pub use channel::{MAX_MESSAGE, PostgresChannel};
 pub use config::PostgresConfig;
 pub use connector::PostgresConnector;
 pub use db::ApplicationPool;

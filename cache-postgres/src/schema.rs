@@ -50,6 +50,13 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// The name, unquoted.
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Schema {
     /// The quoted identifier, ready for SQL.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -32,11 +32,13 @@ pub(crate) enum Stmt {
     /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed rows`: one batch of the rows
     /// of expired objects.
     Prune,
+    /// `(channel, payload)`: a notification to every session listening on the channel.
+    Notify,
 }
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 8] = [
+    pub(crate) const ALL: [Stmt; 9] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
@@ -45,6 +47,7 @@ impl Stmt {
         Stmt::Delete,
         Stmt::Truncate,
         Stmt::Prune,
+        Stmt::Notify,
     ];
 
     /// This statement's slot in per-connection caches.
@@ -85,6 +88,7 @@ impl Stmt {
             Stmt::Invalidate | Stmt::Delete => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
             Stmt::Truncate => &[Type::TEXT],
             Stmt::Prune => &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+            Stmt::Notify => &[Type::TEXT, Type::TEXT],
         }
     }
 }
@@ -149,6 +153,7 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
              WHERE object_id = ANY($1) AND last_used_at <= now() - $2 * {MS}"
         ),
         Stmt::Set => format!("SELECT {s}.set_entries($1, $2, $3, $4, $5)"),
+        Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
         Stmt::Invalidate => format!(
             "WITH gone AS (
                 DELETE FROM {s}.entries e

@@ -10,14 +10,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cache_core::{
     Cache, CacheSettings, Entry, Error, ErrorKind, Index, Result, async_trait, codec,
 };
-use redis::{AsyncCommands, RedisError, Script};
+use redis::{AsyncCommands, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::CONNECTOR;
 use crate::connector::Shared;
-use crate::error::redis_error;
-use crate::pool::{Conn, Health, is_connection_error};
+use crate::pool::Conn;
 use crate::{keys, value};
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -100,13 +99,6 @@ async fn invoke<T: redis::FromRedisValue>(
     }
 }
 
-/// How one attempt on a connection ended.
-enum Attempt<T> {
-    Done(T),
-    Failed(RedisError),
-    TimedOut,
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,53 +106,13 @@ fn now_ms() -> u64 {
 }
 
 impl Ops {
-    /// Runs `op` on a pooled connection: the wait for a connection bounded by the pool
-    /// timeout, the operation by `limit` (ReadTimeout or WriteTimeout). A pooled connection
-    /// made before this call that fails at the connection level was lost while it sat in the
-    /// pool (a restart, `CLIENT KILL`, a failover, an idle timeout): the operation runs once
-    /// more on a new connection before it fails.
+    /// Runs `op` on a pooled connection (see [`Shared::with_connection`]).
     async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let shared = &self.shared;
-        let config = &shared.config;
-        let started = Instant::now();
-        let connection = cache_core::pool::checkout(
-            shared.pool.get_owned(),
-            &shared.connect_failures,
-            config.pool_wait(),
-            "redis",
-            "Caches.Connectors.Redis.PoolTimeout",
-            redis_error,
-        )
-        .await?;
-        // Share the multiplexed connection and give the slot back at once (see `pool`).
-        let redis = connection.redis.clone();
-        let health = Arc::clone(&connection.health);
-        drop(connection);
-        match attempt(limit, &op, redis, &health).await {
-            Attempt::Done(value) => Ok(value),
-            Attempt::Failed(e) if is_connection_error(&e) && health.connected_before(started) => {
-                let fresh = tokio::time::timeout(
-                    config.pool_wait(),
-                    shared.pool.dedicated_connection(),
-                )
-                .await
-                .map_err(|_| {
-                    Error::timeout(
-                        "redis: no new connection within Caches.Connectors.Redis.PoolTimeout",
-                    )
-                })?
-                .map_err(redis_error)?;
-                let outcome = attempt(limit, &op, fresh.redis.clone(), &fresh.health).await;
-                // Give it to the pool (it may be full meanwhile: then it goes).
-                let _ = shared.pool.add(fresh);
-                finish(outcome)
-            }
-            outcome => finish(outcome),
-        }
+        self.shared.with_connection(limit, op).await
     }
 
     async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
@@ -233,43 +185,6 @@ impl Ops {
             invoke::<i64>(invocation, &mut c).await.map(drop)
         })
         .await
-    }
-}
-
-/// One run of `op` on `connection`, bounded by `limit`; records the connection's health.
-async fn attempt<T, F, Fut>(
-    limit: Duration,
-    op: &F,
-    connection: Conn,
-    health: &Health,
-) -> Attempt<T>
-where
-    F: Fn(Conn) -> Fut,
-    Fut: Future<Output = redis::RedisResult<T>>,
-{
-    match tokio::time::timeout(limit, op(connection)).await {
-        Ok(Ok(value)) => Attempt::Done(value),
-        Ok(Err(e)) => {
-            if is_connection_error(&e) {
-                health.broken();
-            }
-            Attempt::Failed(e)
-        }
-        Err(_) => {
-            // A connection that does not answer is not trusted with the next command.
-            health.broken();
-            Attempt::TimedOut
-        }
-    }
-}
-
-fn finish<T>(outcome: Attempt<T>) -> Result<T> {
-    match outcome {
-        Attempt::Done(value) => Ok(value),
-        Attempt::Failed(e) => Err(redis_error(e)),
-        Attempt::TimedOut => Err(Error::timeout(
-            "redis: no answer within Caches.Connectors.Redis.ReadTimeout/WriteTimeout",
-        )),
     }
 }
 

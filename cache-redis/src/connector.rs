@@ -2,14 +2,27 @@
 
 use std::sync::Arc;
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use cache_core::{CacheSettings, Entry, Error, Index, Result};
+use redis::RedisError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{RedisCache, Scripts};
+use crate::channel::RedisChannel;
 use crate::config::RedisConfig;
 
-use crate::pool::{Manager, Pool};
+use crate::error::redis_error;
+use crate::pool::{Conn, Health, Manager, Pool, is_connection_error};
+
+/// How one attempt on a connection ended.
+enum Attempt<T> {
+    Done(T),
+    Failed(RedisError),
+    TimedOut,
+}
 
 /// The Redis connector: makes object caches that share one connection pool.
 #[derive(Clone, Debug)]
@@ -73,6 +86,18 @@ impl RedisConnector {
         })
     }
 
+    /// The pub/sub channel on this server (or cluster, or Sentinel-managed set) that near
+    /// caches announce their changes on. Connects only when listened to or published on.
+    pub fn channel(&self) -> Result<RedisChannel> {
+        let topology = self.shared.config.topology().map_err(|(key, message)| {
+            Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
+        })?;
+        let config = &self.shared.config;
+        let subscriber = Manager::new(topology, config.dial_timeout, config.read_timeout)
+            .map_err(|e| Error::config(format!("Caches.Connectors.Redis: {}", e.category())))?;
+        Ok(RedisChannel::new(Arc::clone(&self.shared), subscriber))
+    }
+
     /// The configuration this connector was made with.
     pub fn config(&self) -> &RedisConfig {
         &self.shared.config
@@ -95,5 +120,93 @@ impl RedisConnector {
             indices,
             settings,
         ))
+    }
+}
+
+impl Shared {
+    /// Runs `op` on a pooled connection: the wait for a connection bounded by the pool
+    /// timeout, the operation by `limit` (ReadTimeout or WriteTimeout). A pooled connection
+    /// made before this call that fails at the connection level was lost while it sat in the
+    /// pool (a restart, `CLIENT KILL`, a failover, an idle timeout): the operation runs once
+    /// more on a new connection before it fails.
+    pub(crate) async fn with_connection<T, F, Fut>(&self, limit: Duration, op: F) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let shared = self;
+        let config = &shared.config;
+        let started = Instant::now();
+        let connection = cache_core::pool::checkout(
+            shared.pool.get_owned(),
+            &shared.connect_failures,
+            config.pool_wait(),
+            "redis",
+            "Caches.Connectors.Redis.PoolTimeout",
+            redis_error,
+        )
+        .await?;
+        // Share the multiplexed connection and give the slot back at once (see `pool`).
+        let redis = connection.redis.clone();
+        let health = Arc::clone(&connection.health);
+        drop(connection);
+        match attempt(limit, &op, redis, &health).await {
+            Attempt::Done(value) => Ok(value),
+            Attempt::Failed(e) if is_connection_error(&e) && health.connected_before(started) => {
+                let fresh = tokio::time::timeout(
+                    config.pool_wait(),
+                    shared.pool.dedicated_connection(),
+                )
+                .await
+                .map_err(|_| {
+                    Error::timeout(
+                        "redis: no new connection within Caches.Connectors.Redis.PoolTimeout",
+                    )
+                })?
+                .map_err(redis_error)?;
+                let outcome = attempt(limit, &op, fresh.redis.clone(), &fresh.health).await;
+                // Give it to the pool (it may be full meanwhile: then it goes).
+                let _ = shared.pool.add(fresh);
+                finish(outcome)
+            }
+            outcome => finish(outcome),
+        }
+    }
+}
+
+/// One run of `op` on `connection`, bounded by `limit`; records the connection's health.
+async fn attempt<T, F, Fut>(
+    limit: Duration,
+    op: &F,
+    connection: Conn,
+    health: &Health,
+) -> Attempt<T>
+where
+    F: Fn(Conn) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    match tokio::time::timeout(limit, op(connection)).await {
+        Ok(Ok(value)) => Attempt::Done(value),
+        Ok(Err(e)) => {
+            if is_connection_error(&e) {
+                health.broken();
+            }
+            Attempt::Failed(e)
+        }
+        Err(_) => {
+            // A connection that does not answer is not trusted with the next command.
+            health.broken();
+            Attempt::TimedOut
+        }
+    }
+}
+
+fn finish<T>(outcome: Attempt<T>) -> Result<T> {
+    match outcome {
+        Attempt::Done(value) => Ok(value),
+        Attempt::Failed(e) => Err(redis_error(e)),
+        Attempt::TimedOut => Err(Error::timeout(
+            "redis: no answer within Caches.Connectors.Redis.ReadTimeout/WriteTimeout",
+        )),
     }
 }

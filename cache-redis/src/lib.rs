@@ -5,6 +5,7 @@
 #![doc = include_str!("keys.md")]
 
 mod cache;
+mod channel;
 mod config;
 mod connector;
 mod error;
@@ -14,6 +15,7 @@ mod topology;
 mod value;
 
 pub use cache::RedisCache;
+pub use channel::RedisChannel;
 pub use config::RedisConfig;
 pub use connector::RedisConnector;
 pub use topology::{ClusterConfig, SentinelConfig};

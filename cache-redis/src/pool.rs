@@ -114,16 +114,19 @@ pub(crate) struct Manager {
 }
 
 enum Managed {
-    Single(RedisConnectionManager),
-    Cluster(redis::cluster::ClusterClient),
+    /// The pool's manager, and a client for subscriptions.
+    Single(RedisConnectionManager, redis::Client),
+    /// The cluster client, and the seed nodes (a subscription goes to one of them: a plain
+    /// `PUBLISH` reaches the subscribers of every node).
+    Cluster(redis::cluster::ClusterClient, Vec<redis::ConnectionInfo>),
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.topology {
-            Managed::Single(_) => "Manager::Single",
-            Managed::Cluster(_) => "Manager::Cluster",
+            Managed::Single(..) => "Manager::Single",
+            Managed::Cluster(..) => "Manager::Cluster",
             Managed::Sentinel(_) => "Manager::Sentinel",
         })
     }
@@ -138,13 +141,17 @@ impl Manager {
         response: Duration,
     ) -> Result<Self, RedisError> {
         let topology = match topology {
-            Topology::Single(info) => Managed::Single(RedisConnectionManager::new(info)?),
+            Topology::Single(info) => Managed::Single(
+                RedisConnectionManager::new(info.clone())?,
+                redis::Client::open(info)?,
+            ),
             Topology::Cluster(nodes) => Managed::Cluster(
-                redis::cluster::ClusterClientBuilder::new(nodes)
+                redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(dial)
                     .response_timeout(response)
                     .retries(2)
                     .build()?,
+                nodes,
             ),
             Topology::Sentinel {
                 master_name,
@@ -174,6 +181,28 @@ impl Manager {
             topology,
             eviction_checked: AtomicBool::new(false),
         })
+    }
+}
+
+impl Manager {
+    /// A connection subscribed to `channel`: to the server, to the current master (asking the
+    /// sentinels), or to the `attempt`-th seed node of a cluster (round robin, so a dead node
+    /// is skipped on the next attempt).
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+        attempt: usize,
+    ) -> Result<redis::aio::PubSub, RedisError> {
+        let client = match &self.topology {
+            Managed::Single(_, client) => client.clone(),
+            Managed::Cluster(_, nodes) => {
+                redis::Client::open(nodes[attempt % nodes.len()].clone())?
+            }
+            Managed::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
+        };
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
     }
 }
 
@@ -219,8 +248,8 @@ impl ManageConnection for Manager {
 
     async fn connect(&self) -> Result<Connection, RedisError> {
         let mut redis = match &self.topology {
-            Managed::Single(manager) => Conn::Single(manager.connect().await?),
-            Managed::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Managed::Single(manager, _) => Conn::Single(manager.connect().await?),
+            Managed::Cluster(client, _) => Conn::Cluster(client.get_async_connection().await?),
             Managed::Sentinel(sentinel) => {
                 // Ask the sentinels for the master now: after a failover, the new one.
                 let client = sentinel.lock().await.async_get_client().await?;

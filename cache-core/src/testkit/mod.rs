@@ -17,6 +17,7 @@
 //! async test framework.
 
 pub mod cases;
+mod channel;
 pub mod load;
 pub mod logs;
 pub mod model;
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use channel::LocalChannel;
 
 use crate::{Cache, CacheSettings, Entry, Index};
 

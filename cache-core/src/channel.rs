@@ -1,0 +1,56 @@
+//! The contract between processes that share object caches: a **channel** carries short
+//! messages (the keys a process changed, never values) to every process listening on it.
+//!
+//! A [`Channel`] is one transport — Redis pub/sub, PostgreSQL `LISTEN`/`NOTIFY` — implemented
+//! next to the client that owns the connection (`cache-redis`, `cache-postgres`). It knows
+//! nothing of caches: it publishes bytes, and while it listens it reports what happens on its
+//! subscription as [`ChannelEvent`]s. What a message means, and what a process must do when
+//! its subscription is not healthy, is the near cache's business (`cache-near`).
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// What happens on a channel's subscription, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// The subscription is (again) in place: messages published from now on arrive. Messages
+    /// published while it was not may have been lost.
+    Subscribed,
+    /// A message, as published (by any process, this one included).
+    Message(Vec<u8>),
+    /// The subscription is gone (connection lost, server restarted, killed by an
+    /// administrator): messages may be lost until the next [`Subscribed`](Self::Subscribed).
+    /// The channel reconnects by itself, with backoff.
+    Lost(String),
+}
+
+/// Where events of a [`Channel`] go. Called from the channel's own task, one event at a time:
+/// it must not block.
+pub type EventSink = Box<dyn Fn(ChannelEvent) + Send + Sync>;
+
+/// Stops listening when dropped.
+pub trait Listening: Send + Sync {}
+
+/// One transport for messages between processes.
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    /// The transport's name for logs (`redis`, `postgres`).
+    fn transport(&self) -> &'static str;
+
+    /// The largest message, in bytes, this transport carries (PostgreSQL: under 8 000).
+    fn max_message(&self) -> usize;
+
+    /// Sends `message` to every process listening, this one included. Bounded in time by the
+    /// transport's timeouts.
+    async fn publish(&self, message: Vec<u8>) -> Result<()>;
+
+    /// Starts listening on a connection of its own, reconnecting with backoff whenever the
+    /// subscription is lost, and reports every [`ChannelEvent`] to `sink` until the returned
+    /// handle is dropped. Must be called inside a Tokio runtime.
+    fn listen(&self, sink: EventSink) -> Box<dyn Listening>;
+}
+
+/// Compile-time check that the trait stays object safe.
+#[allow(dead_code)]
+fn _object_safe(_: &dyn Channel) {}

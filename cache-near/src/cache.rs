@@ -1,0 +1,396 @@
+//! [`NearCache`]: a memory level in front of a shared level (or alone), kept consistent with
+//! the other processes through a [`Hub`].
+
+use std::sync::{Arc, Weak};
+
+use cache_core::{
+    Cache, Change, ChangeListener, Counter, Entry, Error, Index, Prune, Result, async_trait,
+};
+use cache_memory::MemoryCache;
+
+use crate::fence::{Fence, key_hash};
+use crate::hub::{ChannelState, Hub, Receiver};
+use crate::message::{Kind, Message};
+
+/// One object cache with a memory level in this process, kept consistent with every other
+/// process sharing it (see the crate docs for the contract).
+///
+/// - **get**: while the hub is healthy, a hit in memory is answered at memory speed; a miss
+///   reads the shared level and fills memory (unless a change overtook the read). While the
+///   hub is not healthy, every get reads the shared level and nothing is filled.
+/// - **set / invalidate / delete / truncate**: the shared level first, then memory, then an
+///   announcement to the other processes (awaited, bounded by the channel's timeouts; a failed
+///   announcement is logged and sent again, never an error of the call).
+///
+/// Without a shared level (the memory connector with a channel), a miss is a miss and an
+/// unhealthy hub turns every get into a miss until it is back.
+pub struct NearCache<I: Index, V: Entry<I>> {
+    level: Arc<Level<I, V>>,
+    shared: Option<Arc<dyn Cache<I, V>>>,
+    hub: Hub,
+    memory_hits: Counter,
+    shared_hits: Counter,
+    misses: Counter,
+}
+
+/// The memory level and its fence: what the hub reaches to apply other processes' changes.
+struct Level<I: Index, V: Entry<I>> {
+    purpose: String,
+    memory: Arc<MemoryCache<I, V>>,
+    fence: Fence,
+    received: Counter,
+    sent: Counter,
+}
+
+/// What a near cache has done and where its channel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NearStats {
+    /// Gets answered from memory.
+    pub memory_hits: u64,
+    /// Gets answered by the shared level (and filled into memory when healthy).
+    pub shared_hits: u64,
+    /// Gets answered with nothing.
+    pub misses: u64,
+    /// Messages this object cache announced.
+    pub sent: u64,
+    /// Messages from other processes applied to its memory level.
+    pub received: u64,
+    /// The channel's state now.
+    pub channel: ChannelState,
+}
+
+fn hashes<I: Index>(index: I, keys: &[&str]) -> Vec<u64> {
+    keys.iter().map(|key| key_hash(index.name(), key)).collect()
+}
+
+impl<I: Index, V: Entry<I>> Level<I, V> {
+    fn index(&self, name: &str) -> Option<I> {
+        self.memory
+            .indices()
+            .iter()
+            .copied()
+            .find(|i| i.name() == name)
+    }
+
+    /// The hashes of every key of `value`.
+    fn value_hashes(&self, value: &V) -> Vec<u64> {
+        cache_core::entry_keys(value, self.memory.indices())
+            .iter()
+            .map(|(position, key)| key_hash(self.memory.indices()[*position].name(), key))
+            .collect()
+    }
+
+    fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
+        self.fence.change(hashes(index, keys), || {
+            self.memory.invalidate_now(index, keys)
+        })
+    }
+
+    fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
+        self.fence
+            .change(hashes(index, keys), || self.memory.delete_now(index, keys))
+    }
+
+    fn clear(&self) {
+        self.fence.change_all(|| self.memory.clear());
+    }
+
+    /// Applies a change made here (now, or delivered later by a decorator below).
+    fn apply_change(&self, change: &Change<I>) {
+        let _ = match change {
+            Change::Invalidate(index, keys) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.invalidate(*index, &keys)
+            }
+            Change::Delete(index, keys) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.delete(*index, &keys)
+            }
+            Change::Truncate => {
+                self.clear();
+                Ok(())
+            }
+        };
+    }
+}
+
+impl<I: Index, V: Entry<I>> Receiver for Level<I, V> {
+    fn apply(&self, message: &Message) {
+        self.received.increment();
+        let keys: Vec<&str> = message.keys.iter().map(String::as_str).collect();
+        let index = self.index(&message.index);
+        match (message.kind, index) {
+            (Kind::Invalidate, Some(index)) => {
+                let _ = self.invalidate(index, &keys);
+            }
+            (Kind::Delete, Some(index)) => {
+                let _ = self.delete(index, &keys);
+            }
+            (Kind::Truncate, _) => self.clear(),
+            // An index this release does not know (another release's cache): emptying the
+            // memory level is always correct.
+            (Kind::Invalidate | Kind::Delete, None) => self.clear(),
+            (Kind::Heartbeat, _) => {}
+        }
+    }
+
+    fn reset(&self) {
+        self.clear();
+    }
+}
+
+impl<I: Index, V: Entry<I>> std::fmt::Debug for NearCache<I, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("purpose", &self.level.purpose)
+            .field("shared", &self.shared.as_ref().map(|s| s.connector()))
+            .field("hub", &self.hub)
+            .finish()
+    }
+}
+
+impl<I: Index, V: Entry<I>> NearCache<I, V> {
+    /// The object cache `purpose` with `memory` as its memory level in front of `shared`
+    /// (`None`: the memory level alone), announcing its changes on `hub` and applying those
+    /// the other processes announce there.
+    pub fn new(
+        purpose: &str,
+        memory: Arc<MemoryCache<I, V>>,
+        shared: Option<Arc<dyn Cache<I, V>>>,
+        hub: Hub,
+    ) -> Self {
+        let level = Arc::new(Level {
+            purpose: purpose.to_owned(),
+            memory,
+            fence: Fence::default(),
+            received: Counter::default(),
+            sent: Counter::default(),
+        });
+        let receiver: Weak<dyn Receiver> = Arc::downgrade(&level) as Weak<dyn Receiver>;
+        hub.register(purpose, receiver);
+        if !hub.is_healthy() {
+            level.clear();
+        }
+        NearCache {
+            level,
+            shared,
+            hub,
+            memory_hits: Counter::default(),
+            shared_hits: Counter::default(),
+            misses: Counter::default(),
+        }
+    }
+
+    /// The hub this cache announces on.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The memory level.
+    pub fn memory(&self) -> &Arc<MemoryCache<I, V>> {
+        &self.level.memory
+    }
+
+    /// What this cache has done, and where its channel is.
+    pub fn stats(&self) -> NearStats {
+        NearStats {
+            memory_hits: self.memory_hits.get(),
+            shared_hits: self.shared_hits.get(),
+            misses: self.misses.get(),
+            sent: self.level.sent.get(),
+            received: self.level.received.get(),
+            channel: self.hub.state(),
+        }
+    }
+
+    /// A listener for changes a decorator of the shared level delivers later (a circuit
+    /// breaker's kept invalidations): applies them to memory and announces them, so the
+    /// other processes hear of them once they are in effect. See
+    /// `cache_breaker::BreakerCache::on_delivered`.
+    pub fn delivered_listener(&self) -> ChangeListener<I> {
+        let level = Arc::downgrade(&self.level);
+        let hub = self.hub.clone();
+        Arc::new(move |change: &Change<I>| {
+            let Some(level) = level.upgrade() else {
+                return;
+            };
+            level.apply_change(change);
+            let (hub, change, level) = (hub.clone(), change.clone(), Arc::clone(&level));
+            tokio::spawn(async move {
+                announce(&hub, &level, &change).await;
+            });
+        })
+    }
+
+    fn check(&self, index: I) -> Result<()> {
+        if self.level.memory.indices().contains(&index) {
+            Ok(())
+        } else {
+            Err(Error::unknown_index(&self.level.purpose, index.name()))
+        }
+    }
+}
+
+/// Tells the other processes about `change`.
+async fn announce<I: Index, V: Entry<I>>(hub: &Hub, level: &Level<I, V>, change: &Change<I>) {
+    let (kind, index, keys) = match change {
+        Change::Invalidate(index, keys) => (Kind::Invalidate, index.name(), keys.as_slice()),
+        Change::Delete(index, keys) => (Kind::Delete, index.name(), keys.as_slice()),
+        Change::Truncate => (Kind::Truncate, "", &[][..]),
+    };
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    level.sent.increment();
+    hub.announce(&level.purpose, kind, index, &keys).await;
+}
+
+#[async_trait]
+impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
+    fn connector(&self) -> &'static str {
+        match &self.shared {
+            Some(shared) => shared.connector(),
+            None => cache_memory::CONNECTOR,
+        }
+    }
+
+    fn indices(&self) -> &[I] {
+        self.level.memory.indices()
+    }
+
+    #[inline]
+    fn get_ready(&self, index: I, key: &str) -> Option<Result<Option<Arc<V>>>> {
+        if !self.hub.is_healthy() {
+            return None;
+        }
+        match self.level.memory.get_ready(index, key) {
+            Some(Ok(Some(value))) => {
+                self.memory_hits.increment();
+                Some(Ok(Some(value)))
+            }
+            Some(Err(error)) => Some(Err(error)),
+            _ => None,
+        }
+    }
+
+    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        let healthy = self.hub.is_healthy();
+        if healthy && let Some(found) = self.get_ready(index, key) {
+            return found;
+        }
+        self.check(index)?;
+        let Some(shared) = &self.shared else {
+            self.misses.increment();
+            return Ok(None);
+        };
+        let since = self.level.fence.start();
+        let found = shared.get(index, key).await?;
+        let Some(value) = found else {
+            self.misses.increment();
+            return Ok(None);
+        };
+        self.shared_hits.increment();
+        if healthy && self.hub.is_healthy() {
+            let keys = self.level.value_hashes(&value);
+            let memory = &self.level.memory;
+            self.level
+                .fence
+                .fill(since, &keys, || memory.set_now(Arc::clone(&value)));
+        }
+        Ok(Some(value))
+    }
+
+    async fn set(&self, value: Arc<V>) -> Result<()> {
+        let level = &self.level;
+        let keys = cache_core::entry_keys(&*value, level.memory.indices());
+        let hashes: Vec<u64> = keys
+            .iter()
+            .map(|(position, key)| key_hash(level.memory.indices()[*position].name(), key))
+            .collect();
+        if let Some(shared) = &self.shared
+            && let Err(error) = shared.set(Arc::clone(&value)).await
+        {
+            // The shared level may still hold what the value replaces: not in memory, then.
+            for (position, key) in &keys {
+                let index = level.memory.indices()[*position];
+                let _ = level.invalidate(index, &[key.as_str()]);
+            }
+            return Err(error);
+        }
+        level.fence.change(hashes, || level.memory.set_now(value));
+        // Every older object holding one of these keys is gone: the others drop theirs.
+        for (position, index) in level.memory.indices().iter().enumerate() {
+            let keys: Vec<&str> = keys
+                .iter()
+                .filter(|(p, _)| *p == position)
+                .map(|(_, key)| key.as_str())
+                .collect();
+            if !keys.is_empty() {
+                level.sent.increment();
+                self.hub
+                    .announce(&level.purpose, Kind::Invalidate, index.name(), &keys)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
+        self.check(index)?;
+        let outcome = match &self.shared {
+            Some(shared) => shared.invalidate(index, keys).await,
+            None => Ok(()),
+        };
+        // Memory drops them whatever the shared level said; the others hear of it once it is
+        // in effect (now, or when a breaker below delivers it: `delivered_listener`).
+        self.level.invalidate(index, keys)?;
+        if outcome.is_ok() {
+            let owned = keys.iter().map(|k| (*k).to_owned()).collect();
+            announce(&self.hub, &self.level, &Change::Invalidate(index, owned)).await;
+        }
+        outcome
+    }
+
+    async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
+        self.check(index)?;
+        let outcome = match &self.shared {
+            Some(shared) => shared.delete(index, keys).await,
+            None => Ok(()),
+        };
+        self.level.delete(index, keys)?;
+        if outcome.is_ok() {
+            let owned = keys.iter().map(|k| (*k).to_owned()).collect();
+            announce(&self.hub, &self.level, &Change::Delete(index, owned)).await;
+        }
+        outcome
+    }
+
+    async fn truncate(&self) -> Result<()> {
+        let outcome = match &self.shared {
+            Some(shared) => shared.truncate().await,
+            None => Ok(()),
+        };
+        self.level.clear();
+        if outcome.is_ok() {
+            announce(&self.hub, &self.level, &Change::Truncate).await;
+        }
+        outcome
+    }
+
+    fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl<I: Index, V: Entry<I>> Prune for NearCache<I, V> {
+    /// Prunes the memory level, then the shared level when it needs pruning.
+    async fn prune(&self) -> Result<()> {
+        let memory: Arc<dyn Prune> = Arc::clone(&self.level.memory) as Arc<dyn Prune>;
+        memory.prune().await?;
+        if let Some(shared) = self.shared.clone()
+            && let Some(prune) = shared.into_prune()
+        {
+            prune.prune().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,380 @@
+//! [`Hub`]: one process's end of a channel — the subscription, its health, the messages sent
+//! and received — shared by every near cache announcing on that channel.
+//!
+//! **Health.** The hub is healthy once a heartbeat it sent itself came back through the
+//! subscription: that proves the whole loop (publish, server, subscription) works. It is not
+//! healthy from the start until then, after the channel reports the subscription lost, and
+//! after [`SILENCE`] without its own heartbeat coming back (a subscription that died without a
+//! word). Every change of health is logged at warn, and going unhealthy clears the memory
+//! level of every near cache on the hub (they read through to the shared level until the hub
+//! is healthy again): messages may have been lost meanwhile.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use cache_core::{Channel, ChannelEvent, Counter, Listening};
+
+use crate::message::{Kind, Message};
+
+/// How often a hub sends its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+/// A hub whose own heartbeat has not come back for this long is not healthy.
+pub const SILENCE: Duration = Duration::from_secs(1);
+/// Announcements that could not be sent and wait for the next heartbeat; past this many, the
+/// object caches concerned are announced as truncated instead.
+const RETRY_LIMIT: usize = 1_000;
+
+/// Where a hub's channel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelState {
+    /// Subscribed, and the hub's own heartbeat came back within [`SILENCE`]: near caches
+    /// answer from memory.
+    Healthy,
+    /// Not subscribed yet, subscription lost, or silent: near caches read through.
+    Unhealthy,
+}
+
+impl ChannelState {
+    /// The state's name for logs and metrics (`healthy`, `unhealthy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelState::Healthy => "healthy",
+            ChannelState::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What a hub's counters say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Messages sent (announcements and heartbeats).
+    pub sent: u64,
+    /// Messages received from other processes.
+    pub received: u64,
+    /// Sends that failed (each is retried with the next heartbeat).
+    pub send_failures: u64,
+    /// Times the hub became unhealthy.
+    pub outages: u64,
+}
+
+/// A near cache as the hub sees it: told of other processes' changes, and reset when
+/// messages may have been lost.
+pub(crate) trait Receiver: Send + Sync {
+    /// Applies another process's change to the memory level.
+    fn apply(&self, message: &Message);
+    /// Empties the memory level; fills in flight are not installed.
+    fn reset(&self);
+}
+
+/// One process's end of a channel. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("transport", &self.inner.channel.transport())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+struct Inner {
+    channel: Arc<dyn Channel>,
+    /// This hub's id in messages: its own are not applied again.
+    origin: u64,
+    healthy: AtomicBool,
+    /// When this hub's own heartbeat last came back.
+    last_echo: Mutex<Option<Instant>>,
+    heartbeat_seq: AtomicU64,
+    receivers: RwLock<HashMap<String, Vec<Weak<dyn Receiver>>>>,
+    /// Announcements that failed, with their purpose, oldest first.
+    retry: Mutex<VecDeque<(String, Vec<u8>)>>,
+    sent: Counter,
+    received: Counter,
+    send_failures: Counter,
+    outages: Counter,
+    /// Keeps the subscription (dropped with the hub).
+    listening: Mutex<Option<Box<dyn Listening>>>,
+}
+
+impl Hub {
+    /// A hub on `channel`: subscribes and starts the heartbeat. Must be called inside a Tokio
+    /// runtime; both stop when the last clone of the hub is dropped.
+    pub fn new(channel: Arc<dyn Channel>) -> Self {
+        let inner = Arc::new(Inner {
+            channel,
+            origin: rand::random(),
+            healthy: AtomicBool::new(false),
+            last_echo: Mutex::new(None),
+            heartbeat_seq: AtomicU64::new(0),
+            receivers: RwLock::new(HashMap::new()),
+            retry: Mutex::new(VecDeque::new()),
+            sent: Counter::default(),
+            received: Counter::default(),
+            send_failures: Counter::default(),
+            outages: Counter::default(),
+            listening: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&inner);
+        let listening = inner.channel.listen(Box::new(move |event| {
+            if let Some(inner) = weak.upgrade() {
+                inner.on_event(event);
+            }
+        }));
+        *inner
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(listening);
+        tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+        Hub { inner }
+    }
+
+    /// Whether near caches may answer from memory now.
+    #[inline]
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Acquire)
+    }
+
+    /// The channel's state.
+    pub fn state(&self) -> ChannelState {
+        if self.is_healthy() {
+            ChannelState::Healthy
+        } else {
+            ChannelState::Unhealthy
+        }
+    }
+
+    /// The transport's name (`redis`, `postgres`).
+    pub fn transport(&self) -> &'static str {
+        self.inner.channel.transport()
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> HubStats {
+        let i = &self.inner;
+        HubStats {
+            sent: i.sent.get(),
+            received: i.received.get(),
+            send_failures: i.send_failures.get(),
+            outages: i.outages.get(),
+        }
+    }
+
+    pub(crate) fn register(&self, purpose: &str, receiver: Weak<dyn Receiver>) {
+        let mut receivers = self
+            .inner
+            .receivers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let list = receivers.entry(purpose.to_owned()).or_default();
+        list.retain(|r| r.strong_count() > 0);
+        list.push(receiver);
+    }
+
+    /// Tells every other process that `kind` happened to `keys` of `index` in `purpose`.
+    /// Never fails: a message that cannot be sent is logged, counted and sent again with the
+    /// next heartbeat.
+    pub(crate) async fn announce(&self, purpose: &str, kind: Kind, index: &str, keys: &[&str]) {
+        let inner = &self.inner;
+        let messages = Message::split(
+            inner.origin,
+            purpose,
+            kind,
+            index,
+            keys,
+            inner.channel.max_message(),
+        );
+        for message in messages {
+            inner.send(purpose, message).await;
+        }
+    }
+}
+
+impl Inner {
+    async fn send(&self, purpose: &str, message: Vec<u8>) {
+        match self.channel.publish(message.clone()).await {
+            Ok(()) => self.sent.increment(),
+            Err(error) => {
+                self.send_failures.increment();
+                tracing::warn!(
+                    purpose,
+                    connector = self.channel.transport(),
+                    %error,
+                    "a change could not be announced to the other processes; sent again with \
+                     the next heartbeat"
+                );
+                self.keep(purpose, message);
+            }
+        }
+    }
+
+    /// Keeps a failed announcement; past the limit, the oldest ones are replaced by a
+    /// truncate of their object cache.
+    fn keep(&self, purpose: &str, message: Vec<u8>) {
+        let mut retry = self.retry.lock().unwrap_or_else(PoisonError::into_inner);
+        retry.push_back((purpose.to_owned(), message));
+        if retry.len() > RETRY_LIMIT {
+            let purposes: std::collections::BTreeSet<String> =
+                retry.drain(..).map(|(purpose, _)| purpose).collect();
+            for purpose in purposes {
+                let truncate =
+                    Message::split(self.origin, &purpose, Kind::Truncate, "", &[], usize::MAX);
+                for message in truncate {
+                    retry.push_back((purpose.clone(), message));
+                }
+            }
+        }
+    }
+
+    fn on_event(&self, event: ChannelEvent) {
+        match event {
+            ChannelEvent::Subscribed => {
+                // Healthy once our own heartbeat comes back through the new subscription.
+                self.send_heartbeat_soon();
+            }
+            ChannelEvent::Lost(reason) => self.unhealthy(&reason),
+            ChannelEvent::Message(bytes) => {
+                let Some(message) = Message::decode(&bytes) else {
+                    tracing::debug!(
+                        connector = self.channel.transport(),
+                        "ignored a message that is not a near-cache message"
+                    );
+                    return;
+                };
+                if message.kind == Kind::Heartbeat {
+                    if message.origin == self.origin {
+                        self.echo();
+                    }
+                    return;
+                }
+                if message.origin == self.origin {
+                    return;
+                }
+                self.received.increment();
+                let receivers = self
+                    .receivers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for receiver in receivers.get(&message.purpose).into_iter().flatten() {
+                    if let Some(receiver) = receiver.upgrade() {
+                        receiver.apply(&message);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_heartbeat_soon(&self) {
+        let seq = self.heartbeat_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = Message::heartbeat(self.origin, seq).encode();
+        let channel = Arc::clone(&self.channel);
+        tokio::spawn(async move {
+            let _ = channel.publish(message).await;
+        });
+    }
+
+    /// Our own heartbeat came back.
+    fn echo(&self) {
+        *self
+            .last_echo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        if !self.healthy.load(Ordering::Acquire) {
+            // Fills that began while unhealthy must not be installed: reset first.
+            self.reset_all();
+            self.healthy.store(true, Ordering::Release);
+            tracing::warn!(
+                connector = self.channel.transport(),
+                state = ChannelState::Healthy.name(),
+                "near-cache channel healthy: memory levels answer again"
+            );
+        }
+    }
+
+    fn unhealthy(&self, reason: &str) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            self.outages.increment();
+            tracing::warn!(
+                connector = self.channel.transport(),
+                state = ChannelState::Unhealthy.name(),
+                reason,
+                "near-cache channel unhealthy: memory levels cleared, reading through until \
+                 it is back"
+            );
+        }
+        // Even when already unhealthy: fills of reads that began before must not land.
+        self.reset_all();
+    }
+
+    fn reset_all(&self) {
+        let receivers = self
+            .receivers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for receiver in receivers.values().flatten() {
+            if let Some(receiver) = receiver.upgrade() {
+                receiver.reset();
+            }
+        }
+    }
+
+    /// One heartbeat: checks the silence, sends what failed before, and the heartbeat.
+    async fn tick(&self) {
+        let last = *self
+            .last_echo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.healthy.load(Ordering::Acquire) && last.is_none_or(|at| at.elapsed() > SILENCE) {
+            self.unhealthy(&format!(
+                "no heartbeat came back for {SILENCE:?}: the subscription may be dead"
+            ));
+        }
+        loop {
+            let next = self
+                .retry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some((purpose, message)) = next else {
+                break;
+            };
+            if self.channel.publish(message.clone()).await.is_err() {
+                self.retry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_front((purpose, message));
+                break;
+            }
+            self.sent.increment();
+        }
+        let seq = self.heartbeat_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if self
+            .channel
+            .publish(Message::heartbeat(self.origin, seq).encode())
+            .await
+            .is_ok()
+        {
+            self.sent.increment();
+        }
+    }
+}
+
+/// The heartbeat task: a tick every [`HEARTBEAT`] until the hub is dropped.
+async fn heartbeat(inner: Weak<Inner>) {
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.tick().await;
+    }
+}

@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+mod cache;
+mod fence;
+mod hub;
+mod message;
+
+pub use cache::{NearCache, NearStats};
+pub use hub::{ChannelState, HEARTBEAT, Hub, HubStats, SILENCE};

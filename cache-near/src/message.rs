@@ -1,0 +1,188 @@
+//! What near caches tell each other: the wire format of a message, and splitting a change into
+//! messages a channel carries.
+//!
+//! A message is a small JSON object — `{"o":origin,"p":purpose,"k":kind,"x":index,"s":[keys]}`
+//! — naming keys, never values. `kind` is `i` (invalidate: also what a set announces for the
+//! keys the new object took), `d` (delete), `t` (truncate) or `h` (a heartbeat, with a
+//! sequence number `n` instead of keys).
+
+use serde::{Deserialize, Serialize};
+
+/// What a message asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    /// The objects reachable through the keys are gone.
+    #[serde(rename = "i")]
+    Invalidate,
+    /// The key mappings are gone.
+    #[serde(rename = "d")]
+    Delete,
+    /// The object cache is empty.
+    #[serde(rename = "t")]
+    Truncate,
+    /// A process checking that its own messages come back.
+    #[serde(rename = "h")]
+    Heartbeat,
+}
+
+/// One message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Message {
+    /// The process (near-cache hub) that sent it.
+    #[serde(rename = "o")]
+    pub(crate) origin: u64,
+    /// The object cache it is about (empty for a heartbeat).
+    #[serde(rename = "p", default)]
+    pub(crate) purpose: String,
+    #[serde(rename = "k")]
+    pub(crate) kind: Kind,
+    /// The index of the keys.
+    #[serde(rename = "x", default, skip_serializing_if = "String::is_empty")]
+    pub(crate) index: String,
+    #[serde(rename = "s", default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) keys: Vec<String>,
+    /// A heartbeat's sequence number.
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
+    pub(crate) seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Message {
+    /// A heartbeat of `origin`.
+    pub(crate) fn heartbeat(origin: u64, seq: u64) -> Self {
+        Message {
+            origin,
+            purpose: String::new(),
+            kind: Kind::Heartbeat,
+            index: String::new(),
+            keys: Vec::new(),
+            seq,
+        }
+    }
+
+    /// The message as sent.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a message of strings and numbers always encodes")
+    }
+
+    /// A message as received; `None` when it is not one (another application's traffic on
+    /// the channel, or a newer format).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// `kind` of `keys` under `index` in `purpose`, as messages of at most `max` bytes each. A
+    /// key too long to fit a message on its own turns the whole change into a truncate of
+    /// the object cache, which is always correct (and the only way to say it).
+    pub(crate) fn split(
+        origin: u64,
+        purpose: &str,
+        kind: Kind,
+        index: &str,
+        keys: &[&str],
+        max: usize,
+    ) -> Vec<Vec<u8>> {
+        let empty = Message {
+            origin,
+            purpose: purpose.to_owned(),
+            kind,
+            index: index.to_owned(),
+            keys: Vec::new(),
+            seq: 0,
+        };
+        if kind == Kind::Truncate || kind == Kind::Heartbeat {
+            return vec![empty.encode()];
+        }
+        // `"s":[]` plus the separator it needs, on top of the message without keys.
+        let base = empty.encode().len() + 7;
+        let mut messages = Vec::new();
+        let mut batch: Vec<String> = Vec::new();
+        let mut size = base;
+        for key in keys {
+            let encoded = serde_json::to_string(key).map_or(usize::MAX, |k| k.len()) + 1;
+            if base.saturating_add(encoded) > max {
+                let truncate = Message {
+                    kind: Kind::Truncate,
+                    index: String::new(),
+                    ..empty
+                };
+                return vec![truncate.encode()];
+            }
+            if size + encoded > max && !batch.is_empty() {
+                let keys = std::mem::take(&mut batch);
+                messages.push(
+                    Message {
+                        keys,
+                        ..empty.clone()
+                    }
+                    .encode(),
+                );
+                size = base;
+            }
+            batch.push((*key).to_owned());
+            size += encoded;
+        }
+        if !batch.is_empty() {
+            messages.push(
+                Message {
+                    keys: batch,
+                    ..empty
+                }
+                .encode(),
+            );
+        }
+        messages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_with_any_key() {
+        let keys = ["a", "b\0c", "\"quoted\"", "日本", ""];
+        let messages = Message::split(7, "instance", Kind::Invalidate, "host", &keys, 8_000);
+        assert_eq!(messages.len(), 1);
+        let m = Message::decode(&messages[0]).unwrap();
+        assert_eq!(
+            (m.origin, m.purpose.as_str(), m.kind),
+            (7, "instance", Kind::Invalidate)
+        );
+        assert_eq!(m.index, "host");
+        assert_eq!(m.keys, keys);
+        assert_eq!(Message::decode(b"not json"), None);
+        assert_eq!(Message::decode(br#"{"o":1,"k":"zz"}"#), None);
+    }
+
+    #[test]
+    fn long_key_lists_are_split_below_the_limit_and_lose_no_key() {
+        let keys: Vec<String> = (0..3_000)
+            .map(|i| format!("tenant-{i}.example.com"))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let messages = Message::split(1, "org", Kind::Delete, "domain", &refs, 7_900);
+        assert!(messages.len() > 1);
+        let mut seen = Vec::new();
+        for bytes in &messages {
+            assert!(bytes.len() <= 7_900, "{} bytes", bytes.len());
+            let m = Message::decode(bytes).unwrap();
+            assert_eq!(m.kind, Kind::Delete);
+            seen.extend(m.keys);
+        }
+        assert_eq!(seen, keys);
+    }
+
+    #[test]
+    fn a_key_longer_than_a_message_becomes_a_truncate() {
+        let huge = "k".repeat(10_000);
+        let messages = Message::split(1, "org", Kind::Invalidate, "id", &["a", &huge], 7_900);
+        assert_eq!(messages.len(), 1);
+        let m = Message::decode(&messages[0]).unwrap();
+        assert_eq!(m.kind, Kind::Truncate);
+        assert!(m.keys.is_empty());
+    }
+}
