@@ -28,6 +28,17 @@ struct Connectors {
     redis: Option<cache_redis::RedisConnector>,
     #[cfg(feature = "redis")]
     redis_breaker: Option<Arc<cache_breaker::Breaker>>,
+    /// The channel hubs of this process, by connector, made when a cache first needs one.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    hubs: Mutex<BTreeMap<String, cache_near::Hub>>,
+}
+
+/// A shared backend (redis, postgres) as built: the cache to use, and its breaker decorator
+/// when there is one (a near cache in front listens to what it delivers late).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+struct Guarded<I: Index, V: Entry<I>> {
+    cache: Arc<dyn Cache<I, V>>,
+    breaker: Option<Arc<cache_breaker::BreakerCache<I, V>>>,
 }
 
 impl Connectors {
@@ -66,11 +77,14 @@ impl Connectors {
             } else {
                 None
             },
+            #[cfg(any(feature = "redis", feature = "postgres"))]
+            hubs: Mutex::new(BTreeMap::new()),
         })
     }
 
     /// A backend for one object cache, with its prune capability and the connector's
-    /// prune schedule when it needs a pruner.
+    /// prune schedule when it needs a pruner: the connector's cache, behind its breaker, with
+    /// a near cache in front when the settings ask for one.
     #[cfg_attr(not(feature = "memory"), allow(unused_variables))]
     fn backend<I: Index, V: CacheValue<I>>(
         &self,
@@ -79,54 +93,217 @@ impl Connectors {
         settings: &CacheSettings,
     ) -> Result<Backend<I, V>, ConfigError> {
         let name = settings.connector_name();
+        #[cfg(any(feature = "redis", feature = "postgres"))]
+        if !settings.channel_name().is_empty() {
+            return self.near::<I, V>(purpose, indices, settings);
+        }
         match name.as_str() {
             "" => Ok(Backend {
                 cache: Arc::new(cache_core::NoopCache),
                 prune: None,
+                near: None,
             }),
             #[cfg(feature = "memory")]
             "memory" => {
-                let connector = self
-                    .memory
-                    .as_ref()
-                    .ok_or_else(|| not_enabled(purpose, &name))?;
-                let cache = connector.cache::<I, V>(purpose, indices, settings);
+                let cache = self.memory_cache::<I, V>(purpose, indices, settings)?;
                 let prune = Arc::clone(&cache)
                     .into_prune()
                     .map(|prune| (prune, self.config.memory.auto_prune));
-                Ok(Backend { cache, prune })
+                Ok(Backend {
+                    cache,
+                    prune,
+                    near: None,
+                })
             }
-            #[cfg(feature = "postgres")]
-            "postgres" => {
-                let connector = self
-                    .postgres
-                    .as_ref()
-                    .ok_or_else(|| not_enabled(purpose, &name))?;
-                let cache = guard(
-                    purpose,
-                    connector.cache::<I, V>(purpose, indices, settings),
-                    self.postgres_breaker.as_ref(),
-                );
-                let prune = Arc::clone(&cache)
+            #[cfg(any(feature = "redis", feature = "postgres"))]
+            "redis" | "postgres" => {
+                let guarded = self.shared::<I, V>(purpose, indices, settings)?;
+                let prune = Arc::clone(&guarded.cache)
                     .into_prune()
-                    .map(|prune| (prune, self.config.postgres.auto_prune));
-                Ok(Backend { cache, prune })
-            }
-            #[cfg(feature = "redis")]
-            "redis" => {
-                let connector = self
-                    .redis
-                    .as_ref()
-                    .ok_or_else(|| not_enabled(purpose, &name))?;
-                let cache = guard(
-                    purpose,
-                    connector.cache::<I, V>(purpose, indices, settings),
-                    self.redis_breaker.as_ref(),
-                );
-                Ok(Backend { cache, prune: None })
+                    .map(|prune| (prune, self.prune_schedule(&name)));
+                Ok(Backend {
+                    cache: guarded.cache,
+                    prune,
+                    near: None,
+                })
             }
             _ => Err(not_enabled(purpose, &name)),
         }
+    }
+
+    #[cfg(feature = "memory")]
+    fn memory_cache<I: Index, V: CacheValue<I>>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Result<Arc<dyn Cache<I, V>>, ConfigError> {
+        let connector = self
+            .memory
+            .as_ref()
+            .ok_or_else(|| not_enabled(purpose, "memory"))?;
+        Ok(connector.cache::<I, V>(purpose, indices, settings))
+    }
+
+    /// The cache of a shared connector (`redis`, `postgres`), behind its breaker.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    fn shared<I: Index, V: CacheValue<I>>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Result<Guarded<I, V>, ConfigError> {
+        let name = settings.connector_name();
+        let (cache, breaker): (Arc<dyn Cache<I, V>>, Option<&Arc<cache_breaker::Breaker>>) =
+            match name.as_str() {
+                #[cfg(feature = "postgres")]
+                "postgres" => {
+                    let connector = self
+                        .postgres
+                        .as_ref()
+                        .ok_or_else(|| not_enabled(purpose, &name))?;
+                    (
+                        connector.cache::<I, V>(purpose, indices, settings),
+                        self.postgres_breaker.as_ref(),
+                    )
+                }
+                #[cfg(feature = "redis")]
+                "redis" => {
+                    let connector = self
+                        .redis
+                        .as_ref()
+                        .ok_or_else(|| not_enabled(purpose, &name))?;
+                    (
+                        connector.cache::<I, V>(purpose, indices, settings),
+                        self.redis_breaker.as_ref(),
+                    )
+                }
+                _ => return Err(not_enabled(purpose, &name)),
+            };
+        Ok(match breaker {
+            Some(breaker) => {
+                let guarded = Arc::new(cache_breaker::BreakerCache::new(
+                    purpose,
+                    cache,
+                    Arc::clone(breaker),
+                ));
+                Guarded {
+                    cache: Arc::clone(&guarded) as Arc<dyn Cache<I, V>>,
+                    breaker: Some(guarded),
+                }
+            }
+            None => Guarded {
+                cache,
+                breaker: None,
+            },
+        })
+    }
+
+    /// How often the caches of connector `name` are pruned.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    fn prune_schedule(&self, name: &str) -> cache_core::AutoPrune {
+        match name {
+            #[cfg(feature = "postgres")]
+            "postgres" => self.config.postgres.auto_prune,
+            #[cfg(feature = "memory")]
+            _ => self.config.memory.auto_prune,
+            #[cfg(not(feature = "memory"))]
+            _ => cache_core::AutoPrune::new(
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(5),
+            ),
+        }
+    }
+
+    /// A near cache: a memory level in front of the shared connector (or the memory
+    /// connector's cache alone), on the hub of the settings' channel.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    fn near<I: Index, V: CacheValue<I>>(
+        &self,
+        purpose: &str,
+        indices: &[I],
+        settings: &CacheSettings,
+    ) -> Result<Backend<I, V>, ConfigError> {
+        let name = settings.connector_name();
+        let hub = self.hub(purpose, &settings.channel_name())?;
+        let (memory, shared, prune_with) = if name == "memory" {
+            #[cfg(feature = "memory")]
+            let connector = self
+                .memory
+                .as_ref()
+                .ok_or_else(|| not_enabled(purpose, "memory"))?;
+            #[cfg(not(feature = "memory"))]
+            return Err(not_enabled(purpose, "memory"));
+            #[cfg(feature = "memory")]
+            (
+                connector.cache::<I, V>(purpose, indices, settings),
+                None,
+                "memory",
+            )
+        } else {
+            let capacity =
+                cache_memory::MemoryConfig::enabled().with_capacity(settings.near.capacity);
+            let memory = cache_memory::MemoryConnector::new(capacity)
+                .cache::<I, V>(purpose, indices, settings);
+            (
+                memory,
+                Some(self.shared::<I, V>(purpose, indices, settings)?),
+                name.as_str(),
+            )
+        };
+        let near = Arc::new(cache_near::NearCache::new(
+            purpose,
+            memory,
+            shared.as_ref().map(|s| Arc::clone(&s.cache)),
+            hub,
+        ));
+        if let Some(breaker) = shared.and_then(|s| s.breaker) {
+            breaker.on_delivered(near.delivered_listener());
+        }
+        let prune = Arc::clone(&near)
+            .into_prune()
+            .map(|prune| (prune, self.prune_schedule(prune_with)));
+        let stats = {
+            let near = Arc::downgrade(&near);
+            Box::new(move || near.upgrade().map(|n| n.stats())) as NearStatsFn
+        };
+        Ok(Backend {
+            cache: near,
+            prune,
+            near: Some(stats),
+        })
+    }
+
+    /// The hub of `channel`'s connector in this process, made on first use.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    fn hub(&self, purpose: &str, channel: &str) -> Result<cache_near::Hub, ConfigError> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hub) = hubs.get(channel) {
+            return Ok(hub.clone());
+        }
+        let path = format!("Caches.{}.Channel", keys::documented(purpose));
+        let transport: Arc<dyn cache_core::Channel> = match channel {
+            #[cfg(feature = "redis")]
+            "redis" => Arc::new(
+                self.redis
+                    .as_ref()
+                    .ok_or_else(|| not_enabled(purpose, channel))?
+                    .channel()
+                    .map_err(|e| ConfigError::new(&path, e.message()))?,
+            ),
+            #[cfg(feature = "postgres")]
+            "postgres" => Arc::new(
+                self.postgres
+                    .as_ref()
+                    .ok_or_else(|| not_enabled(purpose, channel))?
+                    .channel()
+                    .map_err(|e| ConfigError::new(&path, e.message()))?,
+            ),
+            other => return Err(not_enabled(purpose, other)),
+        };
+        let hub = cache_near::Hub::new(transport);
+        hubs.insert(channel.to_owned(), hub.clone());
+        Ok(hub)
     }
 }
 
@@ -137,23 +314,6 @@ fn breaker(
     settings: &Option<cache_core::BreakerSettings>,
 ) -> Option<Arc<cache_breaker::Breaker>> {
     settings.map(|s| Arc::new(cache_breaker::Breaker::new(connector, s)))
-}
-
-/// `cache` behind the connector's breaker, when it has one.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-fn guard<I: Index, V: Entry<I>>(
-    purpose: &str,
-    cache: Arc<dyn Cache<I, V>>,
-    breaker: Option<&Arc<cache_breaker::Breaker>>,
-) -> Arc<dyn Cache<I, V>> {
-    match breaker {
-        Some(breaker) => Arc::new(cache_breaker::BreakerCache::new(
-            purpose,
-            cache,
-            Arc::clone(breaker),
-        )),
-        None => cache,
-    }
 }
 
 /// What a value must be to be cached on any connector: its keys, and JSON for the shared
@@ -176,20 +336,36 @@ fn not_enabled(purpose: &str, connector: &str) -> ConfigError {
 struct Backend<I: Index, V: Entry<I>> {
     cache: Arc<dyn Cache<I, V>>,
     prune: Option<PruneJob>,
+    /// The near cache's figures, when the backend is one.
+    near: Option<NearStatsFn>,
 }
+
+/// Reads a near cache's figures (`None` once it was replaced and dropped).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+type NearStatsFn = Box<dyn Fn() -> Option<cache_near::NearStats> + Send + Sync>;
+#[cfg(not(any(feature = "redis", feature = "postgres")))]
+type NearStatsFn = Box<dyn Fn() -> Option<()> + Send + Sync>;
 
 /// What [`Caches`] keeps of one object cache to rebuild it on a new configuration.
 struct Registered {
     /// Builds a backend from these connectors and settings and swaps it into the object cache;
-    /// returns the new backend's prune capability and schedule.
+    /// returns the new backend's prune capability and schedule, and its near-cache figures.
     rebuild: Rebuild,
     pruner: Option<Pruner>,
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    near: Option<NearStatsFn>,
 }
 
 /// A prune capability and the schedule to run it on.
 type PruneJob = (Arc<dyn Prune>, cache_core::AutoPrune);
-type Rebuild =
-    Box<dyn Fn(&Connectors, &CacheSettings) -> Result<Option<PruneJob>, ConfigError> + Send + Sync>;
+type Rebuild = Box<
+    dyn Fn(
+            &Connectors,
+            &CacheSettings,
+        ) -> Result<(Option<PruneJob>, Option<NearStatsFn>), ConfigError>
+        + Send
+        + Sync,
+>;
 
 struct State {
     config: CachesConfig,
@@ -318,10 +494,17 @@ impl Caches {
             Box::new(move |connectors: &Connectors, settings: &CacheSettings| {
                 let backend = connectors.backend::<I, V>(&purpose, &indices, settings)?;
                 cache.replace(backend.cache);
-                Ok(backend.prune)
+                Ok((backend.prune, backend.near))
             })
         };
-        state.caches.insert(purpose, Registered { rebuild, pruner });
+        state.caches.insert(
+            purpose,
+            Registered {
+                rebuild,
+                pruner,
+                near: backend.near,
+            },
+        );
         Ok(cache)
     }
 
@@ -363,9 +546,10 @@ impl Caches {
                     .caches
                     .get_mut(&purpose)
                     .expect("changes come from the registered caches");
-                let prune = (registered.rebuild)(connectors, &settings)?;
+                let (prune, near) = (registered.rebuild)(connectors, &settings)?;
                 stopped.extend(registered.pruner.take());
                 registered.pruner = start_pruner(&purpose, &settings, prune);
+                registered.near = near;
             }
             if let Some(connectors) = new_connectors {
                 state.connectors = connectors;
@@ -392,6 +576,16 @@ impl Caches {
             "postgres" => state.connectors.postgres_breaker.clone(),
             _ => None,
         }
+    }
+
+    /// The figures of the object cache `purpose` when it is a near cache (`Near.Enabled`, or
+    /// a `Channel`): memory and shared hits, misses, messages sent and received, and the
+    /// state of its channel.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    pub fn near_stats(&self, purpose: &str) -> Option<cache_near::NearStats> {
+        let state = self.lock();
+        let registered = state.caches.get(&purpose.to_ascii_lowercase())?;
+        registered.near.as_ref().and_then(|stats| stats())
     }
 
     /// Runs the setup step of every enabled connector that has one — PostgreSQL: creates or

@@ -26,6 +26,8 @@ const DOCUMENTED: &[&str] = &[
     "Milestones",
     "Organization",
     "Connector",
+    "Channel",
+    "Near",
     "MaxAge",
     "LastUsage",
     "LastUseAge",

@@ -220,21 +220,93 @@ fn enabled(figment: &Figment, name: &str) -> Result<bool, ConfigError> {
     extract(figment, &path)
 }
 
-/// An object cache may only name an enabled connector.
+/// An object cache may only name an enabled connector, and its near cache and channel must
+/// make sense together.
 pub(crate) fn check_connector(
     connectors: &ConnectorsConfig,
     purpose: &str,
     settings: &CacheSettings,
 ) -> Result<(), ConfigError> {
     let name = settings.connector_name();
-    let path = format!("Caches.{}.Connector", keys::documented(purpose));
-    match name.as_str() {
+    check_enabled(connectors, purpose, &name, "Connector")?;
+    check_near(connectors, purpose, settings)
+}
+
+/// `Near` and `Channel` of one object cache.
+fn check_near(
+    connectors: &ConnectorsConfig,
+    purpose: &str,
+    settings: &CacheSettings,
+) -> Result<(), ConfigError> {
+    let cache = keys::documented(purpose);
+    let connector = settings.connector_name();
+    let explicit = settings.channel.trim().to_ascii_lowercase();
+    if settings.near.enabled {
+        if settings.near.capacity == 0 {
+            return Err(ConfigError::new(
+                format!("Caches.{cache}.Near.Capacity"),
+                "0 would keep nothing in memory; write the most keys one process may hold \
+                 (default 10000), or Near.Enabled: false",
+            ));
+        }
+        if connector.is_empty() || connector == "memory" {
+            return Err(ConfigError::new(
+                format!("Caches.{cache}.Near.Enabled"),
+                format!(
+                    "a near cache sits in front of a shared connector (redis or postgres), not \
+                     Connector: {connector:?}; to keep memory caches of several processes \
+                     consistent, set Connector: memory and Channel: redis (or postgres)"
+                ),
+            ));
+        }
+    }
+    if explicit.is_empty() {
+        return Ok(());
+    }
+    let path = format!("Caches.{cache}.Channel");
+    if !matches!(explicit.as_str(), "redis" | "postgres") {
+        let hint = did_you_mean(&explicit, &["redis", "postgres"])
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        return Err(ConfigError::new(
+            path,
+            format!("unknown channel {explicit:?}; {hint}allowed: \"\" (none), redis, postgres"),
+        ));
+    }
+    if connector.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "a cache that caches nothing (Connector: \"\") has no changes to announce; set a \
+             Connector, or Channel: \"\"",
+        ));
+    }
+    if connector != "memory" && !settings.near.enabled {
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "the {connector} connector is shared by every process already; a channel only \
+                 matters for a memory level: set Near.Enabled: true, or Channel: \"\""
+            ),
+        ));
+    }
+    check_enabled(connectors, purpose, &explicit, "Channel")
+}
+
+/// `name` (from the key `key` of the object cache) is an enabled connector, or empty.
+fn check_enabled(
+    connectors: &ConnectorsConfig,
+    purpose: &str,
+    name: &str,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let path = format!("Caches.{}.{key}", keys::documented(purpose));
+    match name {
         "" => Ok(()),
         "memory" if connectors.memory_enabled() => Ok(()),
         "postgres" if connectors.postgres_enabled() => Ok(()),
         "redis" if connectors.redis_enabled() => Ok(()),
         "memory" | "postgres" | "redis" => {
-            let connector = keys::documented(&name);
+            let connector = keys::documented(name);
             Err(ConfigError::new(
                 path,
                 format!(

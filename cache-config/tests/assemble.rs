@@ -299,3 +299,111 @@ async fn a_cache_runs_on_redis_when_configured() {
     assert!(orgs.get(OrgIndex::Name, "acme.example").await.is_none());
     caches.shutdown().await;
 }
+
+/// A near cache and a memory cache with a channel on a real Redis: built from the YAML, hits
+/// from memory, a change made through another `Caches` (another process) reaching this one.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_caches_and_memory_with_a_channel_are_built_from_the_configuration() {
+    let Some(url) = cache_core::testkit::server_url("CACHE_TEST_REDIS_URL") else {
+        return;
+    };
+    let purpose = cache_core::testkit::unique_purpose("config-near");
+    let config = Loader::new()
+        .yaml(format!(
+            "Caches:
+  Memory: {{ Enabled: true }}
+  Redis: {{ Enabled: true, URL: \"{url}\", CircuitBreaker: {{ MaxConsecutiveFailures: 5 }} }}
+  Organization: {{ Connector: redis, Near: {{ Enabled: true, Capacity: 100 }} }}
+  Instance: {{ Connector: memory, Channel: redis }}
+  {purpose}: {{ Connector: redis }}"
+        ))
+        .purpose(purpose.as_str())
+        .load()
+        .unwrap();
+    // Two processes' caches.
+    let (one, two) = (
+        Caches::start(&config, "v1").unwrap(),
+        Caches::start(&config, "v1").unwrap(),
+    );
+    let orgs_one = one
+        .object_cache::<OrgIndex, Org>("organization", INDICES)
+        .unwrap();
+    let orgs_two = two
+        .object_cache::<OrgIndex, Org>("organization", INDICES)
+        .unwrap();
+    assert_eq!(orgs_one.connector(), "redis");
+    let healthy = |caches: &Caches, purpose: &str| {
+        caches
+            .near_stats(purpose)
+            .is_some_and(|s| s.channel == cache_near::ChannelState::Healthy)
+    };
+    for _ in 0..500 {
+        if healthy(&one, "organization") && healthy(&two, "organization") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(healthy(&one, "organization") && healthy(&two, "organization"));
+    orgs_one.set(org()).await;
+    // Two reads in process two: the shared level, then memory.
+    for _ in 0..50 {
+        assert!(orgs_two.get(OrgIndex::Id, "1").await.is_some());
+        if two.near_stats("organization").unwrap().memory_hits > 0 {
+            break;
+        }
+    }
+    let stats = two.near_stats("organization").unwrap();
+    assert!(stats.memory_hits > 0 && stats.shared_hits > 0, "{stats:?}");
+    orgs_one
+        .invalidate(OrgIndex::Name, &["acme.example"])
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if orgs_two.get(OrgIndex::Id, "1").await.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(orgs_two.get(OrgIndex::Id, "1").await.is_none());
+    // Memory alone, with a channel: an invalidation in one process reaches the other.
+    let instances_one = one
+        .object_cache::<OrgIndex, Org>("instance", INDICES)
+        .unwrap();
+    let instances_two = two
+        .object_cache::<OrgIndex, Org>("instance", INDICES)
+        .unwrap();
+    assert_eq!(instances_two.connector(), "memory");
+    for _ in 0..500 {
+        if healthy(&two, "instance") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    instances_two.set(org()).await;
+    assert!(instances_two.get(OrgIndex::Id, "1").await.is_some());
+    instances_one
+        .invalidate(OrgIndex::Id, &["1"])
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if instances_two.get(OrgIndex::Id, "1").await.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(
+        instances_two
+            .get(OrgIndex::Name, "acme.example")
+            .await
+            .is_none()
+    );
+    // A plain redis cache is no near cache.
+    let plain = one
+        .object_cache::<OrgIndex, Org>(&purpose, INDICES)
+        .unwrap();
+    assert_eq!(plain.connector(), "redis");
+    assert!(one.near_stats(&purpose).is_none());
+    one.shutdown().await;
+    two.shutdown().await;
+}

@@ -438,6 +438,41 @@ const BAD_REDIS: &[(&str, &str, &str)] = &[(
 #[cfg(feature = "redis")]
 const BAD_REDIS: &[(&str, &str, &str)] = &[
     (
+        "Caches: { Memory: { Enabled: true }, Instance: { Connector: memory, Near: { Enabled: true } } }",
+        "Caches.Instance.Near.Enabled",
+        "Channel: redis",
+    ),
+    (
+        "Caches: { Redis: { Enabled: true }, Instance: { Connector: redis, Near: { Enabled: true, Capacity: 0 } } }",
+        "Caches.Instance.Near.Capacity",
+        "nothing in memory",
+    ),
+    (
+        "Caches: { Redis: { Enabled: true }, Instance: { Connector: redis, Near: { Enable: true } } }",
+        "Caches.Instance.Near.enable",
+        "did you mean `Enabled`",
+    ),
+    (
+        "Caches: { Memory: { Enabled: true }, Instance: { Connector: memory, Channel: redsi } }",
+        "Caches.Instance.Channel",
+        "did you mean `redis`",
+    ),
+    (
+        "Caches: { Memory: { Enabled: true }, Instance: { Connector: memory, Channel: redis } }",
+        "Caches.Instance.Channel",
+        "not enabled",
+    ),
+    (
+        "Caches: { Redis: { Enabled: true }, Instance: { Connector: redis, Channel: redis } }",
+        "Caches.Instance.Channel",
+        "Near.Enabled: true",
+    ),
+    (
+        "Caches: { Redis: { Enabled: true }, Instance: { Channel: redis } }",
+        "Caches.Instance.Channel",
+        "caches nothing",
+    ),
+    (
         "Caches: { Redis: { Enabled: true, URL: \"http://app:s3cret@cache\" } }",
         "Caches.Connectors.Redis.URL",
         "not a Redis URL",

@@ -30,7 +30,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use noop::{NOOP_CONNECTOR, NoopCache};
 pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};
-pub use settings::{AutoPrune, BreakerSettings, CacheSettings, LogFormat, LogLevel, LogSettings};
+pub use settings::{
+    AutoPrune, BreakerSettings, CacheSettings, LogFormat, LogLevel, LogSettings, NearSettings,
+};
 
 /// Re-exported so connector crates and applications use the same `async_trait`.
 pub use async_trait::async_trait;

@@ -29,6 +29,39 @@ pub struct CacheSettings {
     /// Logging of this cache's events. Default: errors only.
     #[serde(rename = "log")]
     pub log: LogSettings,
+    /// A memory level in each process in front of a shared connector (`redis`, `postgres`),
+    /// kept consistent across processes over [`channel`](Self::channel). Default: off.
+    #[serde(rename = "near")]
+    pub near: NearSettings,
+    /// The connector whose channel carries this cache's changes between processes (`redis`,
+    /// `postgres`), case-insensitive. Empty (the default): the cache's own connector when
+    /// [`near`](Self::near) is enabled, none otherwise. With `Connector: memory` it keeps the
+    /// memory caches of several processes consistent.
+    #[serde(rename = "channel", with = "text")]
+    pub channel: String,
+}
+
+/// The near cache of an object cache (`Caches.<Purpose>.Near`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NearSettings {
+    /// Whether the object cache keeps a memory level in front of its connector. Default
+    /// `false`.
+    #[serde(rename = "enabled")]
+    pub enabled: bool,
+    /// The most keys the memory level holds per process (an object counts once per key).
+    /// Default 10 000; at least 1.
+    #[serde(rename = "capacity")]
+    pub capacity: u64,
+}
+
+impl Default for NearSettings {
+    fn default() -> Self {
+        NearSettings {
+            enabled: false,
+            capacity: 10_000,
+        }
+    }
 }
 
 impl Default for CacheSettings {
@@ -38,6 +71,8 @@ impl Default for CacheSettings {
             max_age: Duration::from_secs(3600),
             last_usage: Duration::from_secs(600),
             log: LogSettings::default(),
+            near: NearSettings::default(),
+            channel: String::new(),
         }
     }
 }
@@ -54,6 +89,17 @@ impl CacheSettings {
     /// The connector name, lower-cased; empty means no caching.
     pub fn connector_name(&self) -> String {
         self.connector.trim().to_ascii_lowercase()
+    }
+
+    /// The connector whose channel carries this cache's changes, lower-cased: `Channel`, or
+    /// the cache's connector when the near cache is enabled; empty: none.
+    pub fn channel_name(&self) -> String {
+        let channel = self.channel.trim().to_ascii_lowercase();
+        if channel.is_empty() && self.near.enabled {
+            self.connector_name()
+        } else {
+            channel
+        }
     }
 }
 
