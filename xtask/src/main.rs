@@ -1,38 +1,50 @@
 //! `cargo xtask`: the project's tasks.
 //!
-//! - `cargo xtask test`  — start throwaway Redis and PostgreSQL, run every test of the workspace
-//!   (nextest when installed, else `cargo test`) and the doc tests, stop the servers.
+//! - `cargo xtask test [--pg-matrix=off|all|16,18]` — start throwaway Redis and PostgreSQL
+//!   (plain and TLS: `servers/tls.rs`), run every test of the workspace (nextest when
+//!   installed, else `cargo test`) and the doc tests, then the cache-postgres tests on
+//!   PostgreSQL 15, 16, 17 and 18 (`pg_matrix.rs`; `XTASK_PG_MATRIX=off` skips that too), stop
+//!   the servers.
 //! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, and each
 //!   `cache-config` feature building on its own.
-//! - `cargo xtask ci`    — lint, then test.
+//! - `cargo xtask ci`    — lint, then test with the whole PostgreSQL matrix.
 //! - `cargo xtask bench [--quick] [--compare OLD.json]` — start the servers, run the benchmark
 //!   harness (`cache-bench`) over every connector and its baselines, write `target/bench/`.
 //! - `cargo xtask pg-setup <url> [schema]` — create or update the PostgreSQL cache tables.
 //! - `cargo xtask mutants [cargo-mutants args]` — mutation testing of the core, memory and
 //!   breaker crates (installs cargo-mutants when missing; ~15 minutes on 2 cores; not in CI).
-//! - `cargo xtask serve` — start both servers, print (and write to `target/xtask/servers.env`)
+//! - `cargo xtask pg-latest` — the newest published PostgreSQL builds against the pinned ones.
+//! - `cargo xtask serve` — start all servers, print (and write to `target/xtask/servers.env`)
 //!   the `export CACHE_TEST_...=` lines, and stay in the foreground until killed.
 
+mod pg_matrix;
 mod servers;
+mod summary;
 mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pg_matrix::Choice;
 use util::Result;
 
-const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup|mutants>
+const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup|pg-latest|mutants>
 
-  test   start throwaway redis-server and PostgreSQL, run all tests (+ doc tests), stop them
+  test [--pg-matrix=off|all|16,18]
+         start throwaway redis-server and PostgreSQL (plain and TLS), run all tests
+         (+ doc tests), then the cache-postgres tests on PostgreSQL 15, 16, 17, 18
+         (or the versions given; off or XTASK_PG_MATRIX=off skips them), stop the servers
   lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
-  ci     lint, then test
-  serve  start both servers, print their env vars, stay up until Ctrl-C / SIGTERM
+  ci     lint, then test with the whole PostgreSQL matrix
+  serve  start all servers, print their env vars, stay up until Ctrl-C / SIGTERM
   bench [--quick] [--compare OLD.json]
          start the servers, benchmark every connector against its baselines,
          write table, chart and JSON to target/bench/
   pg-setup <url> [schema]
          create or update the PostgreSQL cache tables (idempotent, safe while in use)
+  pg-latest
+         list the newest published PostgreSQL builds of the matrix against the pinned ones
   mutants [args]
          mutation testing (cargo-mutants) of cache-core, cache-memory, cache-breaker;
          extra args go to cargo mutants (e.g. --file cache-breaker/src/breaker.rs)";
@@ -43,9 +55,13 @@ fn main() {
     let task = std::env::args().nth(1).unwrap_or_default();
     let started = Instant::now();
     let result = match task.as_str() {
-        "test" => test(),
+        "test" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            matrix_choice(&args, std::env::var("XTASK_PG_MATRIX").ok()).and_then(|c| test(&c))
+        }
         "lint" => lint(),
-        "ci" => lint().and_then(|()| test()),
+        "ci" => lint().and_then(|()| test(&Choice::all())),
+        "pg-latest" => pg_matrix::latest(),
         "serve" => serve(),
         "pg-setup" => pg_setup(),
         "bench" => bench(),
@@ -100,7 +116,30 @@ fn fmt_duration(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-fn test() -> Result<()> {
+/// The PostgreSQL versions `cargo xtask test` runs: `--pg-matrix=X` or `--pg-matrix X` (the
+/// last one wins), else the `XTASK_PG_MATRIX` variable `env`, else all.
+fn matrix_choice(args: &[String], env: Option<String>) -> Result<Choice> {
+    let mut value = env;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if let Some(v) = arg.strip_prefix("--pg-matrix=") {
+            value = Some(v.to_owned());
+        } else if arg == "--pg-matrix" {
+            value = Some(
+                args.next()
+                    .ok_or("--pg-matrix needs a value: off, all or 16,18")?
+                    .clone(),
+            );
+        } else {
+            return Err(format!("unknown argument {arg:?} for test\n\n{USAGE}"));
+        }
+    }
+    value.map_or_else(|| Ok(Choice::all()), |v| Choice::parse(&v))
+}
+
+fn test(choice: &Choice) -> Result<()> {
+    // Before the servers: a missing PostgreSQL build is downloaded, or fails early.
+    let matrix = pg_matrix::Matrix::prepare(choice, &servers::postgres::Install::system()?)?;
     let servers = servers::Servers::start()?;
     let env = servers.env();
     for (k, v) in &env {
@@ -140,9 +179,19 @@ fn test() -> Result<()> {
     } else {
         step("doc tests", &mut doc)
     };
+    // The matrix runs even if tests failed, so one run reports everything.
+    let matrix_result = if matrix.is_empty() {
+        eprintln!("\nxtask: PostgreSQL matrix skipped (--pg-matrix=off)");
+        Ok(())
+    } else if util::should_stop() {
+        Err("interrupted".into())
+    } else {
+        matrix.run(&servers, &env)
+    };
     eprintln!("xtask: stopping servers");
     drop(servers);
-    tests_result.and(doc_result)
+    drop(matrix);
+    tests_result.and(doc_result).and(matrix_result)
 }
 
 fn lint() -> Result<()> {
@@ -373,6 +422,27 @@ mod tests {
         let tree = "cache-config v0.1.0 (/w/cache-config)\nredis v1.0.0\nserde v1.0.0\nredis v1.0.0\ntokio-postgres v0.7.13\n";
         assert_eq!(clients_in(tree), ["redis", "tokio-postgres"]);
         assert!(clients_in("cache-core v0.1.0\nquick_cache v0.7.0\n").is_empty());
+    }
+
+    #[test]
+    fn matrix_choice_takes_the_flag_over_the_variable() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(matrix_choice(&[], None).unwrap(), Choice::all());
+        assert_eq!(matrix_choice(&[], Some("off".into())).unwrap(), Choice::Off);
+        assert_eq!(
+            matrix_choice(&args(&["--pg-matrix=17"]), Some("off".into())).unwrap(),
+            Choice::Majors(vec![17])
+        );
+        assert_eq!(
+            matrix_choice(&args(&["--pg-matrix", "off"]), None).unwrap(),
+            Choice::Off
+        );
+        assert!(matrix_choice(&args(&["--pg-matrix"]), None).is_err());
+        assert!(
+            matrix_choice(&args(&["--quick"]), None)
+                .unwrap_err()
+                .contains("unknown argument")
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +50,79 @@ pub(crate) fn wait_interruptible(child: &mut Child) -> Result<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits for `child` at most `limit`, killing it when the time is up or a stop signal arrives.
+pub(crate) fn wait_bounded(child: &mut Child, what: &str, limit: Duration) -> Result<ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for {what}: {e}"))?
+        {
+            return Ok(status);
+        }
+        let late = start.elapsed() >= limit;
+        if late || should_stop() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(if late {
+                format!("{what} did not finish within {limit:?} and was killed")
+            } else {
+                "interrupted".into()
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a command to completion within `limit` with its stdout sent to stderr (stdout stays
+/// clean for `serve`); error if it fails or takes longer.
+pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(io::stderr()))
+        .spawn()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    let status = wait_bounded(&mut child, &shown, limit)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed: {status}"))
+    }
+}
+
+/// Runs a command to completion, interruptible, echoing its stdout and stderr line by line to
+/// our stderr; returns its exit status and everything it printed (stdout, then stderr).
+pub(crate) fn run_tee(cmd: &mut Command) -> Result<(ExitStatus, String)> {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {shown}: {e}"))?;
+    let echo = |pipe: Option<Box<dyn io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            if let Some(pipe) = pipe {
+                for line in io::BufRead::lines(io::BufReader::new(pipe)).map_while(|l| l.ok()) {
+                    eprintln!("{line}");
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+            }
+            seen
+        })
+    };
+    let out = echo(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = echo(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = wait_interruptible(&mut child);
+    // The pipes close when the child exits (or was killed), so the readers end.
+    let mut text = out.join().unwrap_or_default();
+    text.push_str(&err.join().unwrap_or_default());
+    Ok((status?, text))
 }
 
 /// Runs a command to completion (inheriting stdio), interruptible; error if it fails.
@@ -124,9 +197,9 @@ pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
         };
         cmd.args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             // Keep stdout clean (`serve` prints the exports there).
-            .stdout(std::process::Stdio::from(io::stderr()));
+            .stdout(Stdio::from(io::stderr()));
         cmd
     };
     eprintln!("xtask: installing {packages:?} with apt-get");
@@ -143,13 +216,18 @@ pub(crate) struct TempDir {
 }
 
 impl TempDir {
-    /// Creates a fresh, uniquely named directory.
+    /// Creates a fresh, uniquely named directory under the system temp dir.
     pub(crate) fn new(prefix: &str) -> Result<Self> {
+        Self::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// Creates a fresh, uniquely named directory inside `parent` (created when missing).
+    pub(crate) fn new_in(parent: &Path, prefix: &str) -> Result<Self> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        let path = parent.join(format!("{prefix}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         Ok(Self { path })

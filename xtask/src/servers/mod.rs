@@ -1,7 +1,9 @@
-//! Throwaway servers for the tests: one small module per backend.
+//! Throwaway servers for the tests: one small module per backend, plus TLS variants.
 
+pub(crate) mod certs;
 pub(crate) mod postgres;
 pub(crate) mod redis;
+pub(crate) mod tls;
 
 use crate::util::Result;
 
@@ -12,6 +14,7 @@ pub(crate) struct Servers {
     cluster: redis::RedisCluster,
     sentinels: redis::RedisSentinels,
     postgres: postgres::PostgresServer,
+    tls: tls::TlsServers,
 }
 
 impl Servers {
@@ -25,22 +28,32 @@ impl Servers {
         let sentinels = redis::RedisSentinels::start()?;
         eprintln!("xtask: starting postgres");
         let postgres = postgres::PostgresServer::start()?;
+        eprintln!("xtask: starting TLS servers (2 redis-server, 2 postgres, throwaway CA)");
+        let tls = tls::TlsServers::start(postgres.install())?;
         Ok(Self {
             redis,
             cluster,
             sentinels,
             postgres,
+            tls,
         })
+    }
+
+    /// The plain PostgreSQL server (`CACHE_TEST_POSTGRES_URL`).
+    pub(crate) fn postgres(&self) -> &postgres::PostgresServer {
+        &self.postgres
     }
 
     /// The environment variables tests read to find the servers.
     pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("CACHE_TEST_REDIS_URL", self.redis.url()),
             ("CACHE_TEST_REDIS_CLUSTER", self.cluster.addrs()),
             ("CACHE_TEST_REDIS_SENTINELS", self.sentinels.addrs()),
             ("CACHE_TEST_REDIS_MASTER", redis::MASTER_NAME.to_owned()),
             ("CACHE_TEST_POSTGRES_URL", self.postgres.url()),
-        ]
+        ];
+        env.extend(self.tls.env());
+        env
     }
 }

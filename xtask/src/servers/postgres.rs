@@ -1,6 +1,10 @@
-//! A throwaway PostgreSQL cluster: initdb in a temp dir, trust auth, loopback port, fsync off.
+//! Throwaway PostgreSQL clusters: initdb in a temp dir, trust auth, loopback port, fsync off.
+//! Optionally another installation (the version matrix), TLS with the test CA's files, a
+//! pg_hba.conf of its own and extra databases.
 
+use std::ffi::OsStr;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -10,10 +14,100 @@ use crate::util::{self, Result, TempDir};
 /// The OS user that runs the server when we are root (PostgreSQL refuses to run as root).
 const OS_USER: &str = "postgres";
 
+/// Where a PostgreSQL installation's programs are.
+#[derive(Debug, Clone)]
+pub(crate) struct Install {
+    /// The directory holding initdb, pg_ctl and postgres.
+    pub(crate) bin: PathBuf,
+    /// LD_LIBRARY_PATH for those programs (the npm builds bring their own libraries).
+    pub(crate) lib: Option<PathBuf>,
+}
+
+impl Install {
+    /// Debian's newest PostgreSQL (on PATH or under /usr/lib/postgresql), installed with
+    /// apt-get when missing.
+    pub(crate) fn system() -> Result<Self> {
+        let bin = match find_bin_dir() {
+            Some(b) => b,
+            None => {
+                util::apt_install(&["postgresql"])?;
+                find_bin_dir().ok_or("initdb still not found after installing postgresql")?
+            }
+        };
+        Ok(Self { bin, lib: None })
+    }
+
+    /// `postgres --version` run as the user that runs the servers: proves that user can read
+    /// and run this installation. E.g. `postgres (PostgreSQL) 16.14`.
+    pub(crate) fn version(&self) -> Result<String> {
+        let out = util::output(
+            self.command("postgres", util::is_root())
+                .arg("--version")
+                .current_dir("/")
+                .stdin(Stdio::null()),
+        )?;
+        Ok(out.trim().to_owned())
+    }
+
+    /// A command running one of this installation's programs, as [`OS_USER`] when `as_user`.
+    fn command(&self, program: &str, as_user: bool) -> Command {
+        let mut cmd = if as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", OS_USER, "--", "env"]);
+            c
+        } else {
+            Command::new("env")
+        };
+        // Through `env`, so the library path survives runuser whatever its PAM setup does.
+        if let Some(lib) = &self.lib {
+            cmd.arg(format!("LD_LIBRARY_PATH={}", lib.display()));
+        }
+        cmd.arg(self.bin.join(program));
+        cmd
+    }
+}
+
+/// The server's TLS files (copied into the cluster's directory, private to the server user).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerTls {
+    /// Certificate (PEM), served to clients.
+    pub(crate) cert: PathBuf,
+    /// Its private key (PEM).
+    pub(crate) key: PathBuf,
+    /// CA certificate (PEM) that client certificates must chain to.
+    pub(crate) ca: PathBuf,
+}
+
+/// How to set up a cluster beyond the defaults.
+#[derive(Debug)]
+pub(crate) struct Options {
+    /// The installation to run.
+    pub(crate) install: Install,
+    /// `ssl = on` with these files.
+    pub(crate) tls: Option<ServerTls>,
+    /// The whole pg_hba.conf, instead of initdb's (trust for everyone).
+    pub(crate) hba: Option<String>,
+    /// Databases created once the server is up (needs `createdb` in the installation, and a
+    /// `local` trust line when `hba` is set).
+    pub(crate) databases: Vec<String>,
+}
+
+impl Options {
+    /// A plain cluster of `install`.
+    pub(crate) fn new(install: Install) -> Self {
+        Self {
+            install,
+            tls: None,
+            hba: None,
+            databases: Vec::new(),
+        }
+    }
+}
+
 /// A running cluster; stopped with `pg_ctl stop -m immediate` and removed on drop.
 #[derive(Debug)]
 pub(crate) struct PostgresServer {
-    bin: PathBuf,
+    install: Install,
     data: PathBuf,
     port: u16,
     as_user: bool,
@@ -25,16 +119,15 @@ impl PostgresServer {
     /// Installs PostgreSQL if missing, creates a cluster, starts it and waits until it accepts
     /// connections.
     pub(crate) fn start() -> Result<Self> {
-        let bin = match find_bin_dir() {
-            Some(b) => b,
-            None => {
-                util::apt_install(&["postgresql"])?;
-                find_bin_dir().ok_or("initdb still not found after installing postgresql")?
-            }
-        };
+        Self::start_with(Options::new(Install::system()?))
+    }
+
+    /// Creates a cluster as `options` say, starts it (at most 60 s) and waits until it accepts
+    /// connections on a free loopback port.
+    pub(crate) fn start_with(options: Options) -> Result<Self> {
         let as_user = util::is_root();
         let dir = TempDir::new("xtask-postgres")?;
-        if as_user {
+        let owner = if as_user {
             let uid = id(&["-u", OS_USER]).or_else(|_| {
                 util::output(Command::new("useradd").args(["--system", OS_USER]))?;
                 id(&["-u", OS_USER])
@@ -42,11 +135,14 @@ impl PostgresServer {
             let gid = id(&["-g", OS_USER])?;
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(|e| format!("chown {}: {e}", dir.path().display()))?;
-        }
+            Some((uid, gid))
+        } else {
+            None
+        };
         let data = dir.path().join("data");
         let port = util::free_port()?;
         let mut server = Self {
-            bin,
+            install: options.install,
             data,
             port,
             as_user,
@@ -65,13 +161,27 @@ impl PostgresServer {
                 "--no-sync".as_ref(),
             ],
         )?;
-        let conf = format!(
+        let mut conf = format!(
             "\n# xtask: throwaway test server\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
              unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\n\
              full_page_writes = off\nmax_connections = 300\n",
             server._dir.path().display()
         );
+        if let Some(tls) = &options.tls {
+            let copy = |from: &Path, name: &str| server.private_copy(from, name, owner);
+            conf.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
+                copy(&tls.cert, "server.pem")?.display(),
+                copy(&tls.key, "server.key")?.display(),
+                copy(&tls.ca, "ca.pem")?.display(),
+            ));
+        }
         append(&server.data.join("postgresql.conf"), &conf)?;
+        if let Some(hba) = &options.hba {
+            // Rewritten in place: the file keeps its owner (the server user).
+            let path = server.data.join("pg_hba.conf");
+            std::fs::write(&path, hba).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
         let log = server._dir.path().join("postgres.log");
         server.running = true;
         server
@@ -92,6 +202,21 @@ impl PostgresServer {
         util::wait_until("postgres", Duration::from_secs(30), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         })?;
+        for database in &options.databases {
+            let socket_dir = server._dir.path().as_os_str().to_owned();
+            server.pg(
+                "createdb",
+                &[
+                    "-h".as_ref(),
+                    &socket_dir,
+                    "-p".as_ref(),
+                    port.to_string().as_ref(),
+                    "-U".as_ref(),
+                    "postgres".as_ref(),
+                    database.as_ref(),
+                ],
+            )?;
+        }
         Ok(server)
     }
 
@@ -100,21 +225,40 @@ impl PostgresServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The port on 127.0.0.1.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The installation this cluster runs.
+    pub(crate) fn install(&self) -> &Install {
+        &self.install
+    }
+
     /// Runs one of the PostgreSQL programs, as the `postgres` user when we are root.
-    fn pg(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
-        let path = self.bin.join(program);
-        let mut cmd = if self.as_user {
-            let mut c = Command::new("runuser");
-            c.args(["-u", OS_USER, "--"]).arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
+    fn pg(&self, program: &str, args: &[&OsStr]) -> Result<String> {
+        let mut cmd = self.install.command(program, self.as_user);
         // A directory the postgres user can read, so its tools don't complain about cwd.
         cmd.args(args)
             .current_dir(self._dir.path())
+            .env("PGCONNECT_TIMEOUT", "10")
             .stdin(Stdio::null());
         util::output(&mut cmd)
+    }
+
+    /// Copies `from` into the cluster's directory as `name`: mode 0600, owned by the server
+    /// user (PostgreSQL refuses a key file others can read).
+    fn private_copy(&self, from: &Path, name: &str, owner: Option<(u32, u32)>) -> Result<PathBuf> {
+        let to = self._dir.path().join(name);
+        std::fs::copy(from, &to)
+            .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", to.display()))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&to, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", to.display()))?;
+        }
+        Ok(to)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Throwaway Redis topologies on free loopback ports, without persistence: one server, a
-//! 3-master Redis Cluster, and a master + replica watched by 3 sentinels.
+//! 3-master Redis Cluster, a master + replica watched by 3 sentinels, and TLS-only servers.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::certs::Certs;
 use crate::util::{self, Result, TempDir};
 
 /// The master set name the sentinels monitor.
@@ -40,12 +41,27 @@ fn binary() -> Result<PathBuf> {
 
 /// Starts `redis-server <args>` in `dir` on `port` and waits until it answers PING.
 fn spawn(dir: &Path, name: &str, port: u16, args: &[&str]) -> Result<Process> {
+    let port_text = port.to_string();
+    let mut all = args.to_vec();
+    all.extend(["--port", &port_text]);
+    launch(dir, name, port, &all, || ping(port))
+}
+
+/// Starts `redis-server <args>` (which choose the port) in `dir`/`name`, bound to 127.0.0.1,
+/// and waits up to 15 s until it is running and `ready` says so.
+fn launch(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    args: &[&str],
+    mut ready: impl FnMut() -> bool,
+) -> Result<Process> {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
     let child = Command::new(binary()?)
         .args(args)
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .arg("--dir")
         .arg(&dir)
@@ -59,7 +75,7 @@ fn spawn(dir: &Path, name: &str, port: u16, args: &[&str]) -> Result<Process> {
         .map_err(|e| format!("cannot start redis-server: {e}"))?;
     let mut process = Process { child, port };
     util::wait_until(name, Duration::from_secs(15), || {
-        matches!(process.child.try_wait(), Ok(None)) && ping(port)
+        matches!(process.child.try_wait(), Ok(None)) && ready()
     })
     .map_err(|e| format!("{e}: see {}/redis.log", dir.display()))?;
     Ok(process)
@@ -93,6 +109,90 @@ impl RedisServer {
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.process.port)
     }
+}
+
+/// A single server that speaks only TLS (`--port 0 --tls-port`), with the test CA's server
+/// certificate; clients authenticate with a certificate optionally, or necessarily (mutual TLS).
+#[derive(Debug)]
+pub(crate) struct RedisTlsServer {
+    process: Process,
+    _dir: TempDir,
+}
+
+impl RedisTlsServer {
+    /// Starts the server and waits until `redis-cli --tls` (verifying the server certificate
+    /// against the CA, presenting the client certificate) gets `PONG`. With
+    /// `require_client_cert`, clients without a certificate from the CA are refused.
+    pub(crate) fn start(certs: &Certs, require_client_cert: bool) -> Result<Self> {
+        let dir = TempDir::new(if require_client_cert {
+            "xtask-redis-mtls"
+        } else {
+            "xtask-redis-tls"
+        })?;
+        let port = util::free_port()?;
+        let port_text = port.to_string();
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let (cert, key, ca) = (
+            path(&certs.server.cert),
+            path(&certs.server.key),
+            path(&certs.ca),
+        );
+        let auth = if require_client_cert {
+            "yes"
+        } else {
+            "optional"
+        };
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            auth,
+        ];
+        let process = launch(dir.path(), "tls", port, &args, || {
+            tls_cli(port, certs, true, &["PING"]).is_ok_and(|out| out.trim() == "PONG")
+        })
+        .map_err(|e| {
+            format!("{e} (is redis-server built with TLS? `redis-server --tls-port` must work)")
+        })?;
+        Ok(Self { process, _dir: dir })
+    }
+
+    /// The URL tests connect to (`rediss://`, verify against the test CA).
+    pub(crate) fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.process.port)
+    }
+}
+
+/// `redis-cli --tls --cacert <CA> [--cert --key] -p <port> <args>`, its output; killed after
+/// 5 s (redis-cli has no timeout of its own for a stuck handshake).
+fn tls_cli(port: u16, certs: &Certs, client_cert: bool, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "5",
+        "redis-cli",
+        "--tls",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ])
+    .arg("--cacert")
+    .arg(&certs.ca);
+    if client_cert {
+        cmd.arg("--cert")
+            .arg(&certs.client.cert)
+            .arg("--key")
+            .arg(&certs.client.key);
+    }
+    util::output(cmd.args(args))
 }
 
 /// A Redis Cluster of 3 masters (no replicas), all 16 384 slots assigned.
