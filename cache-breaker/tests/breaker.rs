@@ -237,3 +237,45 @@ async fn a_breaker_that_closes_again_starts_a_new_interval() {
         "2 failures of max 2 after the reset"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_begun_before_an_interval_reset_is_not_counted_after_it() {
+    let b = Breaker::new(
+        "test",
+        BreakerSettings {
+            interval: Duration::from_secs(10),
+            ..settings(1, 0.0, 0)
+        },
+    );
+    let slow = b.permit().expect("closed");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(b.counts().requests, 0, "reset");
+    slow.failure();
+    assert_eq!(
+        b.counts().failures,
+        0,
+        "its outcome belongs to the interval that ended"
+    );
+    run(&b, 0, 1);
+    assert_eq!(b.state(), BreakerState::Closed, "1 failure of max 1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_names_its_connector_settings_and_state_changes() {
+    let (guard, logs) = cache_core::testkit::logs::capture();
+    let s = settings(1, 0.0, 0);
+    let b = Breaker::new("redis", s);
+    assert_eq!(b.connector(), "redis");
+    assert_eq!(*b.settings(), s);
+    run(&b, 0, 2);
+    tokio::time::advance(s.timeout).await;
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    drop(guard);
+    let text = logs.text();
+    assert!(
+        text.contains("connector=\"redis\"")
+            && text.contains("from=\"closed\" to=\"open\"")
+            && text.contains("from=\"open\" to=\"half-open\""),
+        "{text}"
+    );
+}

@@ -239,6 +239,49 @@ async fn unknown_indices_are_errors_that_are_not_kept() {
     assert_eq!(e.kind(), ErrorKind::UnknownIndex);
     assert!(!s.cache.has_pending());
     assert_eq!(s.breaker.counts().failures, 0);
+    assert_eq!(
+        s.breaker.counts().requests,
+        0,
+        "refused before it reaches the breaker"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_get_that_delivers_the_kept_changes_is_answered_from_the_backend() {
+    let s = setup(100);
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.cache.set(entry("2", &["two"])).await.unwrap();
+    s.trip().await;
+    assert!(s.cache.invalidate(Name, &["one"]).await.is_err());
+    s.recover().await;
+    // The first get after the outage delivers the kept invalidation, then answers.
+    assert!(s.cache.get(Id, "2").await.unwrap().is_some());
+    assert!(!s.cache.has_pending());
+    assert!(s.cache.get(Id, "1").await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_holds_exactly_its_number_of_keys_and_says_when_it_overflows() {
+    let (guard, logs) = cache_core::testkit::logs::capture();
+    let s = setup(3);
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.trip().await;
+    assert!(s.cache.invalidate(Id, &["a", "b", "c"]).await.is_err());
+    assert_eq!(s.cache.pending_keys(), 3, "3 keys fit a budget of 3");
+    assert!(logs.lines_with(&["too many undelivered"]).is_empty());
+    assert!(s.cache.invalidate(Id, &["d"]).await.is_err());
+    assert_eq!(
+        s.cache.pending_keys(),
+        0,
+        "the 4th turned them into a truncate"
+    );
+    drop(guard);
+    assert_eq!(logs.lines_with(&["WARN", "too many undelivered"]).len(), 1);
+    let shown = format!("{:?}", s.cache);
+    assert!(
+        shown.contains("orgs") && shown.contains("flaky") && shown.contains("Open"),
+        "{shown}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,6 +302,7 @@ async fn a_kept_invalidation_the_backend_refuses_for_good_becomes_a_truncate() {
         "object 1 was invalidated: never served"
     );
     assert!(!s.cache.has_pending(), "the poison is not kept");
+    assert_eq!(s.cache.pending_keys(), 0);
     assert!(
         s.cache.get(Id, "2").await.unwrap().is_none(),
         "the refused invalidation was replaced by a truncate"
@@ -303,6 +347,7 @@ async fn kept_invalidations_are_delivered_in_the_background_without_a_get() {
         }
     }
     assert!(!s.cache.has_pending(), "delivered without any get");
+    assert_eq!(s.cache.pending_keys(), 0);
     assert!(
         backend.get(Id, "1").await.unwrap().is_none(),
         "the backend itself no longer holds the invalidated object"

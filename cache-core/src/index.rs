@@ -146,6 +146,16 @@ mod tests {
     }
 
     #[test]
+    fn unique_indices_keeps_the_first_of_each_in_order() {
+        assert_eq!(
+            unique_indices(&[Idx::B, Idx::A, Idx::B, Idx::A]),
+            [Idx::B, Idx::A]
+        );
+        assert_eq!(unique_indices(&[Idx::A]), [Idx::A]);
+        assert!(unique_indices::<Idx>(&[]).is_empty());
+    }
+
+    #[test]
     fn entry_keys_is_not_quadratic() {
         // An algorithmic bound, not a performance figure: quadratic deduplication of 100 000
         // keys (each twice) makes ~10^10 comparisons (minutes, even in release: 30 000 took

@@ -210,8 +210,9 @@ async fn an_object_with_more_keys_than_capacity_is_not_cached_and_warned_once() 
     cache.set(Arc::clone(&small)).await.unwrap();
     // Five keys with capacity 4; it shares "x" with the small object, which must go.
     let big = Arc::new(TestEntry::new("b", &["x", "y", "z", "w"]));
-    cache.set(Arc::clone(&big)).await.unwrap();
-    cache.set(Arc::clone(&big)).await.unwrap();
+    for _ in 0..3 {
+        cache.set(Arc::clone(&big)).await.unwrap();
+    }
     assert!(cache.get(TestIndex::Id, "b").await.unwrap().is_none());
     assert!(
         cache.get(TestIndex::Id, "a").await.unwrap().is_none(),
@@ -231,4 +232,41 @@ async fn the_connector_is_named_memory_and_reports_its_capacity() {
     assert_eq!(cache.capacity(), 7);
     assert_eq!(cache.purpose(), "memory-test");
     assert_eq!(cache.indices(), TestIndex::BUILT);
+}
+
+#[tokio::test]
+async fn an_object_with_exactly_capacity_keys_is_cached() {
+    let (_, cache) = cache(4, &CacheSettings::default());
+    let four = Arc::new(TestEntry::new("a", &["x", "y", "z"]));
+    cache.set(Arc::clone(&four)).await.unwrap();
+    assert_eq!(cache.get(TestIndex::Name, "z").await.unwrap(), Some(four));
+    assert_eq!(cache.len(), 4);
+}
+
+#[tokio::test]
+async fn hits_are_answered_without_awaiting_and_through_the_object_cache() {
+    let (_, cache) = cache(10, &CacheSettings::default());
+    let a = Arc::new(TestEntry::new("a", &["x"]));
+    cache.set(Arc::clone(&a)).await.unwrap();
+    assert_eq!(
+        cache
+            .get_ready(TestIndex::Name, "x")
+            .expect("ready")
+            .unwrap(),
+        Some(Arc::clone(&a))
+    );
+    assert_eq!(
+        cache.get_ready(TestIndex::Id, "b").expect("ready").unwrap(),
+        None
+    );
+    let objects =
+        cache_core::ObjectCache::new("memory-test", Arc::clone(&cache) as Arc<dyn Cache<_, _>>);
+    assert_eq!(objects.get(TestIndex::Id, "a").await, Some(a));
+    let shown = format!("{cache:?}");
+    assert!(
+        shown.contains("memory-test")
+            && shown.contains("capacity: 10")
+            && shown.contains("keys: 2"),
+        "{shown}"
+    );
 }
