@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cache_core::{
-    Cache, ChangeListener, Entry, Error, ErrorKind, Index, Prune, Result, async_trait,
+    Cache, ChangeListener, Entry, Error, ErrorKind, Hit, Index, Prune, Result, async_trait,
 };
 
 use crate::breaker::{Breaker, Permit};
@@ -317,6 +317,10 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        Ok(self.get_entry(index, key).await?.map(|hit| hit.value))
+    }
+
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
         let shared = &self.shared;
         if shared.breaker.is_rejecting() {
             return Ok(None);
@@ -330,7 +334,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         let Some(permit) = shared.breaker.permit() else {
             return Ok(None);
         };
-        let outcome = shared.inner.get(index, key).await;
+        let outcome = shared.inner.get_entry(index, key).await;
         report(permit, &outcome);
         outcome
     }

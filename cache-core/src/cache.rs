@@ -1,11 +1,30 @@
 //! The connector-level cache contract every backend and decorator implements.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::index::{Entry, Index};
+
+/// A hit, with what the connector knows of the object.
+#[derive(Debug)]
+pub struct Hit<V> {
+    /// The object.
+    pub value: Arc<V>,
+    /// How long ago it was set (the age MaxAge counts), when the connector knows it.
+    pub age: Option<Duration>,
+}
+
+impl<V> Clone for Hit<V> {
+    fn clone(&self) -> Self {
+        Hit {
+            value: Arc::clone(&self.value),
+            age: self.age,
+        }
+    }
+}
 
 /// One object cache as a connector implements it.
 ///
@@ -36,6 +55,16 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
     /// The object reachable through `key` under `index`, or `None` if the key is unknown, the
     /// object was invalidated or has expired. A hit renews the object's LastUsage.
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>>;
+
+    /// Like [`get`](Cache::get), with the object's age when the connector knows it (a near
+    /// cache fills its memory level with it, so an object never outlives its MaxAge there).
+    /// The default knows no age.
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        Ok(self
+            .get(index, key)
+            .await?
+            .map(|value| Hit { value, age: None }))
+    }
 
     /// Stores `value` under every key of every index of this cache. Any older object that one
     /// of those keys pointed at is invalidated entirely.

@@ -33,6 +33,11 @@ impl Timestamp {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
     }
 
+    /// This timestamp moved `d` back, saturating at the epoch.
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_micros(d)))
+    }
+
     /// This timestamp moved `d` forward, saturating at the far future.
     pub fn saturating_add(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(duration_micros(d)))

@@ -20,7 +20,7 @@ pub mod settings;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use cache::{Cache, Prune};
+pub use cache::{Cache, Hit, Prune};
 pub use change::{Change, ChangeListener};
 pub use channel::{Channel, ChannelEvent, EventSink, Listening};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cache_core::{
-    Cache, CacheSettings, Entry, Error, Expiry, Index, Prune, Result, SharedClock, async_trait,
+    Cache, CacheSettings, Entry, Error, Expiry, Hit, Index, Prune, Result, SharedClock, Timestamp,
+    async_trait,
 };
 use quick_cache::sync::Cache as Map;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
@@ -151,7 +152,16 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[inline]
     fn lookup(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        Ok(self
+            .lookup_stored(index, key)?
+            .map(|(stored, _)| Arc::clone(&stored.value)))
+    }
+
+    /// The live object behind the key and the time of the hit (renewing its LastUsage).
+    #[inline]
+    fn lookup_stored(&self, index: I, key: &str) -> Result<Option<(Arc<Stored<V>>, Timestamp)>> {
         let slot = SlotRef {
             index: self.position(index)?,
             key,
@@ -162,7 +172,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         let now = self.clock.now();
         if stored.is_live(&self.expiry, now) {
             stored.touch(now);
-            return Ok(Some(Arc::clone(&stored.value)));
+            return Ok(Some((stored, now)));
         }
         // Dead: drop this mapping now rather than wait for the pruner, but only if it still
         // points at the object we looked at (a set may have replaced it meanwhile).
@@ -171,7 +181,17 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         Ok(None)
     }
 
+    /// Stores `value` as set `age` ago (so it expires by MaxAge when the object it copies
+    /// does): what a near cache fills its memory level with after a shared read.
+    pub fn set_now_aged(&self, value: Arc<V>, age: std::time::Duration) {
+        self.store_at(value, self.clock.now().saturating_sub(age));
+    }
+
     fn store(&self, value: Arc<V>) {
+        self.store_at(value, self.clock.now());
+    }
+
+    fn store_at(&self, value: Arc<V>, created: Timestamp) {
         let keys: Vec<SlotKey> = cache_core::entry_keys(&*value, &self.indices)
             .into_iter()
             .map(|(position, key)| {
@@ -183,6 +203,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         let stored = Arc::new(Stored::new(
             value,
             keys.into_boxed_slice(),
+            created,
             self.clock.now(),
         ));
         let writes = self.lock();
@@ -259,6 +280,13 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for MemoryCache<I, V> {
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
         self.lookup(index, key)
+    }
+
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        Ok(self.lookup_stored(index, key)?.map(|(stored, now)| Hit {
+            value: Arc::clone(&stored.value),
+            age: Some(now.saturating_since(stored.created())),
+        }))
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {

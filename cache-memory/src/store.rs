@@ -77,14 +77,25 @@ pub(crate) struct Stored<V> {
 }
 
 impl<V> Stored<V> {
-    pub(crate) fn new(value: Arc<V>, keys: Box<[SlotKey]>, now: Timestamp) -> Self {
+    /// An object set at `created`, last used `now`.
+    pub(crate) fn new(
+        value: Arc<V>,
+        keys: Box<[SlotKey]>,
+        created: Timestamp,
+        now: Timestamp,
+    ) -> Self {
         Stored {
             value,
             keys,
-            created: now,
+            created,
             last_used: AtomicU64::new(now.as_micros()),
             invalid: AtomicBool::new(false),
         }
+    }
+
+    /// When it was set.
+    pub(crate) fn created(&self) -> Timestamp {
+        self.created
     }
 
     /// Whether a get at `now` may return this object. Does not renew LastUsage.

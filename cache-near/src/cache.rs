@@ -4,7 +4,7 @@
 use std::sync::{Arc, Weak};
 
 use cache_core::{
-    Cache, Change, ChangeListener, Counter, Entry, Error, Index, Prune, Result, async_trait,
+    Cache, Change, ChangeListener, Counter, Entry, Error, Hit, Index, Prune, Result, async_trait,
 };
 use cache_memory::MemoryCache;
 
@@ -222,6 +222,31 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
         })
     }
 
+    /// A miss in memory (or an unhealthy hub): the shared level's answer, filled into memory
+    /// with its age when the hub was healthy all along and no change overtook the read.
+    async fn read_through(&self, index: I, key: &str, healthy: bool) -> Result<Option<Hit<V>>> {
+        self.check(index)?;
+        let Some(shared) = &self.shared else {
+            self.misses.increment();
+            return Ok(None);
+        };
+        let since = self.level.fence.start();
+        let Some(hit) = shared.get_entry(index, key).await? else {
+            self.misses.increment();
+            return Ok(None);
+        };
+        self.shared_hits.increment();
+        if healthy && self.hub.is_healthy() {
+            let keys = self.level.value_hashes(&hit.value);
+            let memory = &self.level.memory;
+            let age = hit.age.unwrap_or_default();
+            self.level.fence.fill(since, &keys, || {
+                memory.set_now_aged(Arc::clone(&hit.value), age)
+            });
+        }
+        Ok(Some(hit))
+    }
+
     fn check(&self, index: I) -> Result<()> {
         if self.level.memory.indices().contains(&index) {
             Ok(())
@@ -276,26 +301,19 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         if healthy && let Some(found) = self.get_ready(index, key) {
             return found;
         }
-        self.check(index)?;
-        let Some(shared) = &self.shared else {
-            self.misses.increment();
-            return Ok(None);
-        };
-        let since = self.level.fence.start();
-        let found = shared.get(index, key).await?;
-        let Some(value) = found else {
-            self.misses.increment();
-            return Ok(None);
-        };
-        self.shared_hits.increment();
-        if healthy && self.hub.is_healthy() {
-            let keys = self.level.value_hashes(&value);
-            let memory = &self.level.memory;
-            self.level
-                .fence
-                .fill(since, &keys, || memory.set_now(Arc::clone(&value)));
+        Ok(self
+            .read_through(index, key, healthy)
+            .await?
+            .map(|hit| hit.value))
+    }
+
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        let healthy = self.hub.is_healthy();
+        if healthy && let Some(hit) = self.level.memory.get_entry(index, key).await? {
+            self.memory_hits.increment();
+            return Ok(Some(hit));
         }
-        Ok(Some(value))
+        self.read_through(index, key, healthy).await
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {

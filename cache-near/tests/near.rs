@@ -453,3 +453,44 @@ impl Cache<TestIndex, TestEntry> for Flaky {
         self.inner.truncate().await
     }
 }
+
+#[tokio::test]
+async fn a_filled_object_expires_by_max_age_counted_from_its_set_not_from_the_fill() {
+    let clock = Arc::new(ManualClock::new());
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(10),
+        last_usage: Duration::ZERO,
+        ..CacheSettings::default()
+    };
+    let connector = MemoryConnector::with_clock(MemoryConfig::enabled(), clock.clone());
+    let shared: TestCache = connector.cache("orgs", TestIndex::BUILT, &settings);
+    let hub = Hub::new(Arc::new(LocalChannel::new()));
+    wait_healthy(&hub).await;
+    let near = NearCache::new(
+        "orgs",
+        connector.cache("orgs", TestIndex::BUILT, &settings),
+        Some(Arc::clone(&shared)),
+        hub,
+    );
+    shared.set(entry("1", &["one"], 1)).await.unwrap();
+    clock.advance(Duration::from_secs(6));
+    let hit = near
+        .get_entry(Id, "1")
+        .await
+        .unwrap()
+        .expect("read through");
+    assert_eq!(hit.age, Some(Duration::from_secs(6)));
+    assert!(
+        near.memory().get_ready(Id, "1").unwrap().unwrap().is_some(),
+        "filled"
+    );
+    clock.advance(Duration::from_secs(3));
+    assert!(near.get(Name, "one").await.unwrap().is_some(), "9 s old");
+    assert_eq!(near.stats().memory_hits, 1);
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        near.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        "10 s after its set, though filled 4 s ago"
+    );
+    assert!(near.get(Id, "1").await.unwrap().is_none());
+}

@@ -1,12 +1,15 @@
 //! The near cache over real servers (`cargo xtask test` starts them): the conformance suite
 //! and the model test over Redis (its pub/sub channel) and PostgreSQL (`LISTEN`/`NOTIFY`),
 //! changes reaching another process's memory level, and subscriptions killed by the server.
+//!
+//! The memory levels run on the exact system clock: the suite checks expiry to the
+//! millisecond in real time, finer than the memory connector's default coarse clock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_core::testkit::{Fixture, RealTimeFixture, TestCache, TestEntry, TestIndex};
-use cache_core::{Cache, CacheSettings, Channel};
+use cache_core::{Cache, CacheSettings, Channel, SystemClock};
 use cache_memory::{MemoryConfig, MemoryConnector};
 use cache_near::{ChannelState, Hub, NearCache};
 use cache_postgres::{PostgresConfig, PostgresConnector};
@@ -29,8 +32,11 @@ fn near(
     hub: &Hub,
     settings: &CacheSettings,
 ) -> Arc<NearCache<TestIndex, TestEntry>> {
-    let memory =
-        MemoryConnector::new(MemoryConfig::enabled()).cache(purpose, TestIndex::BUILT, settings);
+    let memory = MemoryConnector::with_clock(MemoryConfig::enabled(), SystemClock::shared()).cache(
+        purpose,
+        TestIndex::BUILT,
+        settings,
+    );
     Arc::new(NearCache::new(purpose, memory, Some(shared), hub.clone()))
 }
 
@@ -62,7 +68,8 @@ mod redis_conformance {
             move |purpose, indices, settings| {
                 let shared: TestCache = connector.cache(purpose, indices, settings);
                 let memory =
-                    MemoryConnector::new(MemoryConfig::enabled()).cache(purpose, indices, settings);
+                    MemoryConnector::with_clock(MemoryConfig::enabled(), SystemClock::shared())
+                        .cache(purpose, indices, settings);
                 Arc::new(NearCache::new(purpose, memory, Some(shared), hub.clone())) as TestCache
             },
         ))
@@ -86,7 +93,8 @@ mod postgres_conformance {
             move |purpose, indices, settings| {
                 let shared: TestCache = connector.cache(purpose, indices, settings);
                 let memory =
-                    MemoryConnector::new(MemoryConfig::enabled()).cache(purpose, indices, settings);
+                    MemoryConnector::with_clock(MemoryConfig::enabled(), SystemClock::shared())
+                        .cache(purpose, indices, settings);
                 Arc::new(NearCache::new(purpose, memory, Some(shared), hub.clone())) as TestCache
             },
         ))

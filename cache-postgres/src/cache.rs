@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cache_core::{Cache, CacheSettings, Entry, Error, Index, Prune, Result, async_trait, codec};
+use cache_core::{
+    Cache, CacheSettings, Entry, Error, Hit, Index, Prune, Result, async_trait, codec,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::types::ToSql;
@@ -14,8 +16,13 @@ use crate::connector::Shared;
 use crate::reads::Reads;
 use crate::sql::Stmt;
 
-/// A stored object as read, shared by every get of its key that one statement answered.
-type Payload = Arc<[u8]>;
+/// A stored object as read, shared by every get of its key that one statement answered:
+/// its payload and its age in milliseconds (on the server's clock).
+#[derive(Clone, Debug)]
+struct Payload {
+    bytes: Arc<[u8]>,
+    age_ms: i64,
+}
 
 /// Rows one prune statement removes at most, so a huge backlog never holds long locks.
 pub const PRUNE_BATCH: i64 = 2_000;
@@ -152,7 +159,14 @@ where
             if row.try_get(3).unwrap_or(false) {
                 renew.push(row.try_get(2).map_err(unreadable)?);
             }
-            found.insert(key, Payload::from(payload));
+            let age_ms: i64 = row.try_get(4).map_err(unreadable)?;
+            found.insert(
+                key,
+                Payload {
+                    bytes: Arc::from(payload),
+                    age_ms,
+                },
+            );
         }
         if !renew.is_empty() {
             // Rare (once per tenth of LastUsage per object): the only hits that write a row.
@@ -207,6 +221,10 @@ where
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        Ok(self.get_entry(index, key).await?.map(|hit| hit.value))
+    }
+
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
         let position = self.position(index)?;
         let found = self.reads[position]
             .get(&stored(key), |keys| self.lookup(index.name(), keys))
@@ -214,8 +232,13 @@ where
         let Some(payload) = found else {
             return Ok(None);
         };
-        match codec::decode_hit::<V>(&payload, &self.purpose, CONNECTOR) {
-            Some(value) => Ok(Some(value)),
+        match codec::decode_hit::<V>(&payload.bytes, &self.purpose, CONNECTOR) {
+            Some(value) => Ok(Some(Hit {
+                value,
+                age: Some(std::time::Duration::from_millis(
+                    u64::try_from(payload.age_ms).unwrap_or(0),
+                )),
+            })),
             None => {
                 self.invalidate(index, &[key]).await?;
                 Ok(None)

@@ -12,8 +12,8 @@ use crate::schema::Schema;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stmt {
     /// `(purpose, index, key, version, max_age_ms, last_usage_ms, renew_after_ms) ->
-    /// (key, payload, id, renew)?`: the object behind a key, if it is alive, and whether its
-    /// LastUsage was written longer than `renew_after_ms` ago. Reads only.
+    /// (key, payload, id, renew, age_ms)?`: the object behind a key, if it is alive, whether
+    /// its LastUsage was written longer than `renew_after_ms` ago, and its age. Reads only.
     Get,
     /// [`Get`](Stmt::Get) for many keys of one index at once (`keys[]` for `key`): a row per
     /// key found.
@@ -125,7 +125,8 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
     let get = |rows: &str, key_match: &str| {
         format!(
             "SELECT e.key, e.payload, e.object_id,
-                    ($7 > 0 AND e.last_used_at <= now() - $7 * {MS}) AS renew
+                    ($7 > 0 AND e.last_used_at <= now() - $7 * {MS}) AS renew,
+                    (extract(epoch FROM now() - e.created_at) * 1000)::int8 AS age_ms
              FROM {rows}
              WHERE {key_match} e.version = $4
                AND ($5 = 0 OR e.created_at > now() - $5 * {MS})

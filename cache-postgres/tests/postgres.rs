@@ -651,36 +651,37 @@ async fn a_dead_pooled_connection_is_retried_once_and_never_counts_as_a_failure(
         return;
     };
     let name = format!("dead_{}", std::process::id());
+    // The pool keeps 4 connections open, all made before the calls below.
     let config = PostgresConfig {
         url: format!("{}?application_name={name}", db.url),
         pool_size: 4,
+        min_idle_conns: 4,
         ..db.config()
     };
     let connector = PostgresConnector::new(&config, "v1").unwrap();
     connector.setup().await.unwrap();
     let (c, breaker) = behind_breaker(cache(&connector, "dead", &CacheSettings::default()));
-    let c = Arc::new(c);
     c.set(entry("1", &["one"])).await.unwrap();
-    // Open every connection of the pool.
-    let gets: Vec<_> = (0..32)
-        .map(|_| {
-            let c = Arc::clone(&c);
-            tokio::spawn(async move { c.get(Id, "1").await.unwrap() })
-        })
-        .collect();
-    for get in gets {
-        assert!(get.await.unwrap().is_some());
+    let open = || async {
+        db.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let started = Instant::now();
+    while open().await < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the pool opened {} connections",
+            open().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let opened: i64 = db
-        .client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(opened >= 2, "{opened} connections open");
+    let opened = open().await;
     // What a restart, a failover or a proxy's idle timeout does: every connection is gone.
     db.client
         .execute(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::{
-    Cache, CacheSettings, Entry, Error, ErrorKind, Index, Result, async_trait, codec,
+    Cache, CacheSettings, Entry, Error, ErrorKind, Hit, Index, Result, async_trait, codec,
 };
 use redis::{AsyncCommands, Script};
 use serde::Serialize;
@@ -225,8 +225,9 @@ where
     }
 
     /// What an index key held: the object, or a miss — after removing it when it is not a
-    /// stored object of ours or does not decode.
-    async fn hit(&self, index_key: String, bytes: &[u8], asked: Instant) -> Result<Option<Arc<V>>> {
+    /// stored object of ours or does not decode. Its age is the server's time of the set
+    /// against this machine's clock (as exact as the clocks agree).
+    async fn hit(&self, index_key: String, bytes: &[u8], asked: Instant) -> Result<Option<Hit<V>>> {
         let ops = &self.ops;
         let Some(stored) = value::parse(bytes) else {
             tracing::warn!(
@@ -243,7 +244,11 @@ where
         match codec::decode_hit::<V>(stored.payload, &ops.purpose, CONNECTOR) {
             Some(value) => {
                 ops.renew_if_due(&stored, asked);
-                Ok(Some(value))
+                let age = Duration::from_millis(now_ms().saturating_sub(stored.created_ms));
+                Ok(Some(Hit {
+                    value,
+                    age: Some(age),
+                }))
             }
             None => ops.discard(index_key).await.map(|_| None),
         }
@@ -264,8 +269,12 @@ where
         &self.indices
     }
 
-    /// One plain `GET` of the index key, which holds the whole object.
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        Ok(self.get_entry(index, key).await?.map(|hit| hit.value))
+    }
+
+    /// One plain `GET` of the index key, which holds the whole object.
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
         let index_key = self.index_key(index, key)?;
         let ops = &self.ops;
         let index_key_ref = &index_key;

@@ -20,6 +20,8 @@ const FIXED: usize = 4 + 32 + 1 + 13 + 1 + 13 + 1;
 pub(crate) struct Stored<'a> {
     /// The object's id: its record is `<prefix>o:<id>`.
     pub(crate) id: &'a str,
+    /// When it was set (server time, ms since the epoch).
+    pub(crate) created_ms: u64,
     /// When its LastUsage was last renewed (server time, ms since the epoch).
     pub(crate) renewed_ms: u64,
     /// The version of the application that stored it.
@@ -48,7 +50,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<Stored<'_>> {
     {
         return None;
     }
-    digits(&bytes[37..50])?;
+    let created_ms = digits(&bytes[37..50])?;
     let renewed_ms = digits(&bytes[51..64])?;
     let rest = &bytes[FIXED..];
     let colon = rest.iter().position(|b| *b == b':')?;
@@ -59,6 +61,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<Stored<'_>> {
     }
     Some(Stored {
         id,
+        created_ms,
         renewed_ms,
         version: &rest[colon + 1..version_end],
         payload: &rest[version_end + 1..],
@@ -91,6 +94,7 @@ mod tests {
         let bytes = stored(ID, "1764460800000", "1764460800123", "v1|:x", "{\"a\":1}");
         let s = parse(&bytes).expect("a stored object");
         assert_eq!(s.id, ID);
+        assert_eq!(s.created_ms, 1_764_460_800_000);
         assert_eq!(s.renewed_ms, 1_764_460_800_123);
         assert_eq!(s.version, b"v1|:x");
         assert_eq!(s.payload, b"{\"a\":1}");
