@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 
 use crate::cache::Cache;
 use crate::counter::Counter;
@@ -153,17 +153,30 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
 
     /// The object reachable through `key` under `index`, or `None`. Never fails: a backend
     /// error is logged and counted and answered as a miss.
-    pub async fn get(&self, index: I, key: &str) -> Option<Arc<V>> {
-        let outcome = {
-            let backend = self.inner.backend.load();
-            match backend.cache.get_ready(index, key) {
+    ///
+    /// A connector that can answer at once (memory, a near cache's memory level) is asked
+    /// before the future is made, so awaiting a hit costs no more than a synchronous call.
+    pub fn get<'a>(
+        &'a self,
+        index: I,
+        key: &'a str,
+    ) -> impl Future<Output = Option<Arc<V>>> + Send + 'a {
+        let ready = self.inner.backend.load().cache.get_ready(index, key);
+        async move {
+            let outcome = match ready {
                 Some(outcome) => outcome,
                 None => {
-                    let backend = Guard::into_inner(backend);
+                    let backend = self.inner.backend.load_full();
                     backend.cache.get(index, key).await
                 }
-            }
-        };
+            };
+            self.answered(index, outcome)
+        }
+    }
+
+    /// Counts and logs the outcome of a get.
+    #[inline]
+    fn answered(&self, index: I, outcome: Result<Option<Arc<V>>>) -> Option<Arc<V>> {
         let stats = &self.inner.stats;
         match outcome {
             Ok(Some(value)) => {
