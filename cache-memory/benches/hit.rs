@@ -255,55 +255,25 @@ fn get_hit_2_threads(c: &mut Criterion) {
     }
 }
 
-/// Where criterion keeps its results: `CRITERION_HOME`, or `criterion` in the target
-/// directory this bench was built in (`target/release/deps/hit-*`).
-fn criterion_home() -> Option<std::path::PathBuf> {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return Some(home.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
-}
-
-/// The mean time (ns) criterion measured in this run for `group/function`.
-fn mean_ns(home: &std::path::Path, group: &str, function: &str) -> Option<f64> {
-    // Criterion names a group's directory with `/` replaced by `_`.
-    let path = home
-        .join(group.replace('/', "_"))
-        .join(function)
-        .join("new")
-        .join("estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    json["mean"]["point_estimate"].as_f64()
-}
-
 /// Prints every contender's time as a ratio to raw quick_cache's in the same run.
 fn print_ratios() {
-    let Some(home) = criterion_home() else { return };
-    println!(
-        "\nratios to raw quick_cache (time per operation; goal for object_cache hits: <= 1.5x)"
-    );
-    println!("| group | object_cache | memory_cache_direct | memory_cache_dyn | moka |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut rows = Vec::new();
     for kind in ["get_hit", "get_hit_2_threads", "set"] {
         for objects in SIZES {
-            let group = format!("{kind}/{objects}");
-            let Some(base) = mean_ns(&home, &group, "quick_cache") else {
-                continue;
-            };
-            let ratio = |function: &str| {
-                mean_ns(&home, &group, function)
-                    .map_or("-".to_owned(), |t| format!("{:.2}x ({t:.1} ns)", t / base))
-            };
-            println!(
-                "| {group} (quick_cache {base:.1} ns) | {} | {} | {} | {} |",
-                ratio("object_cache"),
-                ratio("memory_cache_direct"),
-                ratio("memory_cache_dyn"),
-                ratio("moka")
-            );
+            for function in [
+                "object_cache",
+                "memory_cache_direct",
+                "memory_cache_dyn",
+                "moka",
+            ] {
+                rows.push((format!("{kind}/{objects}"), function, "quick_cache"));
+            }
         }
     }
+    cache_core::testkit::load::print_ratios(
+        "time per operation against raw quick_cache (goal for object_cache hits: at most 1.5x)",
+        &rows,
+    );
 }
 
 fn config() -> Criterion {

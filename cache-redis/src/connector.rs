@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use cache_core::{CacheSettings, Entry, Error, Index, Result};
 use redis::RedisError;
@@ -38,6 +41,25 @@ pub(crate) struct Shared {
     pub(crate) scripts: Scripts,
     /// Connect errors of the pool, so a checkout does not wait on a refusing server.
     pub(crate) connect_failures: cache_core::pool::ConnectFailures,
+    /// The multiplexed connections operations use, one per pool slot, each taken from the
+    /// pool once and kept until it fails (or reaches `ConnMaxLifetime`): an operation picks
+    /// the next lane instead of checking a connection out (no pool lock, no wait timer).
+    lanes: Box<[ArcSwapOption<Lane>]>,
+    next_lane: AtomicUsize,
+}
+
+/// A connection in a lane.
+struct Lane {
+    redis: Conn,
+    health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("health", &self.health)
+            .finish()
+    }
 }
 
 impl RedisConnector {
@@ -77,6 +99,10 @@ impl RedisConnector {
             .build_unchecked(manager);
         Ok(RedisConnector {
             shared: Arc::new(Shared {
+                lanes: (0..config.max_connections().max(1))
+                    .map(|_| ArcSwapOption::empty())
+                    .collect(),
+                next_lane: AtomicUsize::new(0),
                 config,
                 version: version.into(),
                 pool,
@@ -137,19 +163,7 @@ impl Shared {
         let shared = self;
         let config = &shared.config;
         let started = Instant::now();
-        let connection = cache_core::pool::checkout(
-            shared.pool.get_owned(),
-            &shared.connect_failures,
-            config.pool_wait(),
-            "redis",
-            "Caches.Connectors.Redis.PoolTimeout",
-            redis_error,
-        )
-        .await?;
-        // Share the multiplexed connection and give the slot back at once (see `pool`).
-        let redis = connection.redis.clone();
-        let health = Arc::clone(&connection.health);
-        drop(connection);
+        let (redis, health) = self.lane().await?;
         match attempt(limit, &op, redis, &health).await {
             Attempt::Done(value) => Ok(value),
             Attempt::Failed(e) if is_connection_error(&e) && health.connected_before(started) => {
@@ -171,6 +185,38 @@ impl Shared {
             }
             outcome => finish(outcome),
         }
+    }
+}
+
+impl Shared {
+    /// The connection of the next lane, taken from the pool when the lane is empty or its
+    /// connection failed or is too old.
+    async fn lane(&self) -> Result<(Conn, Arc<Health>)> {
+        let slot = &self.lanes[self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len()];
+        let lifetime = self.config.conn_max_lifetime;
+        if let Some(lane) = &*slot.load()
+            && lane.health.usable(lifetime)
+        {
+            return Ok((lane.redis.clone(), Arc::clone(&lane.health)));
+        }
+        let connection = cache_core::pool::checkout(
+            self.pool.get_owned(),
+            &self.connect_failures,
+            self.config.pool_wait(),
+            "redis",
+            "Caches.Connectors.Redis.PoolTimeout",
+            redis_error,
+        )
+        .await?;
+        // Share the multiplexed connection and give the slot back at once (see `pool`).
+        let lane = Lane {
+            redis: connection.redis.clone(),
+            health: Arc::clone(&connection.health),
+        };
+        drop(connection);
+        let picked = (lane.redis.clone(), Arc::clone(&lane.health));
+        slot.store(Some(Arc::new(lane)));
+        Ok(picked)
     }
 }
 

@@ -104,6 +104,12 @@ impl Health {
     fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
     }
+
+    /// Whether operations may keep using it: not broken, and younger than `lifetime` (0: no
+    /// limit).
+    pub(crate) fn usable(&self, lifetime: Duration) -> bool {
+        !self.is_broken() && (lifetime.is_zero() || self.connected.elapsed() < lifetime)
+    }
 }
 
 /// Makes connections for one topology and tells bb8 which ones failed.

@@ -54,3 +54,48 @@ where
         started.elapsed()
     })
 }
+
+/// Where criterion keeps its results: `CRITERION_HOME`, or `criterion` in the target
+/// directory the running benchmark was built in (`target/release/deps/<bench>-*`).
+fn criterion_home() -> Option<std::path::PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+/// The mean time (ns) criterion measured for `group/function` in its latest run, read from
+/// its estimates file; `None` when it was not measured. Lets a benchmark print ratios of
+/// figures measured in the same run.
+pub fn criterion_mean_ns(group: &str, function: &str) -> Option<f64> {
+    // Criterion names a group's directory with `/` replaced by `_`.
+    let path = criterion_home()?
+        .join(group.replace('/', "_"))
+        .join(function.replace('/', "_"))
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+/// Prints, per group, `function`'s time as a ratio to `baseline`'s (both measured in this
+/// run) as a Markdown table, for each `(group, function, baseline)`; a ratio above 1 is slower.
+pub fn print_ratios(title: &str, rows: &[(String, &str, &str)]) {
+    println!("\n{title}");
+    println!("| group | measured | baseline | time ratio | throughput ratio |");
+    println!("| --- | --- | --- | ---: | ---: |");
+    for (group, function, baseline) in rows {
+        let (Some(ours), Some(base)) = (
+            criterion_mean_ns(group, function),
+            criterion_mean_ns(group, baseline),
+        ) else {
+            continue;
+        };
+        println!(
+            "| {group} | {function} ({ours:.1} ns) | {baseline} ({base:.1} ns) | {:.2}x | {:.2}x |",
+            ours / base,
+            base / ours
+        );
+    }
+}
