@@ -372,6 +372,14 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         self.change("truncate", Op::Truncate, run).await
     }
 
+    fn change_token(&self) -> u64 {
+        self.shared.inner.change_token()
+    }
+
+    fn changed_since(&self, token: u64, value: &V) -> bool {
+        self.shared.inner.changed_since(token, value)
+    }
+
     fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
         // Pruning is the backend's own clean-up; it does not go through the breaker.
         Arc::clone(&self.shared.inner).into_prune()

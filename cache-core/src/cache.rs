@@ -81,6 +81,22 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
     /// Empties this object cache, every version and index of it, and nothing else.
     async fn truncate(&self) -> Result<()>;
 
+    /// A token for the changes this cache has seen so far — its own and, for a near cache,
+    /// those other processes announced — for [`changed_since`](Cache::changed_since). The
+    /// default (a cache that keeps no such record) is 0.
+    fn change_token(&self) -> u64 {
+        0
+    }
+
+    /// Whether a change of one of `value`'s keys was seen since `token` (from
+    /// [`change_token`](Cache::change_token)): a value loaded from the source of truth since
+    /// then may be older than the change, and must not be cached. The default sees none (the
+    /// caller's own bookkeeping then decides).
+    fn changed_since(&self, token: u64, value: &V) -> bool {
+        let _ = (token, value);
+        false
+    }
+
     /// The prune capability of this cache, for connectors that need a pruner (memory,
     /// postgres). `None` (the default) for connectors whose backend expires objects itself.
     fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {

@@ -212,9 +212,11 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// it returns: the read-through way to use a cache.
     ///
     /// Safe against the classic cache-aside race: if an invalidate, delete, truncate or
-    /// backend switch of this object cache starts while `load` runs, the loaded value (which
-    /// may predate the change) is returned to this caller but not left in the cache. So once
-    /// an invalidation has returned, no later get in this process sees the older object.
+    /// backend switch of this object cache starts while `load` runs — in this process, or, on
+    /// a near cache, in another process whose announcement of a change of one of the loaded
+    /// object's keys arrived meanwhile — the loaded value (which may predate the change) is
+    /// returned to this caller but not left in the cache. So once an invalidation has
+    /// returned, no later get in this process sees the older object.
     /// `load` errors are returned as they are; cache errors never are (a failed get is a
     /// miss, a failed set is logged).
     ///
@@ -247,19 +249,26 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     {
         let changes = &self.inner.changes;
         let before = changes.load(Ordering::SeqCst);
+        let backend = self.inner.backend.load_full();
+        let token = backend.cache.change_token();
         if let Some(hit) = self.get(index, key).await {
             return Ok(Some(hit));
         }
         let Some(loaded) = load().await?.map(Arc::new) else {
             return Ok(None);
         };
-        if changes.load(Ordering::SeqCst) != before {
+        // A change made here (any key) or seen from another process (one of the loaded
+        // object's keys) since the get: the load may predate it.
+        let changed = |loaded: &V| {
+            changes.load(Ordering::SeqCst) != before || backend.cache.changed_since(token, loaded)
+        };
+        if changed(&loaded) {
             return Ok(Some(loaded));
         }
         self.set(Arc::clone(&loaded)).await;
         // A change that began between the check above and the set may have run before the
         // set landed: take the set back rather than leave a possibly outdated object.
-        if changes.load(Ordering::SeqCst) != before {
+        if changed(&loaded) {
             self.unset(&loaded).await;
         }
         Ok(Some(loaded))

@@ -333,7 +333,10 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             }
             return Err(error);
         }
-        level.fence.change(hashes, || level.memory.set_now(value));
+        let address = Arc::as_ptr(&value) as usize;
+        level
+            .fence
+            .set(hashes, address, || level.memory.set_now(value));
         // Every older object holding one of these keys is gone: the others drop theirs.
         for (position, index) in level.memory.indices().iter().enumerate() {
             let keys: Vec<&str> = keys
@@ -391,6 +394,17 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             announce(&self.hub, &self.level, &Change::Truncate).await;
         }
         outcome
+    }
+
+    fn change_token(&self) -> u64 {
+        self.level.fence.start()
+    }
+
+    fn changed_since(&self, token: u64, value: &V) -> bool {
+        let address = std::ptr::from_ref(value) as usize;
+        self.level
+            .fence
+            .changed_since(token, &self.level.value_hashes(value), address)
     }
 
     fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {

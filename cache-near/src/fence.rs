@@ -19,8 +19,8 @@ const LOG: usize = 512;
 /// A change as the fence remembers it.
 #[derive(Debug)]
 enum Touched {
-    /// These key hashes.
-    Keys(Vec<u64>),
+    /// These key hashes; by a set of the value at this address, when it was one.
+    Keys(Vec<u64>, Option<usize>),
     /// Everything (a truncate, or the channel lost).
     All,
 }
@@ -49,7 +49,13 @@ impl Fence {
     /// Records a change of `keys` (hashes) and applies it with `apply`, atomically with
     /// respect to fills.
     pub(crate) fn change<T>(&self, keys: Vec<u64>, apply: impl FnOnce() -> T) -> T {
-        self.record(Touched::Keys(keys), apply)
+        self.record(Touched::Keys(keys, None), apply)
+    }
+
+    /// Records the set of the value at `value` (its address) under `keys`: a change for fills,
+    /// but not for [`changed_since`](Self::changed_since) asked about that same value.
+    pub(crate) fn set<T>(&self, keys: Vec<u64>, value: usize, apply: impl FnOnce() -> T) -> T {
+        self.record(Touched::Keys(keys, Some(value)), apply)
     }
 
     /// Records a change of everything and applies it with `apply`.
@@ -72,25 +78,40 @@ impl Fence {
     /// returns whether it ran.
     pub(crate) fn fill(&self, since: u64, keys: &[u64], install: impl FnOnce()) -> bool {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = self.seq.load(Ordering::Relaxed);
-        if now != since {
-            let forgotten = log.front().is_none_or(|(first, _)| *first > since + 1);
-            if forgotten {
-                return false;
-            }
-            let touched = log
+        if self.touched(&log, since, keys, None) {
+            return false;
+        }
+        install();
+        true
+    }
+
+    /// Whether a change recorded after `since` touched one of `keys` (or the log no longer
+    /// reaches back that far) — not counting a set of the value at `value` itself.
+    pub(crate) fn changed_since(&self, since: u64, keys: &[u64], value: usize) -> bool {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        self.touched(&log, since, keys, Some(value))
+    }
+
+    fn touched(
+        &self,
+        log: &VecDeque<(u64, Touched)>,
+        since: u64,
+        keys: &[u64],
+        except: Option<usize>,
+    ) -> bool {
+        if self.seq.load(Ordering::Relaxed) == since {
+            return false;
+        }
+        let forgotten = log.front().is_none_or(|(first, _)| *first > since + 1);
+        forgotten
+            || log
                 .iter()
                 .filter(|(seq, _)| *seq > since)
                 .any(|(_, touched)| match touched {
                     Touched::All => true,
-                    Touched::Keys(changed) => changed.iter().any(|k| keys.contains(k)),
-                });
-            if touched {
-                return false;
-            }
-        }
-        install();
-        true
+                    Touched::Keys(_, Some(set)) if Some(*set) == except => false,
+                    Touched::Keys(changed, _) => changed.iter().any(|k| keys.contains(k)),
+                })
     }
 }
 

@@ -494,3 +494,48 @@ async fn a_filled_object_expires_by_max_age_counted_from_its_set_not_from_the_fi
     );
     assert!(near.get(Id, "1").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_load_that_another_process_s_change_overtook_is_not_cached() {
+    let channel = LocalChannel::new();
+    let (hub_a, hub_b) = (
+        Hub::new(Arc::new(channel.clone())),
+        Hub::new(Arc::new(channel.clone())),
+    );
+    wait_healthy(&hub_a).await;
+    wait_healthy(&hub_b).await;
+    // The memory connector alone with a channel: every process loads into its own memory.
+    let a = cache_core::ObjectCache::new(
+        "instance",
+        Arc::new(NearCache::new("instance", memory("instance"), None, hub_a)),
+    );
+    let b = cache_core::ObjectCache::new(
+        "instance",
+        Arc::new(NearCache::new("instance", memory("instance"), None, hub_b)),
+    );
+    // B loads revision 1 from the source of truth; meanwhile A changes it there and
+    // invalidates, and B hears of it before its load is cached.
+    let loaded = b
+        .get_or_load(Name, "acme.example", || async {
+            a.invalidate(Id, &["1"]).await.unwrap();
+            Ok::<_, cache_core::Error>(Some(TestEntry::new("1", &["acme.example"]).revision(1)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded.map(|e| e.revision),
+        Some(1),
+        "the caller gets its load"
+    );
+    assert!(
+        b.get(Id, "1").await.is_none(),
+        "but a load another process's change overtook is not cached"
+    );
+    // A load no change overtook is cached as usual.
+    b.get_or_load(Id, "2", || async {
+        Ok::<_, cache_core::Error>(Some(TestEntry::new("2", &["other.example"])))
+    })
+    .await
+    .unwrap();
+    assert!(b.get(Name, "other.example").await.is_some());
+}
