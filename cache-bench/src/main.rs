@@ -2,13 +2,15 @@
 //! URLs in `CACHE_TEST_REDIS_URL` / `CACHE_TEST_POSTGRES_URL`).
 //!
 //! ```text
-//! cache-bench [--quick] [--out DIR] [--compare OLD.json]
+//! cache-bench [--quick] [--out DIR] [--compare OLD.json] [--only FAMILY]
 //! ```
 //!
 //! Runs every workload ([`workload::Workload`]) on every target ([`targets::all`]) at 1, 8 and
 //! 32 tasks (and 16 for PostgreSQL, where its goals are set), then the scale run, and writes
 //! `results.json`, `results.md` and `latency.svg` to `DIR` (default `target/bench`).
 
+mod isolated;
+mod propagation;
 mod report;
 mod scale;
 mod targets;
@@ -27,6 +29,8 @@ struct Args {
     quick: bool,
     out: PathBuf,
     compare: Option<PathBuf>,
+    /// Only the targets of this family (for a quick look at one connector).
+    only: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -34,6 +38,7 @@ fn args() -> Result<Args, String> {
         quick: false,
         out: PathBuf::from("target/bench"),
         compare: None,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -41,9 +46,11 @@ fn args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--compare" => args.compare = Some(it.next().ok_or("--compare needs a file")?.into()),
+            "--only" => args.only = Some(it.next().ok_or("--only needs a family")?),
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] [--compare OLD.json]"
+                    "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference]"
                 ));
             }
         }
@@ -128,9 +135,12 @@ async fn run(args: &Args) -> Result<(), String> {
     } else {
         (1_000_000, 100_000)
     };
-    let targets = targets::all(&servers, 32).await;
+    let mut targets = targets::all(&servers, 32).await;
+    if let Some(only) = &args.only {
+        targets.retain(|t| t.family == only);
+    }
     let tasks_for = |family: &str| -> &'static [u64] {
-        if family == "postgres" {
+        if family == "postgres" || family == "near" {
             &[1, 8, 16, 32]
         } else {
             &[1, 8, 32]
@@ -149,7 +159,7 @@ async fn run(args: &Args) -> Result<(), String> {
             tasks_for(t.family).len() * order.iter().filter(|w| t.writes || !w.writes()).count()
         })
         .sum();
-    let progress = ProgressBar::new(cells_total as u64 + 3);
+    let progress = ProgressBar::new(cells_total as u64 + 5);
     progress.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
             .map_err(|e| e.to_string())?
@@ -171,8 +181,29 @@ async fn run(args: &Args) -> Result<(), String> {
         quick: args.quick,
         cells: Vec::new(),
         scale: Vec::new(),
+        isolated: Vec::new(),
+        propagation: Vec::new(),
         goals: Vec::new(),
     };
+    let everything = args.only.is_none();
+    progress.set_message("hits measured alone");
+    if everything {
+        report.isolated = isolated::run(args.quick).await;
+    }
+    progress.inc(1);
+    let rounds = if args.quick { 200 } else { 1_000 };
+    progress.set_message("near-cache propagation");
+    if let Some(url) = servers.redis.as_ref().filter(|_| everything) {
+        report
+            .propagation
+            .push(propagation::redis(url, rounds).await);
+    }
+    if let Some(url) = servers.postgres.as_ref().filter(|_| everything) {
+        report
+            .propagation
+            .push(propagation::postgres(url, rounds).await);
+    }
+    progress.inc(1);
     for named in &targets {
         for &tasks in tasks_for(named.family) {
             progress.set_message(format!(
@@ -206,16 +237,18 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     drop(targets);
     progress.set_message(format!("scale: memory, {scale_objects} objects"));
-    report
-        .scale
-        .push(scale::memory(scale_objects, expired).await);
+    if everything {
+        report
+            .scale
+            .push(scale::memory(scale_objects, expired).await);
+    }
     progress.inc(1);
-    if let Some(url) = &servers.redis {
+    if let Some(url) = servers.redis.as_ref().filter(|_| everything) {
         progress.set_message(format!("scale: redis, {scale_objects} objects"));
         report.scale.push(scale::redis(url, scale_objects).await);
     }
     progress.inc(1);
-    if let Some(url) = &servers.postgres {
+    if let Some(url) = servers.postgres.as_ref().filter(|_| everything) {
         progress.set_message(format!("scale: postgres, {scale_objects} objects"));
         report
             .scale

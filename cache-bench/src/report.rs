@@ -7,6 +7,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::isolated::Isolated;
+use crate::propagation::Propagation;
 use crate::workload::{Measurement, Workload};
 
 /// One measured cell.
@@ -45,17 +47,47 @@ pub(crate) struct Scale {
     pub(crate) pruned: u64,
 }
 
-/// A goal named in a connector issue, and whether this run met it.
+/// A goal named in an issue, and whether this run met it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Goal {
     /// The goal as the issue words it.
     pub(crate) goal: String,
-    /// The measured ratio.
+    /// The measured figure (a ratio, or microseconds for propagation).
     pub(crate) measured: f64,
-    /// The ratio the goal asks for (at least).
+    /// The figure the goal asks for.
     pub(crate) wanted: f64,
-    /// Whether `measured >= wanted`.
+    /// Whether the goal is a ceiling (`measured <= wanted`) rather than a floor.
+    #[serde(default)]
+    pub(crate) at_most: bool,
+    /// The unit shown after the figures (`x`, ` µs`).
+    #[serde(default)]
+    pub(crate) unit: String,
+    /// Whether this run met it.
     pub(crate) met: bool,
+}
+
+impl Goal {
+    fn at_least(goal: String, measured: f64, wanted: f64) -> Self {
+        Goal {
+            goal,
+            measured,
+            wanted,
+            at_most: false,
+            unit: "x".into(),
+            met: measured >= wanted,
+        }
+    }
+
+    fn at_most(goal: String, measured: f64, wanted: f64, unit: &str) -> Self {
+        Goal {
+            goal,
+            measured,
+            wanted,
+            at_most: true,
+            unit: unit.into(),
+            met: measured <= wanted,
+        }
+    }
 }
 
 /// A whole run.
@@ -69,7 +101,13 @@ pub(crate) struct Report {
     pub(crate) cells: Vec<Cell>,
     /// The scale run.
     pub(crate) scale: Vec<Scale>,
-    /// The connector issues' goals.
+    /// Hits measured alone (no key building), for the hit-path goals.
+    #[serde(default)]
+    pub(crate) isolated: Vec<Isolated>,
+    /// Near-cache propagation delays per transport.
+    #[serde(default)]
+    pub(crate) propagation: Vec<Propagation>,
+    /// The issues' goals.
     pub(crate) goals: Vec<Goal>,
 }
 
@@ -88,57 +126,118 @@ impl Report {
         )
     }
 
-    /// Evaluates the goals of the connector issues on this run's cells.
+    /// Evaluates the goals of the issues on this run's figures.
     pub(crate) fn evaluate_goals(&mut self) {
-        let checks: [(&str, &str, &str, u64, f64); 5] = [
+        let mut goals = Vec::new();
+        for i in &self.isolated {
+            let threads = if i.threads == 1 { "thread" } else { "threads" };
+            let (what, wanted) = if i.subject.starts_with("near") {
+                (
+                    "near-cache memory-level hit at most 1.2x the memory connector's",
+                    1.2,
+                )
+            } else {
+                (
+                    "memory hit through ObjectCache at most 1.5x raw quick_cache",
+                    1.5,
+                )
+            };
+            goals.push(Goal::at_most(
+                format!(
+                    "{what} ({} objects, {} {threads}; isolated)",
+                    i.objects, i.threads
+                ),
+                i.ratio(),
+                wanted,
+                "x",
+            ));
+        }
+        let throughput: [(&str, &str, &str, Workload, u64, f64); 8] = [
             (
                 "memory get-hit throughput at least moka's (1 task)",
                 "memory",
                 "raw moka",
+                Workload::GetHit,
                 1,
                 1.0,
             ),
             (
-                "memory get-hit costs at most 1.5x raw quick_cache (1 task)",
-                "memory",
-                "raw quick_cache",
-                1,
-                1.0 / 1.5,
-            ),
-            (
-                "redis get-hit at 32 tasks at least 0.6x raw GET",
+                "redis get-hit at least 0.8x the raw GET, decoded (1 task)",
                 "redis",
                 "raw redis GET/SET/DEL",
-                32,
-                0.6,
-            ),
-            (
-                "postgres get-hit at 16 tasks at least 0.8x raw SELECT",
-                "postgres",
-                "raw prepared SELECT",
-                16,
+                Workload::GetHit,
+                1,
                 0.8,
             ),
             (
-                "postgres get-hit at 16 tasks at least 2x update-per-hit",
+                "redis get-hit at least 0.8x the raw GET, decoded (8 tasks)",
+                "redis",
+                "raw redis GET/SET/DEL",
+                Workload::GetHit,
+                8,
+                0.8,
+            ),
+            (
+                "redis get-hit at least 0.8x the raw GET, decoded (32 tasks)",
+                "redis",
+                "raw redis GET/SET/DEL",
+                Workload::GetHit,
+                32,
+                0.8,
+            ),
+            (
+                "postgres get-hit at least 0.8x the raw prepared SELECT (1 task)",
+                "postgres",
+                "raw prepared SELECT",
+                Workload::GetHit,
+                1,
+                0.8,
+            ),
+            (
+                "postgres get-hit at least 2x the update-per-hit read (16 tasks)",
                 "postgres",
                 "update per hit (reference)",
+                Workload::GetHit,
                 16,
                 2.0,
             ),
+            (
+                "near cache mixed 95/5 at least 20x plain redis (8 tasks)",
+                "near (redis)",
+                "redis",
+                Workload::Mixed,
+                8,
+                20.0,
+            ),
+            (
+                "near cache mixed 95/5 at least 20x plain postgres (8 tasks)",
+                "near (postgres)",
+                "postgres",
+                Workload::Mixed,
+                8,
+                20.0,
+            ),
         ];
-        self.goals = checks
-            .iter()
-            .filter_map(|(goal, a, b, tasks, wanted)| {
-                let measured = self.ratio(a, b, Workload::GetHit, *tasks)?;
-                Some(Goal {
-                    goal: (*goal).to_owned(),
-                    measured,
-                    wanted: *wanted,
-                    met: measured >= *wanted,
-                })
-            })
-            .collect();
+        for (goal, a, b, workload, tasks, wanted) in throughput {
+            if let Some(measured) = self.ratio(a, b, workload, tasks) {
+                goals.push(Goal::at_least(goal.to_owned(), measured, wanted));
+            }
+        }
+        for p in self.propagation.iter().filter(|p| p.transport == "redis") {
+            goals.push(Goal::at_most(
+                "near-cache propagation over redis: p99 at most 500 µs".to_owned(),
+                p.p99_us,
+                500.0,
+                " µs",
+            ));
+            goals.push(Goal::at_most(
+                "near-cache propagation over redis: max at most 5 ms".to_owned(),
+                p.max_us,
+                5_000.0,
+                " µs",
+            ));
+        }
+        self.goals = goals;
     }
 
     /// The Markdown tables: per workload, every target and concurrency with throughput,
@@ -202,14 +301,56 @@ impl Report {
             }
             out.push('\n');
         }
-        if !self.goals.is_empty() {
-            let _ = writeln!(out, "### goals of the connector issues\n");
-            let _ = writeln!(out, "| goal | measured | met |");
-            let _ = writeln!(out, "| --- | ---: | --- |");
-            for g in &self.goals {
+        if !self.isolated.is_empty() {
+            let _ = writeln!(out, "### hits measured alone (no key building)\n");
+            let _ = writeln!(
+                out,
+                "| hit | objects | threads | ns | baseline | ns | ratio |"
+            );
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- | ---: | ---: |");
+            for i in &self.isolated {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.2}x (wanted ≥ {:.2}x) | {} |",
+                    "| {} | {} | {} | {:.1} | {} | {:.1} | {:.2}x |",
+                    i.subject,
+                    i.objects,
+                    i.threads,
+                    i.subject_ns,
+                    i.baseline,
+                    i.baseline_ns,
+                    i.ratio()
+                );
+            }
+            out.push('\n');
+        }
+        if !self.propagation.is_empty() {
+            let _ = writeln!(
+                out,
+                "### near-cache propagation (invalidate returned → the other process's last hit)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| transport | invalidations | p50 µs | p99 µs | max µs |"
+            );
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+            for p in &self.propagation {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} | {:.1} | {:.1} |",
+                    p.transport, p.rounds, p.p50_us, p.p99_us, p.max_us
+                );
+            }
+            out.push('\n');
+        }
+        if !self.goals.is_empty() {
+            let _ = writeln!(out, "### goals of the issues\n");
+            let _ = writeln!(out, "| goal | measured | wanted | met |");
+            let _ = writeln!(out, "| --- | ---: | ---: | --- |");
+            for g in &self.goals {
+                let (unit, sign) = (&g.unit, if g.at_most { "≤" } else { "≥" });
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.2}{unit} | {sign} {:.2}{unit} | {} |",
                     g.goal,
                     g.measured,
                     g.wanted,

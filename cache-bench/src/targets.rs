@@ -9,6 +9,7 @@ use cache_core::testkit::load::entry;
 use cache_core::testkit::{TestEntry, TestIndex};
 use cache_core::{BreakerSettings, Cache, CacheSettings, NoopCache, ObjectCache, async_trait};
 use cache_memory::{MemoryConfig, MemoryConnector};
+use cache_near::{Hub, NearCache};
 use cache_postgres::{PostgresConfig, PostgresConnector};
 use cache_redis::{RedisConfig, RedisConnector};
 use redis::AsyncCommands;
@@ -99,14 +100,17 @@ impl Target for Moka {
     }
 }
 
-/// Raw redis-rs `GET`/`SET`/`DEL` of the same JSON payload on one multiplexed connection.
+/// Raw redis-rs `GET`/`SET`/`DEL` of the same JSON payload on one multiplexed connection
+/// (a get decodes it, as the connector does).
 struct RawRedis(redis::aio::MultiplexedConnection);
 
 #[async_trait]
 impl Target for RawRedis {
     async fn get(&self, i: u64) -> bool {
+        // The same payload as the connector's, decoded as the connector decodes it.
         let v: Option<Vec<u8>> = self.0.clone().get(format!("raw:{i}")).await.unwrap_or(None);
-        v.is_some()
+        v.and_then(|v| serde_json::from_slice::<TestEntry>(&v).ok())
+            .is_some()
     }
     async fn set(&self, i: u64) {
         let payload = serde_json::to_vec(&entry(i)).expect("json");
@@ -294,6 +298,53 @@ pub(crate) async fn all(servers: &Servers, max_tasks: u64) -> Vec<Named> {
             }),
         });
     }
+    // Near caches: a memory level in front of each shared connector, on its channel.
+    if let Some(url) = &servers.redis {
+        let redis = RedisConnector::new(
+            RedisConfig {
+                pool_size: max_tasks.clamp(1, 32) as u32,
+                ..RedisConfig::with_url(url)
+            },
+            "bench",
+        )
+        .expect("redis connector");
+        let hub = Hub::new(Arc::new(redis.channel().expect("redis channel")));
+        targets.push(Named {
+            name: "near (redis)",
+            family: "near",
+            baseline: false,
+            writes: true,
+            target: near(
+                "bench-near",
+                redis.cache("bench-near", TestIndex::BUILT, &settings()),
+                hub,
+            )
+            .await,
+        });
+    }
+    if let Some(url) = &servers.postgres {
+        let postgres = PostgresConnector::new(
+            &PostgresConfig {
+                pool_size: max_tasks.clamp(1, 32) as u32,
+                ..PostgresConfig::with_url(url)
+            },
+            "bench",
+        )
+        .expect("postgres connector");
+        let hub = Hub::new(Arc::new(postgres.channel().expect("postgres channel")));
+        targets.push(Named {
+            name: "near (postgres)",
+            family: "near",
+            baseline: false,
+            writes: true,
+            target: near(
+                "bench-near",
+                postgres.cache("bench-near", TestIndex::BUILT, &settings()),
+                hub,
+            )
+            .await,
+        });
+    }
     targets.push(Named {
         name: "no-op (no caching)",
         family: "reference",
@@ -302,6 +353,24 @@ pub(crate) async fn all(servers: &Servers, max_tasks: u64) -> Vec<Named> {
         target: connector("noop", Arc::new(NoopCache)),
     });
     targets
+}
+
+/// A near cache over `shared`, once its hub is healthy.
+async fn near(
+    purpose: &str,
+    shared: Arc<dyn Cache<TestIndex, TestEntry>>,
+    hub: Hub,
+) -> Arc<dyn Target> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !hub.is_healthy() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let memory = MemoryConnector::new(MemoryConfig::enabled().with_capacity(4 * OBJECTS * 3))
+        .cache(purpose, TestIndex::BUILT, &settings());
+    connector(
+        purpose,
+        Arc::new(NearCache::new(purpose, memory, Some(shared), hub)),
+    )
 }
 
 /// `count` connections with the baseline statements prepared, on fresh baseline tables.

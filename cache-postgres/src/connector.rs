@@ -55,8 +55,13 @@ impl PostgresConnector {
         // without knowing its parameters (per-key index lookups), while the default would
         // plan a read of many keys anew on every call (the custom plan looks cheaper for a
         // known key count), which costs more than running it.
+        // And no plan may depend on the table's statistics: a cache table is often empty
+        // when a connection first plans a statement (after setup, after a crash), and a
+        // generic plan made then (a sequential scan of a "small" table) would stay with the
+        // connection while the table grows to millions of rows. Every statement is an index
+        // lookup by design, so sequential scans are ruled out.
         let limit = format!(
-            "-c statement_timeout={} -c plan_cache_mode=force_generic_plan",
+            "-c statement_timeout={} -c plan_cache_mode=force_generic_plan -c enable_seqscan=off",
             cache_core::whole_millis(config.statement_timeout)
         );
         let options = match pg.get_options() {

@@ -66,7 +66,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 4";
+const SCHEMA_MARK: &str = "object-cache schema 5";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -101,7 +101,11 @@ CREATE INDEX IF NOT EXISTS entries_object ON {s}.entries (object_id);
 
 CREATE OR REPLACE FUNCTION {s}.set_entries(
     p_purpose text, p_version text, p_payload bytea, p_indices text[], p_keys text[]
-) RETURNS void LANGUAGE plpgsql AS $fn$
+) RETURNS void LANGUAGE plpgsql
+-- Its plans must not depend on the table's statistics (it may be empty when first planned):
+-- every statement below is an index lookup.
+SET enable_seqscan = off
+AS $fn$
 DECLARE
     v_lock integer;
     v_id   bigint;

@@ -155,13 +155,15 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
         ),
         Stmt::Set => format!("SELECT {s}.set_entries($1, $2, $3, $4, $5)"),
         Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
+        // Object ids are unique across purposes: no purpose condition, which would turn the
+        // lookup by id into a scan of the purpose's rows.
         Stmt::Invalidate => format!(
             "WITH gone AS (
                 DELETE FROM {s}.entries e
                 WHERE e.object_id = ANY(ARRAY(
                     SELECT DISTINCT k.object_id FROM unnest($3::text[]) AS u(key)
                     CROSS JOIN LATERAL ({key_lookup}) k
-                )) AND e.purpose = $1
+                ))
                 RETURNING e.object_id
             )
             SELECT count(DISTINCT object_id) FROM gone"
