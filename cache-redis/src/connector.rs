@@ -41,11 +41,22 @@ pub(crate) struct Shared {
     pub(crate) scripts: Scripts,
     /// Connect errors of the pool, so a checkout does not wait on a refusing server.
     pub(crate) connect_failures: cache_core::pool::ConnectFailures,
-    /// The multiplexed connections operations use, one per pool slot, each taken from the
+    /// The multiplexed connections operations use ([`lanes`] of them), each taken from the
     /// pool once and kept until it fails (or reaches `ConnMaxLifetime`): an operation picks
     /// the next lane instead of checking a connection out (no pool lock, no wait timer).
     lanes: Box<[ArcSwapOption<Lane>]>,
     next_lane: AtomicUsize,
+}
+
+/// How many lanes operations spread over: one multiplexed connection per CPU core (each
+/// pipelines all the commands in flight on it, which is what makes many concurrent gets
+/// cheap; more connections pipeline less and cost the server and client more syscalls), at
+/// most `PoolSize`.
+fn lanes(config: &RedisConfig) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    config
+        .max_connections()
+        .clamp(1, u32::try_from(cores).unwrap_or(u32::MAX).max(1))
 }
 
 /// A connection in a lane.
@@ -99,7 +110,7 @@ impl RedisConnector {
             .build_unchecked(manager);
         Ok(RedisConnector {
             shared: Arc::new(Shared {
-                lanes: (0..config.max_connections().max(1))
+                lanes: (0..lanes(&config))
                     .map(|_| ArcSwapOption::empty())
                     .collect(),
                 next_lane: AtomicUsize::new(0),
