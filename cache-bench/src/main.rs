@@ -13,6 +13,7 @@ mod isolated;
 mod propagation;
 mod report;
 mod scale;
+mod stampede;
 mod targets;
 mod workload;
 
@@ -183,9 +184,14 @@ async fn run(args: &Args) -> Result<(), String> {
         scale: Vec::new(),
         isolated: Vec::new(),
         propagation: Vec::new(),
+        stampede: Vec::new(),
         goals: Vec::new(),
     };
     let everything = args.only.is_none();
+    progress.set_message("stampede");
+    if everything {
+        report.stampede.push(stampede::run(1_000).await);
+    }
     progress.set_message("hits measured alone");
     if everything {
         report.isolated = isolated::run(args.quick).await;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::isolated::Isolated;
 use crate::propagation::Propagation;
+use crate::stampede::Stampede;
 use crate::workload::{Measurement, Workload};
 
 /// One measured cell.
@@ -107,6 +108,9 @@ pub(crate) struct Report {
     /// Near-cache propagation delays per transport.
     #[serde(default)]
     pub(crate) propagation: Vec<Propagation>,
+    /// Many misses of one key at once through `get_or_load`.
+    #[serde(default)]
+    pub(crate) stampede: Vec<Stampede>,
     /// The issues' goals.
     pub(crate) goals: Vec<Goal>,
 }
@@ -237,6 +241,14 @@ impl Report {
                 " µs",
             ));
         }
+        for s in &self.stampede {
+            goals.push(Goal::at_most(
+                format!("a stampede of {} misses of one key runs one load", s.tasks),
+                s.loads as f64,
+                1.0,
+                " loads",
+            ));
+        }
         self.goals = goals;
     }
 
@@ -338,6 +350,25 @@ impl Report {
                     out,
                     "| {} | {} | {:.1} | {:.1} | {:.1} |",
                     p.transport, p.rounds, p.p50_us, p.p99_us, p.max_us
+                );
+            }
+            out.push('\n');
+        }
+        if !self.stampede.is_empty() {
+            let _ = writeln!(
+                out,
+                "### stampede (one key missed by many tasks at once, through get_or_load)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| tasks | loads | one load alone µs | waiters p50 µs | p99 µs | max µs |"
+            );
+            let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+            for s in &self.stampede {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                    s.tasks, s.loads, s.single_us, s.p50_us, s.p99_us, s.max_us
                 );
             }
             out.push('\n');

@@ -339,6 +339,16 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         outcome
     }
 
+    async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        let shared = &self.shared;
+        let Some(permit) = shared.breaker.permit() else {
+            return Ok(None);
+        };
+        let outcome = shared.inner.get_stale(index, key).await;
+        report(permit, &outcome);
+        outcome
+    }
+
     async fn set(&self, value: Arc<V>) -> Result<()> {
         let shared = &self.shared;
         if shared.breaker.is_rejecting() {

@@ -1,7 +1,7 @@
 //! The object cache playing its part in a service, configured through `cache-config`.
 //!
 //! ```sh
-//! cargo run --release --example demo [-- --requests 200000 --workers 8 --config FILE ...]
+//! cargo run --release --example demo [-- --seconds 8 --workers 8 --config FILE ...]
 //! ```
 //!
 //! Its built-in configuration puts the instance and organization caches on the memory
@@ -16,10 +16,14 @@
 //! change whose invalidation had finished when the request started. The report at the end
 //! shows requests, loads, hit ratios, lookup latency and that check.
 //!
-//! Loads go through `ObjectCache::get_or_load`, which does not cache an answer that may predate
-//! an invalidation running meanwhile. A plain get / load / set would fail the check: an answer
-//! read from the database just before a change arrives after the change's invalidation and
-//! would be cached stale (try it: the report then counts hundreds of stale reads).
+//! Loads go through `ObjectCache::get_or_load`: one load per key at a time however many
+//! requests miss it, no answer cached that may predate an invalidation running meanwhile (a
+//! plain get / load / set would fail the check: an answer read from the database just before
+//! a change arrives after the change's invalidation and would be cached stale), and, with
+//! `MaxStale`, stale-if-error: a few seconds into the run the source of truth goes down for
+//! [`OUTAGE`], objects keep expiring (MaxAge 2 s), and requests are answered with their expired
+//! copies instead of failing. The report counts those answers and the requests that failed
+//! (none).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +44,10 @@ const ORGS_PER_INSTANCE: usize = 100;
 const SOURCE_LATENCY: Duration = Duration::from_micros(500);
 /// Time between two admin changes.
 const CHANGE_EVERY: Duration = Duration::from_millis(2);
+/// When the source of truth goes down, after the start.
+const OUTAGE_AFTER: Duration = Duration::from_secs(2);
+/// How long it stays down.
+const OUTAGE: Duration = Duration::from_secs(3);
 
 // ---- the service's own types --------------------------------------------------------------
 
@@ -119,6 +127,8 @@ struct Source {
     instance_by_host: HashMap<String, usize>,
     org_by_key: HashMap<String, usize>,
     loads: AtomicU64,
+    /// While set, every query fails (the database is down).
+    down: AtomicBool,
 }
 
 impl Source {
@@ -165,6 +175,7 @@ impl Source {
             instance_by_host,
             org_by_key,
             loads: AtomicU64::new(0),
+            down: AtomicBool::new(false),
         }
     }
 
@@ -173,6 +184,9 @@ impl Source {
     async fn answer<T>(&self, snapshot: T) -> Result<T, String> {
         self.loads.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(SOURCE_LATENCY).await;
+        if self.down.load(Ordering::Relaxed) {
+            return Err("the database is down".to_owned());
+        }
         Ok(snapshot)
     }
 
@@ -205,7 +219,7 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 // ---- the service ----------------------------------------------------------------------------
 
 struct Service {
-    source: Source,
+    source: Arc<Source>,
     instances: ObjectCache<InstanceIndex, Instance>,
     orgs: ObjectCache<OrgIndex, Organization>,
     /// Per object, the revision whose invalidation has finished: no request that starts later
@@ -214,6 +228,8 @@ struct Service {
     fresh_orgs: Vec<AtomicU64>,
     stale_reads: AtomicU64,
     not_found: AtomicU64,
+    /// Requests whose lookup failed (the source was down and no copy was left).
+    failed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -229,16 +245,18 @@ impl Service {
             .clone();
         let fresh = self.fresh_instances[i].load(Ordering::SeqCst);
         let started = Instant::now();
-        let instance = self
-            .instances
-            .get_or_load(InstanceIndex::Host, &host, || {
-                self.source.instance_by_host(&host)
-            })
-            .await;
+        let instance = self.instance(&host).await;
         latencies.all.push(nanos(started));
-        let Ok(Some(instance)) = instance else {
-            self.not_found.fetch_add(1, Ordering::Relaxed);
-            return;
+        let instance = match instance {
+            Ok(Some(instance)) => instance,
+            Ok(None) => {
+                self.not_found.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         if instance.revision < fresh {
             self.stale_reads.fetch_add(1, Ordering::Relaxed);
@@ -256,20 +274,44 @@ impl Service {
         };
         let fresh = self.fresh_orgs[o].load(Ordering::SeqCst);
         let started = Instant::now();
-        let org = self
-            .orgs
-            .get_or_load(index, &key, || self.source.org_by_key(&key))
-            .await;
+        let org = self.org(index, &key).await;
         latencies.all.push(nanos(started));
         match org {
             Ok(Some(org)) if org.revision < fresh => {
                 self.stale_reads.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Some(_)) => {}
-            _ => {
+            Ok(None) => {
                 self.not_found.fetch_add(1, Ordering::Relaxed);
             }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The instance of `host`, through the cache.
+    async fn instance(&self, host: &str) -> Result<Option<Arc<Instance>>, Arc<String>> {
+        let (source, host_owned) = (Arc::clone(&self.source), host.to_owned());
+        self.instances
+            .get_or_load(InstanceIndex::Host, host, move || async move {
+                source.instance_by_host(&host_owned).await
+            })
+            .await
+    }
+
+    /// The organization of `key` under `index`, through the cache.
+    async fn org(
+        &self,
+        index: OrgIndex,
+        key: &str,
+    ) -> Result<Option<Arc<Organization>>, Arc<String>> {
+        let (source, key_owned) = (Arc::clone(&self.source), key.to_owned());
+        self.orgs
+            .get_or_load(index, key, move || async move {
+                source.org_by_key(&key_owned).await
+            })
+            .await
     }
 
     /// One admin change: rename an instance or an organization in the source of truth, then
@@ -277,17 +319,23 @@ impl Service {
     async fn change(&self, rng: &mut StdRng) -> &'static str {
         if rng.random_bool(0.2) {
             let i = rng.random_range(0..INSTANCES);
-            let (id, revision) = {
+            let (id, host, revision) = {
                 let mut instance = write(&self.source.instances[i]);
                 instance.revision += 1;
                 instance.name = format!("Tenant {i} (rev {})", instance.revision);
-                (instance.id.clone(), instance.revision)
+                (
+                    instance.id.clone(),
+                    instance.hosts[0].clone(),
+                    instance.revision,
+                )
             };
             self.instances
                 .invalidate(InstanceIndex::Id, &[id])
                 .await
                 .expect("the memory connector cannot fail");
             self.fresh_instances[i].store(revision, Ordering::SeqCst);
+            // The service loads what it changed, so the cache holds every object.
+            let _ = self.instance(&host).await;
             "instance"
         } else {
             let o = rng.random_range(0..self.source.orgs.len());
@@ -302,6 +350,7 @@ impl Service {
                 .await
                 .expect("the memory connector cannot fail");
             self.fresh_orgs[o].store(revision, Ordering::SeqCst);
+            let _ = self.org(OrgIndex::Id, &key[0]).await;
             "organization"
         }
     }
@@ -331,19 +380,21 @@ Caches:
   Memory:
     Enabled: true
     AutoPrune: { Interval: 250ms, Timeout: 1s }
-  Instance: { Connector: memory }
-  Organization: { Connector: memory }
+  # Objects expire after 2 s but are kept a minute longer for stale-if-error; instances are
+  # reloaded in the background once they are 1.6 s old (refresh-ahead).
+  Instance: { Connector: memory, MaxAge: 2s, MaxStale: 1m, RefreshAhead: 0.8 }
+  Organization: { Connector: memory, MaxAge: 2s, MaxStale: 1m }
 ";
 
 struct Args {
-    requests: usize,
+    seconds: usize,
     workers: usize,
     configs: Vec<String>,
 }
 
 fn args() -> Result<Args, String> {
     let mut parsed = Args {
-        requests: 200_000,
+        seconds: 8,
         workers: 8,
         configs: Vec::new(),
     };
@@ -361,11 +412,11 @@ fn args() -> Result<Args, String> {
             continue;
         }
         match flag.as_str() {
-            "--requests" => parsed.requests = value()?,
+            "--seconds" => parsed.seconds = value()?,
             "--workers" => parsed.workers = value()?,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; use --requests N, --workers N, --config FILE"
+                    "unknown argument {other:?}; use --seconds N, --workers N, --config FILE"
                 ));
             }
         }
@@ -414,7 +465,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let source = Source::new();
+    let source = Arc::new(Source::new());
     let service = Arc::new(Service {
         fresh_instances: (0..INSTANCES).map(|_| AtomicU64::new(0)).collect(),
         fresh_orgs: (0..source.orgs.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -423,12 +474,23 @@ async fn main() {
         orgs,
         stale_reads: AtomicU64::new(0),
         not_found: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     });
+    // Warm-up: the service loads every object once, so each has a copy to fall back on.
+    for instance in &service.source.instances {
+        let host = read(instance).hosts[0].clone();
+        let _ = service.instance(&host).await;
+    }
+    for org in &service.source.orgs {
+        let key = read(org).keys(OrgIndex::Id)[0].clone();
+        let _ = service.org(OrgIndex::Id, &key).await;
+    }
 
     println!(
-        "object-cache demo: {} requests from {} workers; {INSTANCES} instances, {} organizations; \
-         instance cache on {:?}, organization cache on {:?}; source of truth answers in {:?}",
-        args.requests,
+        "object-cache demo: {} s of requests from {} workers; {INSTANCES} instances, {} \
+         organizations; instance cache on {:?}, organization cache on {:?}; source of truth \
+         answers in {:?}",
+        args.seconds,
         args.workers,
         service.source.orgs.len(),
         service.instances.connector(),
@@ -445,33 +507,55 @@ async fn main() {
             let mut rng = StdRng::seed_from_u64(1);
             let mut changes: HashMap<&'static str, u64> = HashMap::new();
             while !done.load(Ordering::Relaxed) {
-                *changes.entry(service.change(&mut rng).await).or_default() += 1;
+                // Nobody changes a database that is down.
+                if !service.source.down.load(Ordering::Relaxed) {
+                    *changes.entry(service.change(&mut rng).await).or_default() += 1;
+                }
                 tokio::time::sleep(CHANGE_EVERY).await;
             }
             changes
         })
     };
+    let outage = {
+        let source = Arc::clone(&service.source);
+        tokio::spawn(async move {
+            tokio::time::sleep(OUTAGE_AFTER).await;
+            source.down.store(true, Ordering::Relaxed);
+            tokio::time::sleep(OUTAGE).await;
+            source.down.store(false, Ordering::Relaxed);
+        })
+    };
+    let deadline = started + Duration::from_secs(args.seconds as u64);
     let workers: Vec<_> = (0..args.workers)
         .map(|w| {
             let service = Arc::clone(&service);
-            let requests =
-                args.requests / args.workers + usize::from(w < args.requests % args.workers);
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(100 + w as u64);
                 let mut latencies = Latencies::default();
-                for _ in 0..requests {
+                let mut requests = 0u64;
+                while Instant::now() < deadline {
                     service.request(&mut rng, &mut latencies).await;
+                    requests += 1;
+                    // A service's request rate, not a load test: a pause every 100 requests.
+                    if requests % 100 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
-                latencies
+                (requests, latencies)
             })
         })
         .collect();
     let mut all = Vec::new();
+    let mut requests = 0u64;
     for worker in workers {
-        all.extend(worker.await.expect("a worker panicked").all);
+        let (count, latencies) = worker.await.expect("a worker panicked");
+        requests += count;
+        all.extend(latencies.all);
     }
     done.store(true, Ordering::Relaxed);
     let changes = admin.await.expect("the admin task panicked");
+    let outage_seen = outage.is_finished();
+    outage.abort();
     let elapsed = started.elapsed();
     caches.shutdown().await;
     all.sort_unstable();
@@ -482,9 +566,9 @@ async fn main() {
     println!();
     println!(
         "  requests            {:>10}  in {:.2?} ({:.0} requests/s)",
-        args.requests,
+        requests,
         elapsed,
-        args.requests as f64 / elapsed.as_secs_f64()
+        requests as f64 / elapsed.as_secs_f64()
     );
     println!("  cache lookups       {:>10}", all.len());
     println!(
@@ -512,6 +596,25 @@ async fn main() {
     );
     println!("  cache errors        {:>10}", i.errors + o.errors);
     println!(
+        "  source outage       {:>10}  ({OUTAGE:?} from {OUTAGE_AFTER:?} after the start{})",
+        "",
+        if outage_seen {
+            ""
+        } else {
+            "; the run ended before it was over"
+        }
+    );
+    println!(
+        "  stale-if-error      {:>10}  (answered with an expired copy while the source was down)",
+        i.stale_answers + o.stale_answers
+    );
+    println!(
+        "  refreshes ahead     {:>10}  (instances reloaded in the background before MaxAge)",
+        i.refreshes
+    );
+    let failed = service.failed.load(Ordering::Relaxed);
+    println!("  failed requests     {:>10}", failed);
+    println!(
         "  not found           {:>10}",
         service.not_found.load(Ordering::Relaxed)
     );
@@ -520,10 +623,15 @@ async fn main() {
         stale
     );
     println!();
-    if stale == 0 {
-        println!("OK: no request saw a stale object after its invalidation.");
+    if stale == 0 && failed == 0 {
+        println!(
+            "OK: no request saw a stale object after its invalidation, and none failed while \
+             the source was down."
+        );
     } else {
-        println!("FAILED: {stale} requests saw a stale object after its invalidation.");
+        println!(
+            "FAILED: {stale} requests saw a stale object after its invalidation, {failed} failed."
+        );
         std::process::exit(1);
     }
 }

@@ -487,13 +487,14 @@ impl Caches {
         let backend = state
             .connectors
             .backend::<I, V>(&purpose, indices, &settings)?;
-        let cache = ObjectCache::new(purpose.as_str(), backend.cache);
+        let cache = ObjectCache::new(purpose.as_str(), backend.cache)
+            .with_read_through(settings.read_through());
         let pruner = start_pruner(&purpose, &settings, backend.prune);
         let rebuild = {
             let (cache, indices, purpose) = (cache.clone(), indices.to_vec(), purpose.clone());
             Box::new(move |connectors: &Connectors, settings: &CacheSettings| {
                 let backend = connectors.backend::<I, V>(&purpose, &indices, settings)?;
-                cache.replace(backend.cache);
+                cache.replace_with(backend.cache, settings.read_through());
                 Ok((backend.prune, backend.near))
             })
         };

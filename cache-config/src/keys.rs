@@ -31,6 +31,8 @@ const DOCUMENTED: &[&str] = &[
     "MaxAge",
     "LastUsage",
     "LastUseAge",
+    "MaxStale",
+    "RefreshAhead",
     "Log",
     "Level",
     "AddSource",

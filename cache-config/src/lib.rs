@@ -20,3 +20,13 @@ pub use error::ConfigError;
 pub use load::{DEFAULTS_YAML, Loader};
 pub use log::{log_layer, log_layer_with_writer};
 pub use model::{CachesConfig, ConnectorsConfig};
+
+// What a service needs to define and use its caches, so that it depends on this crate alone.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use cache_breaker::{Breaker, BreakerState};
+pub use cache_core::{
+    CacheSettings, CacheStats, Entry, Error, ErrorKind, Index, ObjectCache, Result, async_trait,
+    index,
+};
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use cache_near::{ChannelState, NearStats};

@@ -229,6 +229,12 @@ pub(crate) fn check_connector(
 ) -> Result<(), ConfigError> {
     let name = settings.connector_name();
     check_enabled(connectors, purpose, &name, "Connector")?;
+    if let Err((key, message)) = settings.validate() {
+        return Err(ConfigError::new(
+            format!("Caches.{}.{key}", keys::documented(purpose)),
+            message,
+        ));
+    }
     check_near(connectors, purpose, settings)
 }
 

@@ -438,6 +438,21 @@ const BAD_REDIS: &[(&str, &str, &str)] = &[(
 #[cfg(feature = "redis")]
 const BAD_REDIS: &[(&str, &str, &str)] = &[
     (
+        "Caches: { Instance: { RefreshAhead: 1.5 } }",
+        "Caches.Instance.RefreshAhead",
+        "outside 0..1",
+    ),
+    (
+        "Caches: { Instance: { MaxAge: 0, RefreshAhead: 0.8 } }",
+        "Caches.Instance.RefreshAhead",
+        "set a MaxAge",
+    ),
+    (
+        "Caches: { Instance: { MaxStale: -1s } }",
+        "Caches.Instance.MaxStale",
+        "negative",
+    ),
+    (
         "Caches: { Memory: { Enabled: true }, Instance: { Connector: memory, Near: { Enabled: true } } }",
         "Caches.Instance.Near.Enabled",
         "Channel: redis",
@@ -617,4 +632,18 @@ fn declared_purposes_with_underscores_work_from_the_environment() {
         assert_eq!(settings.connector_name(), "memory");
         Ok(())
     });
+}
+
+#[test]
+fn read_through_settings_load() {
+    let config = load("Caches: { Instance: { MaxAge: 5m, MaxStale: 1h, RefreshAhead: 0.8 } }")
+        .expect("loads");
+    let read = config.instance.read_through();
+    assert_eq!(read.max_stale, Duration::from_secs(3600));
+    assert_eq!(read.refresh_ahead, 0.8);
+    assert!(read.wants_refresh(Duration::from_secs(240)));
+    assert!(!read.wants_refresh(Duration::from_secs(239)));
+    let defaults = Loader::new().load().unwrap();
+    assert_eq!(defaults.instance.max_stale, Duration::ZERO);
+    assert_eq!(defaults.instance.refresh_ahead, 0.0);
 }

@@ -66,6 +66,14 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
             .map(|value| Hit { value, age: None }))
     }
 
+    /// An object that expired less than MaxStale ago (never an invalidated one), for
+    /// stale-if-error: `ObjectCache::get_or_load` asks for it when its load failed. The default
+    /// keeps nothing past expiry.
+    async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        let _ = (index, key);
+        Ok(None)
+    }
+
     /// Stores `value` under every key of every index of this cache. Any older object that one
     /// of those keys pointed at is invalidated entirely.
     async fn set(&self, value: Arc<V>) -> Result<()>;

@@ -30,6 +30,39 @@ pub trait Index: Copy + Eq + Hash + Debug + Send + Sync + 'static {
     fn name(self) -> &'static str;
 }
 
+/// Declares an index enum and its [`Index`] implementation in one go: each variant with the
+/// name it has in storage keys, SQL rows and logs.
+///
+/// ```
+/// cache_core::index! {
+///     /// How an organization is found.
+///     pub enum OrgIndex {
+///         Id => "id",
+///         PrimaryDomain => "primary_domain",
+///     }
+/// }
+/// use cache_core::Index;
+/// assert_eq!(OrgIndex::PrimaryDomain.name(), "primary_domain");
+/// ```
+#[macro_export]
+macro_rules! index {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $crate::Index for $name {
+            fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+    };
+}
+
 /// A value stored in an object cache. It tells the cache under which keys it can be found.
 ///
 /// An object may have any number of keys per index (an instance has many domains), and the

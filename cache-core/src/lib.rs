@@ -9,6 +9,7 @@ mod coarse;
 pub mod codec;
 mod counter;
 mod error;
+mod flight;
 mod index;
 pub mod keys;
 mod noop;
@@ -32,6 +33,7 @@ pub use noop::{NOOP_CONNECTOR, NoopCache};
 pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};
 pub use settings::{
     AutoPrune, BreakerSettings, CacheSettings, LogFormat, LogLevel, LogSettings, NearSettings,
+    ReadThrough,
 };
 
 /// Re-exported so connector crates and applications use the same `async_trait`.

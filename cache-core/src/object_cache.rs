@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Hit};
 use crate::counter::Counter;
 use crate::error::Result;
+use crate::flight::{self, Flights, Landed, Seat};
 use crate::index::{Entry, Index};
 use crate::noop::NoopCache;
+use crate::settings::ReadThrough;
 
 /// The `tracing` target of every event an object cache logs. Each event carries the fields
 /// `purpose` and `connector`, so a subscriber can route or filter each cache's events.
@@ -39,10 +41,13 @@ struct Inner<I: Index, V: Entry<I>> {
     /// Bumped before every invalidate / delete / truncate / replace, so
     /// [`ObjectCache::get_or_load`] can tell that a load raced with one.
     changes: AtomicU64,
+    /// The loads running, one per key.
+    flights: Flights<I, V>,
 }
 
 struct Backend<I: Index, V: Entry<I>> {
     cache: Arc<dyn Cache<I, V>>,
+    read: ReadThrough,
 }
 
 /// The counts of one object cache.
@@ -51,6 +56,9 @@ struct Counters {
     hits: Counter,
     misses: Counter,
     errors: Counter,
+    loads: Counter,
+    stale: Counter,
+    refreshes: Counter,
 }
 
 /// Counts of what an [`ObjectCache`] has answered since it was created.
@@ -62,6 +70,14 @@ pub struct CacheStats {
     pub misses: u64,
     /// Operations of any kind that failed in the backend.
     pub errors: u64,
+    /// Loads [`get_or_load`](ObjectCache::get_or_load) ran (one per key at a time, however
+    /// many callers missed it), refreshes included.
+    pub loads: u64,
+    /// Read-throughs answered with an expired object because the load failed
+    /// (stale-if-error).
+    pub stale_answers: u64,
+    /// Background reloads of objects close to MaxAge (refresh-ahead).
+    pub refreshes: u64,
 }
 
 impl CacheStats {
@@ -94,16 +110,31 @@ impl<I: Index, V: Entry<I>> fmt::Debug for ObjectCache<I, V> {
 }
 
 impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
-    /// The object cache `purpose`, stored by `cache`.
+    /// The object cache `purpose`, stored by `cache`, with stale-if-error and refresh-ahead
+    /// off (see [`with_read_through`](Self::with_read_through)).
     pub fn new(purpose: impl Into<Arc<str>>, cache: Arc<dyn Cache<I, V>>) -> Self {
         ObjectCache {
             inner: Arc::new(Inner {
                 purpose: purpose.into(),
-                backend: ArcSwap::from_pointee(Backend { cache }),
+                backend: ArcSwap::from_pointee(Backend {
+                    cache,
+                    read: ReadThrough::default(),
+                }),
                 stats: Counters::default(),
                 changes: AtomicU64::new(0),
+                flights: Flights::default(),
             }),
         }
+    }
+
+    /// The same cache with `read` as its read-through settings (MaxStale, RefreshAhead; see
+    /// [`CacheSettings::read_through`](crate::CacheSettings::read_through)). The connector
+    /// must keep objects for MaxStale past their expiry for stale-if-error to find them (the
+    /// connectors of this workspace do when their settings say so).
+    pub fn with_read_through(self, read: ReadThrough) -> Self {
+        let cache = Arc::clone(&self.inner.backend.load().cache);
+        self.inner.backend.store(Arc::new(Backend { cache, read }));
+        self
     }
 
     /// The object cache `purpose` with no caching: every get misses.
@@ -129,8 +160,18 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// Switches this object cache to another backend and returns the previous one. Readers
     /// are never blocked; operations already running finish on the previous backend.
     pub fn replace(&self, cache: Arc<dyn Cache<I, V>>) -> Arc<dyn Cache<I, V>> {
+        let read = self.inner.backend.load().read;
+        self.replace_with(cache, read)
+    }
+
+    /// Like [`replace`](Self::replace), with new read-through settings.
+    pub fn replace_with(
+        &self,
+        cache: Arc<dyn Cache<I, V>>,
+        read: ReadThrough,
+    ) -> Arc<dyn Cache<I, V>> {
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
-        let old = self.inner.backend.swap(Arc::new(Backend { cache }));
+        let old = self.inner.backend.swap(Arc::new(Backend { cache, read }));
         tracing::info!(
             target: LOG_TARGET,
             purpose = %self.inner.purpose,
@@ -148,6 +189,9 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             hits: s.hits.get(),
             misses: s.misses.get(),
             errors: s.errors.get(),
+            loads: s.loads.get(),
+            stale_answers: s.stale.get(),
+            refreshes: s.refreshes.get(),
         }
     }
 
@@ -209,16 +253,27 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     }
 
     /// The object reachable through `key`, loading it with `load` on a miss and caching what
-    /// it returns: the read-through way to use a cache.
+    /// it returns: the read-through way to use a cache. What a production read path needs:
     ///
-    /// Safe against the classic cache-aside race: if an invalidate, delete, truncate or
-    /// backend switch of this object cache starts while `load` runs — in this process, or, on
-    /// a near cache, in another process whose announcement of a change of one of the loaded
-    /// object's keys arrived meanwhile — the loaded value (which may predate the change) is
-    /// returned to this caller but not left in the cache. So once an invalidation has
-    /// returned, no later get in this process sees the older object.
-    /// `load` errors are returned as they are; cache errors never are (a failed get is a
-    /// miss, a failed set is logged).
+    /// - **One load per key at a time** (single flight): concurrent misses of the same key in
+    ///   this process run one load and all get its result — the object, or the load's error
+    ///   (shared as `Arc<E>`, never cached). The load runs as a task of its own: a caller that
+    ///   gives up (is dropped) never stops it, and never leaves the others waiting.
+    /// - **No outdated load is cached** (the cache-aside race): if an invalidate, delete,
+    ///   truncate or backend switch of this object cache starts while the load runs — or, on
+    ///   a near cache, another process's announced change of one of the loaded object's keys
+    ///   arrives — the loaded value is returned but not left in the cache. So once an
+    ///   invalidation has returned, no later get in this process sees the older object.
+    /// - **Stale-if-error** (with `MaxStale`): when the load fails, an object that expired
+    ///   less than MaxStale ago (never an invalidated one) is returned instead, logged at warn
+    ///   and counted ([`CacheStats::stale_answers`]).
+    /// - **Refresh-ahead** (with `RefreshAhead`): a hit on an object older than that fraction
+    ///   of MaxAge is answered at once and reloads the object in the background (one load at a
+    ///   time; it never resurrects an object invalidated meanwhile), so a popular object does
+    ///   not miss once per MaxAge.
+    ///
+    /// Cache errors never reach the caller (a failed get is a miss, a failed set is logged).
+    /// Must be called inside a Tokio runtime: loads run as tasks.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -227,11 +282,13 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// # impl Index for Idx { fn name(self) -> &'static str { "id" } }
     /// # struct User { id: String }
     /// # impl Entry<Idx> for User { fn keys(&self, _: Idx) -> Vec<String> { vec![self.id.clone()] } }
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Arc<std::io::Error>> {
     /// let users: ObjectCache<Idx, User> = ObjectCache::noop("user");
+    /// let id = "7".to_owned();
+    /// let loaded = id.clone(); // the loader runs as a task of its own: it owns what it uses
     /// let user = users
-    ///     .get_or_load(Idx::Id, "7", || async {
-    ///         Ok::<_, std::io::Error>(Some(User { id: "7".into() })) // the database query
+    ///     .get_or_load(Idx::Id, &id, move || async move {
+    ///         Ok::<_, std::io::Error>(Some(User { id: loaded })) // the database query
     ///     })
     ///     .await?;
     /// assert_eq!(user.map(|u| u.id.clone()).as_deref(), Some("7"));
@@ -242,25 +299,96 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         index: I,
         key: &str,
         load: F,
-    ) -> std::result::Result<Option<Arc<V>>, E>
+    ) -> std::result::Result<Option<Arc<V>>, Arc<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<V>, E>> + Send + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let before = self.inner.changes.load(Ordering::SeqCst);
+        let backend = self.inner.backend.load_full();
+        let token = backend.cache.change_token();
+        if backend.read.refresh_ahead > 0.0 {
+            if let Some(hit) = self.get_entry(&backend, index, key).await {
+                if hit.age.is_some_and(|age| backend.read.wants_refresh(age))
+                    && !self.inner.flights.is_running::<E>(index, key)
+                    && let Seat::Started(sender, _) = self.inner.flights.seat::<E>(index, key)
+                {
+                    self.inner.stats.refreshes.increment();
+                    let (this, before) = (self.clone(), self.inner.changes.load(Ordering::SeqCst));
+                    let (key, token) = (key.to_owned(), backend.cache.change_token());
+                    tokio::spawn(async move {
+                        let landed = this.fly(index, &key, load, before, token).await;
+                        this.inner.flights.land::<E>(index, &key, sender, landed);
+                    });
+                }
+                return Ok(Some(hit.value));
+            }
+        } else if let Some(hit) = self.get(index, key).await {
+            return Ok(Some(hit));
+        }
+        let receiver = match self.inner.flights.seat::<E>(index, key) {
+            Seat::Joined(receiver) => receiver,
+            Seat::Started(sender, receiver) => {
+                let (this, key) = (self.clone(), key.to_owned());
+                tokio::spawn(async move {
+                    let landed = this.fly(index, &key, load, before, token).await;
+                    this.inner.flights.land::<E>(index, &key, sender, landed);
+                });
+                receiver
+            }
+        };
+        flight::wait::<V, E>(receiver).await
+    }
+
+    /// A get with the object's age, counted like [`get`](Self::get).
+    async fn get_entry(&self, backend: &Backend<I, V>, index: I, key: &str) -> Option<Hit<V>> {
+        let outcome = backend.cache.get_entry(index, key).await;
+        let stats = &self.inner.stats;
+        match outcome {
+            Ok(Some(hit)) => {
+                stats.hits.increment();
+                Some(hit)
+            }
+            Ok(None) => {
+                stats.misses.increment();
+                None
+            }
+            Err(error) => {
+                stats.misses.increment();
+                self.failed("get", index.name(), &error);
+                None
+            }
+        }
+    }
+
+    /// One flight's work: the load, caching what it found unless a change overtook it, and
+    /// stale-if-error when it failed.
+    async fn fly<F, Fut, E>(
+        &self,
+        index: I,
+        key: &str,
+        load: F,
+        before: u64,
+        token: u64,
+    ) -> Landed<V>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<Option<V>, E>>,
+        E: fmt::Display + Send + Sync + 'static,
     {
-        let changes = &self.inner.changes;
-        let before = changes.load(Ordering::SeqCst);
-        let backend = self.inner.backend.load_full();
-        let token = backend.cache.change_token();
-        if let Some(hit) = self.get(index, key).await {
-            return Ok(Some(hit));
-        }
-        let Some(loaded) = load().await?.map(Arc::new) else {
-            return Ok(None);
+        self.inner.stats.loads.increment();
+        let loaded = match load().await {
+            Ok(Some(loaded)) => Arc::new(loaded),
+            Ok(None) => return Ok(None),
+            Err(error) => return self.stale_if_error(index, key, error).await,
         };
+        let backend = self.inner.backend.load_full();
         // A change made here (any key) or seen from another process (one of the loaded
-        // object's keys) since the get: the load may predate it.
+        // object's keys) since the read began: the load may predate it.
         let changed = |loaded: &V| {
-            changes.load(Ordering::SeqCst) != before || backend.cache.changed_since(token, loaded)
+            self.inner.changes.load(Ordering::SeqCst) != before
+                || backend.cache.changed_since(token, loaded)
         };
         if changed(&loaded) {
             return Ok(Some(loaded));
@@ -272,6 +400,31 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             self.unset(&loaded).await;
         }
         Ok(Some(loaded))
+    }
+
+    /// The load failed: an object that expired less than MaxStale ago, when there is one and
+    /// stale-if-error is on; else the error.
+    async fn stale_if_error<E>(&self, index: I, key: &str, error: E) -> Landed<V>
+    where
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let backend = self.inner.backend.load_full();
+        if !backend.read.max_stale.is_zero()
+            && let Ok(Some(stale)) = backend.cache.get_stale(index, key).await
+        {
+            self.inner.stats.stale.increment();
+            tracing::warn!(
+                target: LOG_TARGET,
+                purpose = %self.inner.purpose,
+                connector = backend.cache.connector(),
+                index = index.name(),
+                age = ?stale.age,
+                error = %error,
+                "the load failed: answered with an expired object (stale-if-error)"
+            );
+            return Ok(Some(stale.value));
+        }
+        Err(Arc::new(error))
     }
 
     /// Invalidates `value` through every key it has, for [`get_or_load`](Self::get_or_load).

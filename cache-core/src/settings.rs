@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Expiry;
 
 /// The settings of one object cache (`Caches.Instance`, `Caches.Organization`, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
     /// Name of the connector that stores this cache (`memory`, `postgres`, `redis`),
@@ -26,6 +26,16 @@ pub struct CacheSettings {
     /// `LastUseAge` is accepted as another name.
     #[serde(rename = "lastusage", alias = "lastuseage", with = "duration")]
     pub last_usage: Duration,
+    /// How long past its MaxAge (or LastUsage) an object is kept to answer a read-through
+    /// whose load fails (stale-if-error, see `ObjectCache::get_or_load`); a plain get never
+    /// returns it, and an invalidated object is never kept. Zero (the default): off.
+    #[serde(rename = "maxstale", with = "duration")]
+    pub max_stale: Duration,
+    /// Refresh-ahead: a read-through hit on an object older than this fraction of MaxAge
+    /// reloads it in the background (one load at a time), so a popular object does not miss
+    /// once per MaxAge. 0 (the default) is off; e.g. 0.8 reloads in the last fifth of MaxAge.
+    #[serde(rename = "refreshahead")]
+    pub refresh_ahead: f64,
     /// Logging of this cache's events. Default: errors only.
     #[serde(rename = "log")]
     pub log: LogSettings,
@@ -70,6 +80,8 @@ impl Default for CacheSettings {
             connector: String::new(),
             max_age: Duration::from_secs(3600),
             last_usage: Duration::from_secs(600),
+            max_stale: Duration::ZERO,
+            refresh_ahead: 0.0,
             log: LogSettings::default(),
             near: NearSettings::default(),
             channel: String::new(),
@@ -86,6 +98,55 @@ impl CacheSettings {
         }
     }
 
+    /// How long objects are kept: the expiry rules stretched by [`max_stale`](Self::max_stale)
+    /// (what stale-if-error may still answer with).
+    pub fn kept(&self) -> Expiry {
+        let stretch = |d: Duration| {
+            if d.is_zero() {
+                d
+            } else {
+                d.saturating_add(self.max_stale)
+            }
+        };
+        Expiry {
+            max_age: stretch(self.max_age),
+            last_usage: stretch(self.last_usage),
+        }
+    }
+
+    /// The read-through settings of [`ObjectCache`](crate::ObjectCache).
+    pub fn read_through(&self) -> ReadThrough {
+        ReadThrough {
+            max_age: self.max_age,
+            max_stale: self.max_stale,
+            refresh_ahead: self.refresh_ahead,
+        }
+    }
+
+    /// Checks the values serde cannot: the offending key below the object cache and what
+    /// is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..1.0).contains(&self.refresh_ahead) {
+            return Err((
+                "RefreshAhead",
+                format!(
+                    "{} is outside 0..1: write the fraction of MaxAge after which a hit reloads \
+                     the object, e.g. 0.8, or 0 to disable refresh-ahead",
+                    self.refresh_ahead
+                ),
+            ));
+        }
+        if self.refresh_ahead > 0.0 && self.max_age.is_zero() {
+            return Err((
+                "RefreshAhead",
+                "refreshes ahead of MaxAge, which is 0 (no limit): set a MaxAge, or \
+                 RefreshAhead: 0"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The connector name, lower-cased; empty means no caching.
     pub fn connector_name(&self) -> String {
         self.connector.trim().to_ascii_lowercase()
@@ -100,6 +161,26 @@ impl CacheSettings {
         } else {
             channel
         }
+    }
+}
+
+/// What [`ObjectCache::get_or_load`](crate::ObjectCache::get_or_load) needs of the settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ReadThrough {
+    /// MaxAge (refresh-ahead counts from it).
+    pub max_age: Duration,
+    /// MaxStale: 0 turns stale-if-error off.
+    pub max_stale: Duration,
+    /// RefreshAhead: 0 turns it off.
+    pub refresh_ahead: f64,
+}
+
+impl ReadThrough {
+    /// Whether a hit of an object `age` old should be refreshed in the background.
+    pub fn wants_refresh(&self, age: Duration) -> bool {
+        self.refresh_ahead > 0.0
+            && !self.max_age.is_zero()
+            && age.as_secs_f64() >= self.max_age.as_secs_f64() * self.refresh_ahead
     }
 }
 

@@ -124,10 +124,11 @@ async fn invalidate_delete_truncate_report_backend_errors() {
 #[tokio::test]
 async fn get_or_load_loads_once_then_hits() {
     let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(MapCache::default()));
-    let loads = AtomicUsize::new(0);
+    let loads = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
+        let loads = Arc::clone(&loads);
         let got = users
-            .get_or_load(ById, "7", || async {
+            .get_or_load(ById, "7", move || async move {
                 loads.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, Error>(Some(user(1)))
             })
@@ -151,7 +152,7 @@ async fn get_or_load_passes_load_errors_and_caches_no_absence() {
         .get_or_load(ById, "7", || async { Err::<Option<User>, _>("db down") })
         .await
         .unwrap_err();
-    assert_eq!(err, "db down");
+    assert_eq!(*err, "db down");
     let none = users
         .get_or_load(ById, "7", || async { Ok::<_, Error>(None) })
         .await
@@ -165,10 +166,11 @@ async fn a_load_that_raced_with_an_invalidation_is_not_cached() {
     let users: ObjectCache<ById, User> = ObjectCache::new("user", Arc::new(MapCache::default()));
     // The loader reads revision 1 from the source of truth; meanwhile the service writes
     // revision 2 and invalidates. The revision-1 object must not stay in the cache.
+    let same = users.clone();
     let got = users
-        .get_or_load(ById, "7", || async {
+        .get_or_load(ById, "7", move || async move {
             let stale = user(1);
-            users.invalidate(ById, &["7"]).await.unwrap();
+            same.invalidate(ById, &["7"]).await.unwrap();
             Ok::<_, Error>(Some(stale))
         })
         .await

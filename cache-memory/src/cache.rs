@@ -26,6 +26,8 @@ pub struct MemoryCache<I: Index, V: Entry<I>> {
     purpose: Arc<str>,
     indices: Box<[I]>,
     expiry: Expiry,
+    /// How long objects are kept: `expiry` stretched by MaxStale (for stale-if-error).
+    kept: Expiry,
     clock: SharedClock,
     slots: Slots<V>,
     writes: Mutex<()>,
@@ -73,6 +75,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
             purpose: purpose.into(),
             indices: unique.into_boxed_slice(),
             expiry: settings.expiry(),
+            kept: settings.kept(),
             clock,
             slots: Map::with_options(
                 options,
@@ -174,10 +177,13 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
             stored.touch(now);
             return Ok(Some((stored, now)));
         }
-        // Dead: drop this mapping now rather than wait for the pruner, but only if it still
-        // points at the object we looked at (a set may have replaced it meanwhile).
-        self.slots
-            .remove_if(&slot, |current| Arc::ptr_eq(current, &stored));
+        // Dead: drop this mapping now rather than wait for the pruner — unless stale-if-error
+        // may still want it — but only if it still points at the object we looked at (a set
+        // may have replaced it meanwhile).
+        if !stored.is_live(&self.kept, now) {
+            self.slots
+                .remove_if(&slot, |current| Arc::ptr_eq(current, &stored));
+        }
         Ok(None)
     }
 
@@ -260,7 +266,7 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
     fn remove_dead(&self) {
         let now = self.clock.now();
         self.slots
-            .retain(|_, stored| stored.is_live(&self.expiry, now));
+            .retain(|_, stored| stored.is_live(&self.kept, now));
     }
 }
 
@@ -280,6 +286,22 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for MemoryCache<I, V> {
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
         self.lookup(index, key)
+    }
+
+    async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        let slot = SlotRef {
+            index: self.position(index)?,
+            key,
+        };
+        let now = self.clock.now();
+        Ok(self
+            .slots
+            .get(&slot)
+            .filter(|stored| stored.is_live(&self.kept, now))
+            .map(|stored| Hit {
+                value: Arc::clone(&stored.value),
+                age: Some(now.saturating_since(stored.created())),
+            }))
     }
 
     async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {

@@ -316,6 +316,19 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         self.read_through(index, key, healthy).await
     }
 
+    async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        self.check(index)?;
+        if self.hub.is_healthy()
+            && let Some(hit) = self.level.memory.get_stale(index, key).await?
+        {
+            return Ok(Some(hit));
+        }
+        match &self.shared {
+            Some(shared) => shared.get_stale(index, key).await,
+            None => Ok(None),
+        }
+    }
+
     async fn set(&self, value: Arc<V>) -> Result<()> {
         let level = &self.level;
         let keys = cache_core::entry_keys(&*value, level.memory.indices());

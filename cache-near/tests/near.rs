@@ -515,9 +515,10 @@ async fn a_load_that_another_process_s_change_overtook_is_not_cached() {
     );
     // B loads revision 1 from the source of truth; meanwhile A changes it there and
     // invalidates, and B hears of it before its load is cached.
+    let other = a.clone();
     let loaded = b
-        .get_or_load(Name, "acme.example", || async {
-            a.invalidate(Id, &["1"]).await.unwrap();
+        .get_or_load(Name, "acme.example", move || async move {
+            other.invalidate(Id, &["1"]).await.unwrap();
             Ok::<_, cache_core::Error>(Some(TestEntry::new("1", &["acme.example"]).revision(1)))
         })
         .await

@@ -256,7 +256,7 @@ async fn run_child(s: ChildSettings) {
                 let truth = truth.clone();
                 let purpose = s.purpose.clone();
                 rig.cache
-                    .get_or_load(index, &key, || async move {
+                    .get_or_load(index, &key, move || async move {
                         let revision: Option<u64> = redis::AsyncCommands::get(
                             &mut truth.clone(),
                             format!("truth:{purpose}:{id}"),

@@ -51,6 +51,10 @@ pub struct PostgresCache<I: Index, V: Entry<I>> {
     reads: Box<[Reads<Payload>]>,
     max_age_ms: i64,
     last_usage_ms: i64,
+    /// MaxAge and LastUsage stretched by MaxStale: how long rows are kept (pruned later),
+    /// for stale-if-error.
+    kept_max_age_ms: i64,
+    kept_last_usage_ms: i64,
     /// LastUsage is written again only once this long has passed since the last write: a
     /// tenth of LastUsage, so most hits write no row (reference defect 10), and an idle
     /// object expires at most 10 % early.
@@ -106,6 +110,8 @@ where
             reads,
             max_age_ms: ms(cache_core::whole_millis(settings.max_age)),
             last_usage_ms,
+            kept_max_age_ms: ms(cache_core::whole_millis(settings.kept().max_age)),
+            kept_last_usage_ms: ms(cache_core::whole_millis(settings.kept().last_usage)),
             renew_after_ms: if last_usage_ms > 0 {
                 (last_usage_ms / 10).max(1)
             } else {
@@ -134,6 +140,19 @@ where
         index_name: &str,
         keys: Vec<String>,
     ) -> Result<HashMap<String, Payload>> {
+        self.lookup_aged(index_name, keys, self.max_age_ms, self.last_usage_ms)
+            .await
+    }
+
+    /// [`lookup`](Self::lookup) of objects younger than `max_age_ms` and used within
+    /// `last_usage_ms` (the kept ages find what stale-if-error may answer with).
+    async fn lookup_aged(
+        &self,
+        index_name: &str,
+        keys: Vec<String>,
+        max_age_ms: i64,
+        last_usage_ms: i64,
+    ) -> Result<HashMap<String, Payload>> {
         let version = &*self.shared.version;
         let (stmt, key_or_keys): (Stmt, &(dyn ToSql + Sync)) = match keys.as_slice() {
             [key] => (Stmt::Get, key),
@@ -144,8 +163,8 @@ where
             &index_name,
             key_or_keys,
             &version,
-            &self.max_age_ms,
-            &self.last_usage_ms,
+            &max_age_ms,
+            &last_usage_ms,
             &self.renew_after_ms,
         ];
         let rows = self.shared.db.query(stmt, &params).await?;
@@ -190,8 +209,8 @@ where
                     Stmt::Prune,
                     &[
                         &self.purpose,
-                        &self.max_age_ms,
-                        &self.last_usage_ms,
+                        &self.kept_max_age_ms,
+                        &self.kept_last_usage_ms,
                         &PRUNE_BATCH,
                     ],
                 )
@@ -244,6 +263,28 @@ where
                 Ok(None)
             }
         }
+    }
+
+    async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        self.check(index)?;
+        let key = stored(key).into_owned();
+        let found = self
+            .lookup_aged(
+                index.name(),
+                vec![key.clone()],
+                self.kept_max_age_ms,
+                self.kept_last_usage_ms,
+            )
+            .await?;
+        Ok(found.get(&key).and_then(|payload| {
+            let value = codec::decode_hit::<V>(&payload.bytes, &self.purpose, CONNECTOR)?;
+            Some(Hit {
+                value,
+                age: Some(std::time::Duration::from_millis(
+                    u64::try_from(payload.age_ms).unwrap_or(0),
+                )),
+            })
+        }))
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {

@@ -59,6 +59,10 @@ struct Ops {
     version_part: String,
     max_age_ms: u64,
     last_usage_ms: u64,
+    /// MaxAge and LastUsage stretched by MaxStale: the keys' TTLs, so stale-if-error finds
+    /// expired objects for that long.
+    kept_max_age_ms: u64,
+    kept_last_usage_ms: u64,
     /// LastUsage is renewed once a hit finds it older than this: a tenth of LastUsage, so
     /// hot objects cost no write per hit and an idle object expires at most 10 % early.
     renew_after_ms: u64,
@@ -136,6 +140,19 @@ impl Ops {
         self.invalidate_keys(vec![index_key]).await.map(|()| None)
     }
 
+    /// Whether `stored` has expired although its keys live on (they are kept for MaxStale
+    /// past expiry): by this machine's clock against the server's set and renewal times.
+    fn expired(&self, stored: &value::Stored<'_>) -> bool {
+        if self.kept_max_age_ms == self.max_age_ms && self.kept_last_usage_ms == self.last_usage_ms
+        {
+            return false; // no MaxStale: the TTLs are the expiry
+        }
+        let now = now_ms();
+        (self.max_age_ms > 0 && now.saturating_sub(stored.created_ms) >= self.max_age_ms)
+            || (self.last_usage_ms > 0
+                && now.saturating_sub(stored.renewed_ms) >= self.last_usage_ms)
+    }
+
     /// Renews the object's LastUsage in the background when a hit (whose `GET` was sent at
     /// `asked`) finds it due.
     fn renew_if_due(self: &Arc<Self>, stored: &value::Stored<'_>, asked: Instant) {
@@ -176,8 +193,8 @@ impl Ops {
         invocation
             .key(keys::record_key(&self.prefix, id))
             .arg(id)
-            .arg(self.max_age_ms)
-            .arg(self.last_usage_ms)
+            .arg(self.kept_max_age_ms)
+            .arg(self.kept_last_usage_ms)
             .arg(self.renew_after_ms)
             .arg(since_hit);
         let invocation = &invocation;
@@ -209,6 +226,8 @@ where
                 version_part,
                 max_age_ms: cache_core::whole_millis(settings.max_age),
                 last_usage_ms,
+                kept_max_age_ms: cache_core::whole_millis(settings.kept().max_age),
+                kept_last_usage_ms: cache_core::whole_millis(settings.kept().last_usage),
                 renew_after_ms: (last_usage_ms / 10).max(1),
                 renewing: Mutex::new(HashSet::new()),
             }),
@@ -224,10 +243,77 @@ where
         Ok(keys::index_key(&self.ops.prefix, index.name(), key))
     }
 
+    /// The object behind `key`: one plain `GET`; expired objects kept for MaxStale only when
+    /// `stale_ok`.
+    async fn fetch(&self, index: I, key: &str, stale_ok: bool) -> Result<Option<Hit<V>>> {
+        let index_key = self.index_key(index, key)?;
+        let ops = &self.ops;
+        let index_key_ref = &index_key;
+        let asked = Instant::now();
+        let found = ops
+            .with_connection(ops.shared.config.read_timeout, |mut c| async move {
+                c.get::<_, Option<Vec<u8>>>(index_key_ref).await
+            })
+            .await;
+        match found {
+            Ok(Some(bytes)) => self.hit(index_key, &bytes, asked, stale_ok).await,
+            Ok(None) => Ok(None),
+            // The key holds another type (written behind the cache's back): garbage.
+            Err(error) if error.kind() == ErrorKind::Rejected => {
+                tracing::warn!(
+                    purpose = %ops.purpose,
+                    connector = CONNECTOR,
+                    %error,
+                    "a cache key held something that is not a stored object; removed"
+                );
+                ops.discard(index_key).await.map(|_| None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn store(&self, value: Arc<V>) -> Result<()> {
+        let ops = &self.ops;
+        let payload = codec::encode(&*value)?;
+        let index_keys: Vec<String> = cache_core::entry_keys(&*value, &self.indices)
+            .into_iter()
+            .map(|(position, key)| {
+                keys::index_key(&ops.prefix, self.indices[position].name(), &key)
+            })
+            .collect();
+        if index_keys.is_empty() {
+            return Ok(());
+        }
+        let id = keys::new_object_id();
+        let mut invocation = ops.shared.scripts.set.prepare_invoke();
+        invocation.key(keys::record_key(&ops.prefix, &id));
+        for key in &index_keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(&ops.prefix)
+            .arg(&id)
+            .arg(&ops.version_part)
+            .arg(payload)
+            .arg(ops.kept_max_age_ms)
+            .arg(ops.kept_last_usage_ms);
+        let invocation = &invocation;
+        ops.with_connection(ops.shared.config.write_timeout, |mut c| async move {
+            invoke::<i64>(invocation, &mut c).await.map(drop)
+        })
+        .await
+    }
+
     /// What an index key held: the object, or a miss — after removing it when it is not a
     /// stored object of ours or does not decode. Its age is the server's time of the set
     /// against this machine's clock (as exact as the clocks agree).
-    async fn hit(&self, index_key: String, bytes: &[u8], asked: Instant) -> Result<Option<Hit<V>>> {
+    async fn hit(
+        &self,
+        index_key: String,
+        bytes: &[u8],
+        asked: Instant,
+        stale_ok: bool,
+    ) -> Result<Option<Hit<V>>> {
         let ops = &self.ops;
         let Some(stored) = value::parse(bytes) else {
             tracing::warn!(
@@ -239,6 +325,10 @@ where
         };
         if stored.version != ops.shared.version.as_bytes() {
             // Another release's object: not ours to decode, and not ours to remove.
+            return Ok(None);
+        }
+        if !stale_ok && ops.expired(&stored) {
+            // Kept past its expiry for stale-if-error only.
             return Ok(None);
         }
         match codec::decode_hit::<V>(stored.payload, &ops.purpose, CONNECTOR) {
@@ -275,62 +365,15 @@ where
 
     /// One plain `GET` of the index key, which holds the whole object.
     async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
-        let index_key = self.index_key(index, key)?;
-        let ops = &self.ops;
-        let index_key_ref = &index_key;
-        let asked = Instant::now();
-        let found = ops
-            .with_connection(ops.shared.config.read_timeout, |mut c| async move {
-                c.get::<_, Option<Vec<u8>>>(index_key_ref).await
-            })
-            .await;
-        match found {
-            Ok(Some(bytes)) => self.hit(index_key, &bytes, asked).await,
-            Ok(None) => Ok(None),
-            // The key holds another type (written behind the cache's back): garbage.
-            Err(error) if error.kind() == ErrorKind::Rejected => {
-                tracing::warn!(
-                    purpose = %ops.purpose,
-                    connector = CONNECTOR,
-                    %error,
-                    "a cache key held something that is not a stored object; removed"
-                );
-                ops.discard(index_key).await.map(|_| None)
-            }
-            Err(error) => Err(error),
-        }
+        self.fetch(index, key, false).await
+    }
+
+    async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        self.fetch(index, key, true).await
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
-        let ops = &self.ops;
-        let payload = codec::encode(&*value)?;
-        let index_keys: Vec<String> = cache_core::entry_keys(&*value, &self.indices)
-            .into_iter()
-            .map(|(position, key)| {
-                keys::index_key(&ops.prefix, self.indices[position].name(), &key)
-            })
-            .collect();
-        if index_keys.is_empty() {
-            return Ok(());
-        }
-        let id = keys::new_object_id();
-        let mut invocation = ops.shared.scripts.set.prepare_invoke();
-        invocation.key(keys::record_key(&ops.prefix, &id));
-        for key in &index_keys {
-            invocation.key(key);
-        }
-        invocation
-            .arg(&ops.prefix)
-            .arg(&id)
-            .arg(&ops.version_part)
-            .arg(payload)
-            .arg(ops.max_age_ms)
-            .arg(ops.last_usage_ms);
-        let invocation = &invocation;
-        ops.with_connection(ops.shared.config.write_timeout, |mut c| async move {
-            invoke::<i64>(invocation, &mut c).await.map(drop)
-        })
-        .await
+        self.store(value).await
     }
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {

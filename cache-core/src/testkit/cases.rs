@@ -329,6 +329,62 @@ pub async fn last_usage_expires_and_hits_renew_it(f: &dyn Fixture) {
     assert_missing(get(&c, Name, "x").await, RULE, after);
 }
 
+/// Rule: with MaxStale, an expired object is kept that much longer for stale reads
+/// (`get_stale`, what stale-if-error answers with) — never for a plain get — and an
+/// invalidated object is never kept.
+pub async fn max_stale_keeps_expired_objects_for_stale_reads_only(f: &dyn Fixture) {
+    const RULE: &str = "MaxStale keeps expired objects for stale reads only";
+    let (max_age, stale, margin) = if f.exact_time() {
+        (secs(10), secs(30), secs(1))
+    } else {
+        (millis(500), millis(2_000), millis(300))
+    };
+    let settings = CacheSettings {
+        max_stale: stale,
+        ..expiring(max_age, Duration::ZERO)
+    };
+    let c = cache(f, "max_stale", &settings).await;
+    let (a, b) = (TestEntry::new("a", &["x"]), TestEntry::new("b", &["y"]));
+    set(&c, &a).await;
+    set(&c, &b).await;
+    let stale_get = |index, key: &'static str| {
+        let c = Arc::clone(&c);
+        async move {
+            match c.get_stale(index, key).await {
+                Ok(found) => found.map(|hit| hit.value),
+                Err(e) => panic!("get_stale({index:?}, {key:?}) failed: {e}"),
+            }
+        }
+    };
+    assert_found(
+        stale_get(Id, "a").await,
+        &a,
+        RULE,
+        "set, get_stale before MaxAge",
+    );
+    f.advance(max_age + margin).await;
+    assert_missing(get(&c, Id, "a").await, RULE, "MaxAge passed, plain get");
+    assert_missing(
+        get(&c, Name, "x").await,
+        RULE,
+        "MaxAge passed, plain get by name",
+    );
+    assert_found(
+        stale_get(Name, "x").await,
+        &a,
+        RULE,
+        "MaxAge passed, get_stale",
+    );
+    invalidate(&c, Id, &["b"]).await;
+    assert_missing(stale_get(Id, "b").await, RULE, "invalidated, get_stale");
+    f.advance(stale).await;
+    assert_missing(
+        stale_get(Id, "a").await,
+        RULE,
+        "MaxAge + MaxStale passed, get_stale",
+    );
+}
+
 /// Rule: MaxAge 0 and LastUsage 0 disable expiry.
 pub async fn zero_durations_disable_expiry(f: &dyn Fixture) {
     const RULE: &str = "MaxAge 0 / LastUsage 0 disable expiry";

@@ -1,0 +1,99 @@
+//! A stampede: many requests missing the same key at once (the popular object that just
+//! expired or was invalidated). With single flight, one load answers them all; the waiters'
+//! latency is compared with one load alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_core::testkit::load::entry;
+use cache_core::testkit::{TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings, ObjectCache};
+use cache_memory::{MemoryConfig, MemoryConnector};
+use serde::{Deserialize, Serialize};
+
+/// How long the simulated source of truth takes to answer.
+const LOAD: Duration = Duration::from_millis(5);
+
+/// What one stampede did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Stampede {
+    /// Tasks that missed the same key at once.
+    pub(crate) tasks: u64,
+    /// Loads the source of truth served for them.
+    pub(crate) loads: u64,
+    /// One load alone, through `get_or_load`, µs.
+    pub(crate) single_us: f64,
+    /// The waiters' latency, µs: median, 99th percentile, longest.
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
+}
+
+pub(crate) async fn run(tasks: u64) -> Stampede {
+    let connector = MemoryConnector::new(MemoryConfig::enabled());
+    let cache = ObjectCache::new(
+        "stampede",
+        connector.cache::<TestIndex, TestEntry>(
+            "stampede",
+            TestIndex::BUILT,
+            &CacheSettings::default(),
+        ) as Arc<dyn Cache<_, _>>,
+    );
+    let loads = Arc::new(AtomicU64::new(0));
+    let loader = |i: u64| {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(LOAD).await;
+            Ok::<_, std::convert::Infallible>(Some(entry(i)))
+        }
+    };
+    let started = Instant::now();
+    cache
+        .get_or_load(TestIndex::Id, "org-1", loader(1))
+        .await
+        .expect("infallible");
+    let single_us = started.elapsed().as_secs_f64() * 1e6;
+    loads.store(0, Ordering::SeqCst);
+    let barrier = Arc::new(tokio::sync::Barrier::new(tasks as usize));
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (cache, barrier, load) = (cache.clone(), Arc::clone(&barrier), loader(2));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let started = Instant::now();
+                let found = cache
+                    .get_or_load(TestIndex::Id, "org-2", load)
+                    .await
+                    .expect("infallible");
+                assert!(found.is_some());
+                started.elapsed().as_secs_f64() * 1e6
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.push(handle.await.expect("a stampeding task"));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Stampede {
+        tasks,
+        loads: loads.load(Ordering::SeqCst),
+        single_us,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        max_us: latencies.last().copied().unwrap_or(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stampede_runs_one_load() {
+        let stampede = super::run(200).await;
+        assert_eq!(stampede.loads, 1, "{stampede:?}");
+        assert!(stampede.max_us >= super::LOAD.as_secs_f64() * 1e6 * 0.9);
+    }
+}

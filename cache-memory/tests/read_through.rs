@@ -1,0 +1,323 @@
+//! `ObjectCache::get_or_load` over the memory connector: one load per key at a time, a dropped
+//! caller, a failing load, stale-if-error while the source is down, and refresh-ahead — on the
+//! manual clock wherever time matters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cache_core::testkit::{TestEntry, TestIndex};
+use cache_core::{Cache, CacheSettings, ManualClock, ObjectCache};
+use cache_memory::{MemoryConfig, MemoryConnector};
+
+use TestIndex::{Id, Name};
+
+fn object_cache(settings: &CacheSettings) -> (Arc<ManualClock>, ObjectCache<TestIndex, TestEntry>) {
+    let clock = Arc::new(ManualClock::new());
+    let connector = MemoryConnector::with_clock(MemoryConfig::enabled(), clock.clone());
+    let cache = connector.cache::<TestIndex, TestEntry>("users", TestIndex::BUILT, settings);
+    (
+        clock,
+        ObjectCache::new("users", cache as Arc<dyn Cache<_, _>>)
+            .with_read_through(settings.read_through()),
+    )
+}
+
+/// One load of the source of truth.
+type Load = std::pin::Pin<Box<dyn Future<Output = Result<Option<TestEntry>, String>> + Send>>;
+
+/// A source of truth that counts its loads, can be held, and can be down.
+#[derive(Default)]
+struct Source {
+    loads: AtomicU64,
+    revision: AtomicU64,
+    down: AtomicBool,
+    gate: tokio::sync::Notify,
+    held: AtomicBool,
+}
+
+impl Source {
+    fn loader(self: &Arc<Self>, id: &str) -> impl FnOnce() -> Load + Send + 'static {
+        let (source, id) = (Arc::clone(self), id.to_owned());
+        move || {
+            Box::pin(async move {
+                source.loads.fetch_add(1, Ordering::SeqCst);
+                if source.held.load(Ordering::SeqCst) {
+                    source.gate.notified().await;
+                }
+                if source.down.load(Ordering::SeqCst) {
+                    return Err("the database is down".to_owned());
+                }
+                let revision = source.revision.load(Ordering::SeqCst);
+                let name = format!("name-{id}");
+                Ok(Some(TestEntry::new(&id, &[&name]).revision(revision)))
+            })
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_of_one_key_run_one_load() {
+    let (_, users) = object_cache(&CacheSettings::default());
+    let source = Arc::new(Source::default());
+    source.held.store(true, Ordering::SeqCst);
+    let callers: Vec<_> = (0..1_000)
+        .map(|_| {
+            let (users, load) = (users.clone(), source.loader("7"));
+            tokio::spawn(async move { users.get_or_load(Id, "7", load).await })
+        })
+        .collect();
+    // Let every caller reach the flight, then let the one load finish.
+    while users.stats().misses < 1_000 {
+        tokio::task::yield_now().await;
+    }
+    source.held.store(false, Ordering::SeqCst);
+    source.gate.notify_waiters();
+    for caller in callers {
+        let found = caller.await.unwrap().unwrap();
+        assert_eq!(found.map(|u| u.id.clone()).as_deref(), Some("7"));
+    }
+    assert_eq!(source.loads.load(Ordering::SeqCst), 1, "exactly one load");
+    assert_eq!(users.stats().loads, 1);
+    assert!(
+        users.get(Name, "name-7").await.is_some(),
+        "and it was cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_dropped_mid_load_neither_stops_it_nor_strands_the_others() {
+    let (_, users) = object_cache(&CacheSettings::default());
+    let source = Arc::new(Source::default());
+    source.held.store(true, Ordering::SeqCst);
+    let first = {
+        let (users, load) = (users.clone(), source.loader("7"));
+        tokio::spawn(async move { users.get_or_load(Id, "7", load).await })
+    };
+    while source.loads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let second = {
+        let (users, load) = (users.clone(), source.loader("7"));
+        tokio::spawn(async move { users.get_or_load(Id, "7", load).await })
+    };
+    while users.stats().misses < 2 {
+        tokio::task::yield_now().await;
+    }
+    // The caller whose miss started the load gives up.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    source.held.store(false, Ordering::SeqCst);
+    source.gate.notify_waiters();
+    let found = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the other caller is not left waiting")
+        .unwrap()
+        .unwrap();
+    assert!(found.is_some());
+    assert_eq!(
+        source.loads.load(Ordering::SeqCst),
+        1,
+        "the load ran once, to its end"
+    );
+    assert!(
+        users.get(Id, "7").await.is_some(),
+        "and its result was cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_load_reaches_its_waiters_and_is_not_cached() {
+    let (_, users) = object_cache(&CacheSettings::default());
+    let source = Arc::new(Source::default());
+    source.down.store(true, Ordering::SeqCst);
+    source.held.store(true, Ordering::SeqCst);
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let (users, load) = (users.clone(), source.loader("7"));
+            tokio::spawn(async move { users.get_or_load(Id, "7", load).await })
+        })
+        .collect();
+    while users.stats().misses < 50 {
+        tokio::task::yield_now().await;
+    }
+    source.held.store(false, Ordering::SeqCst);
+    source.gate.notify_waiters();
+    for caller in callers {
+        let error = caller.await.unwrap().unwrap_err();
+        assert_eq!(*error, "the database is down");
+    }
+    assert_eq!(source.loads.load(Ordering::SeqCst), 1);
+    source.down.store(false, Ordering::SeqCst);
+    let found = users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    assert!(
+        found.is_some(),
+        "the error was not cached: the next call loads again"
+    );
+    assert_eq!(source.loads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn while_the_source_is_down_an_expired_copy_answers_but_never_a_plain_get() {
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(10),
+        last_usage: Duration::ZERO,
+        max_stale: Duration::from_secs(60),
+        ..CacheSettings::default()
+    };
+    let (clock, users) = object_cache(&settings);
+    let source = Arc::new(Source::default());
+    let (logs_guard, logs) = cache_core::testkit::logs::capture();
+    assert!(
+        users
+            .get_or_load(Id, "7", source.loader("7"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        users
+            .get_or_load(Id, "8", source.loader("8"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The object expires; then the source goes down for a while.
+    clock.advance(Duration::from_secs(15));
+    source.down.store(true, Ordering::SeqCst);
+    assert!(
+        users.get(Id, "7").await.is_none(),
+        "a plain get never returns it"
+    );
+    for _ in 0..3 {
+        let answered = users
+            .get_or_load(Id, "7", source.loader("7"))
+            .await
+            .expect("answered from the expired copy");
+        assert_eq!(answered.map(|u| u.id.clone()).as_deref(), Some("7"));
+    }
+    assert_eq!(users.stats().stale_answers, 3);
+    // An invalidated object is never served stale.
+    users.invalidate(Id, &["8"]).await.unwrap();
+    let error = users
+        .get_or_load(Id, "8", source.loader("8"))
+        .await
+        .unwrap_err();
+    assert_eq!(*error, "the database is down");
+    // Past MaxAge + MaxStale there is nothing left to fall back on.
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        users
+            .get_or_load(Id, "7", source.loader("7"))
+            .await
+            .is_err()
+    );
+    // The source is back: a fresh load.
+    source.down.store(false, Ordering::SeqCst);
+    assert!(
+        users
+            .get_or_load(Id, "7", source.loader("7"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(users.get(Id, "7").await.is_some());
+    drop(logs_guard);
+    assert_eq!(
+        logs.lines_with(&["WARN", "stale-if-error", "users", "the database is down"])
+            .len(),
+        3,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn a_hot_object_is_reloaded_ahead_of_max_age_and_never_misses() {
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(10),
+        last_usage: Duration::ZERO,
+        refresh_ahead: 0.8,
+        ..CacheSettings::default()
+    };
+    let (clock, users) = object_cache(&settings);
+    let source = Arc::new(Source::default());
+    users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    source.revision.store(1, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(7));
+    let early = users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    assert_eq!(early.unwrap().revision, 0, "7 s: a plain hit");
+    assert_eq!(users.stats().refreshes, 0);
+    clock.advance(Duration::from_secs(1));
+    let late = users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    assert_eq!(late.unwrap().revision, 0, "8 s: the cached object, at once");
+    assert_eq!(users.stats().refreshes, 1, "and a reload in the background");
+    for _ in 0..100 {
+        if users.get(Id, "7").await.is_some_and(|u| u.revision == 1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(users.get(Id, "7").await.unwrap().revision, 1, "refreshed");
+    // 12 s after the first load (MaxAge 10 s), the refreshed object is 4 s old: a hit.
+    clock.advance(Duration::from_secs(4));
+    let misses = users.stats().misses;
+    assert!(
+        users
+            .get_or_load(Id, "7", source.loader("7"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(users.stats().misses, misses, "a hot object never missed");
+    assert_eq!(source.loads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_refresh_that_races_with_an_invalidation_does_not_resurrect_the_object() {
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(10),
+        last_usage: Duration::ZERO,
+        refresh_ahead: 0.8,
+        ..CacheSettings::default()
+    };
+    let (clock, users) = object_cache(&settings);
+    let source = Arc::new(Source::default());
+    users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(9));
+    // The refresh's load reads revision 0, and the object changes and is invalidated before
+    // the refresh lands.
+    source.held.store(true, Ordering::SeqCst);
+    users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    while source.loads.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    users.invalidate(Id, &["7"]).await.unwrap();
+    source.held.store(false, Ordering::SeqCst);
+    source.gate.notify_waiters();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        users.get(Id, "7").await.is_none(),
+        "the refresh that raced with the invalidation was not cached"
+    );
+}
