@@ -33,7 +33,7 @@ pub use noop::{NOOP_CONNECTOR, NoopCache};
 pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};
 pub use settings::{
     AutoPrune, BreakerSettings, CacheSettings, LogFormat, LogLevel, LogSettings, NearSettings,
-    ReadThrough,
+    ReadThrough, TlsFiles, TlsPem,
 };
 
 /// Re-exported so connector crates and applications use the same `async_trait`.

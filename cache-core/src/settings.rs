@@ -323,6 +323,96 @@ impl BreakerSettings {
     }
 }
 
+/// The certificate files of TLS to a server (`Caches.Connectors.<Redis|Postgres>.TLS`).
+/// Whether TLS is used at all is the connector's own setting (`EnableTLS` or a `rediss://`
+/// URL for Redis, `SSLMode` for PostgreSQL).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM file of the certificate authorities to trust instead of the system's roots.
+    /// Empty (the default): the system's roots.
+    #[serde(rename = "cafile", with = "text")]
+    pub ca_file: String,
+    /// PEM file of the client certificate, for servers that require one (mutual TLS).
+    /// Empty (the default): none.
+    #[serde(rename = "certfile", with = "text")]
+    pub cert_file: String,
+    /// PEM file of the client certificate's private key.
+    #[serde(rename = "keyfile", with = "text")]
+    pub key_file: String,
+    /// Development only: accept any server certificate, unverified (logged at warn whenever
+    /// a connector starts with it). Default `false`.
+    #[serde(rename = "insecureskipverify")]
+    pub insecure_skip_verify: bool,
+}
+
+/// The contents of the files of [`TlsFiles`].
+#[derive(Clone, Default)]
+pub struct TlsPem {
+    /// The CA certificates (PEM), when a file was given.
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate and its key (PEM), when given.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsPem")
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field(
+                "client",
+                &self.client.as_ref().map(|_| "certificate and key"),
+            )
+            .finish()
+    }
+}
+
+impl TlsFiles {
+    /// Reads the files. On error, the offending key (below the connector, e.g. `TLS.CAFile`)
+    /// and what is wrong — a missing or unreadable file, a certificate without its key.
+    pub fn read(&self) -> Result<TlsPem, (&'static str, String)> {
+        let read =
+            |key: &'static str, path: &str| -> Result<Option<Vec<u8>>, (&'static str, String)> {
+                if path.is_empty() {
+                    return Ok(None);
+                }
+                std::fs::read(path).map(Some).map_err(|e| {
+                    (
+                        key,
+                        format!("cannot read {path:?}: {e}; write the path of a PEM file"),
+                    )
+                })
+            };
+        let ca = read("TLS.CAFile", &self.ca_file)?;
+        let cert = read("TLS.CertFile", &self.cert_file)?;
+        let key = read("TLS.KeyFile", &self.key_file)?;
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err((
+                    "TLS.KeyFile",
+                    "is empty, but TLS.CertFile is set: a client certificate needs its key"
+                        .to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "TLS.CertFile",
+                    "is empty, but TLS.KeyFile is set: write the client certificate's file"
+                        .to_owned(),
+                ));
+            }
+        };
+        Ok(TlsPem { ca, client })
+    }
+
+    /// Whether any file is named.
+    pub fn names_files(&self) -> bool {
+        !(self.ca_file.is_empty() && self.cert_file.is_empty() && self.key_file.is_empty())
+    }
+}
+
 /// A connection URL with its password replaced by `***`, for `Debug`, logs and errors:
 /// `scheme://user:secret@host` → `scheme://user:***@host`, `scheme://token@host` →
 /// `scheme://***@host`. Text that is not such a URL is returned as it is.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cache_core::BreakerSettings;
+use cache_core::{BreakerSettings, TlsFiles};
 
 use crate::topology::{ClusterConfig, SentinelConfig, Topology, tcp_address};
 use cache_core::settings::{duration, text};
@@ -43,9 +43,14 @@ pub struct RedisConfig {
     /// Database number; overrides the URL's when not 0.
     #[serde(rename = "db")]
     pub db: i64,
-    /// TLS to the server. Not available in this build: `true` is rejected with what to do.
+    /// TLS to the server (as a `rediss://` URL does), verified against the system's roots or
+    /// [`tls`](Self::tls)`.CAFile`. Needs the Cargo feature `tls`. Default `false`.
     #[serde(rename = "enabletls")]
     pub enable_tls: bool,
+    /// The certificate files of TLS: a CA to trust, a client certificate and key (mutual
+    /// TLS), and `InsecureSkipVerify` for development.
+    #[serde(rename = "tls")]
+    pub tls: TlsFiles,
     /// Most connections in the pool (honoured). Default 10.
     #[serde(rename = "poolsize")]
     pub pool_size: u32,
@@ -127,6 +132,7 @@ impl Default for RedisConfig {
             password: String::new(),
             db: 0,
             enable_tls: false,
+            tls: TlsFiles::default(),
             pool_size: 10,
             max_active_conns: 0,
             min_idle_conns: 0,
@@ -212,13 +218,8 @@ impl RedisConfig {
                 )
             })?
         };
-        if self.enable_tls || matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-            return Err((
-                "EnableTLS",
-                "TLS is not available in this build of cache-redis; use a TLS-terminating proxy \
-                 on localhost, or set EnableTLS: false and a redis:// URL"
-                    .to_owned(),
-            ));
+        if self.uses_tls(&info) {
+            info = self.with_tls(info)?;
         }
         let mut redis = info.redis_settings().clone();
         if !self.username.is_empty() {
@@ -234,6 +235,74 @@ impl RedisConfig {
         Ok(info)
     }
 
+    /// Whether connections use TLS: `EnableTLS`, or a `rediss://` URL.
+    pub(crate) fn uses_tls(&self, info: &ConnectionInfo) -> bool {
+        self.enable_tls || matches!(info.addr(), ConnectionAddr::TcpTls { .. })
+    }
+
+    /// `info` switched to TLS (with `InsecureSkipVerify` applied).
+    #[cfg(feature = "tls")]
+    fn with_tls(&self, info: ConnectionInfo) -> Result<ConnectionInfo, (&'static str, String)> {
+        let skip = self.tls.insecure_skip_verify;
+        let addr = match info.addr().clone() {
+            ConnectionAddr::Tcp(host, port) => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: skip,
+                tls_params: None,
+            },
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                tls_params,
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: insecure || skip,
+                tls_params,
+            },
+            _ => {
+                return Err((
+                    "EnableTLS",
+                    "TLS needs a TCP address (Network: tcp), not a unix socket".to_owned(),
+                ));
+            }
+        };
+        Ok(info.set_addr(addr))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn with_tls(&self, _: ConnectionInfo) -> Result<ConnectionInfo, (&'static str, String)> {
+        Err((
+            "EnableTLS",
+            "TLS (EnableTLS: true or a rediss:// URL) needs the `tls` Cargo feature of \
+             cache-redis (feature `tls` of cache-config); enable it, or use redis:// without \
+             EnableTLS"
+                .to_owned(),
+        ))
+    }
+
+    /// The certificates for TLS, read from the `TLS` files; `None` without TLS.
+    #[cfg(feature = "tls")]
+    pub(crate) fn certificates(
+        &self,
+    ) -> Result<Option<redis::TlsCertificates>, (&'static str, String)> {
+        if !self.uses_tls(&self.connection_info()?) {
+            return Ok(None);
+        }
+        let pem = self.tls.read()?;
+        Ok(Some(redis::TlsCertificates {
+            client_tls: pem
+                .client
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+            root_cert: pem.ca,
+        }))
+    }
+
     /// One server, a cluster or a sentinel-managed master, checked.
     pub(crate) fn topology(&self) -> Result<Topology, (&'static str, String)> {
         Topology::resolve(
@@ -247,6 +316,17 @@ impl RedisConfig {
     /// `Caches.Connectors.Redis`) and what to write instead. Never shows the password.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.topology()?;
+        if self.tls.names_files() || self.tls.insecure_skip_verify {
+            if !self.uses_tls(&self.connection_info()?) {
+                return Err((
+                    "TLS",
+                    "names TLS settings, but TLS is off: set EnableTLS: true (or a rediss:// \
+                     URL), or remove the TLS block"
+                        .to_owned(),
+                ));
+            }
+            self.tls.read()?;
+        }
         if let Some(breaker) = &self.circuit_breaker {
             breaker.validate()?;
         }

@@ -20,6 +20,14 @@ use crate::config::RedisConfig;
 use crate::error::redis_error;
 use crate::pool::{Conn, Health, Manager, Pool, is_connection_error};
 
+/// A configuration the client library refused, as a cache error naming the key.
+fn config_error(e: RedisError) -> Error {
+    match e.detail() {
+        Some(detail) => Error::config(format!("Caches.Connectors.Redis.{detail}")),
+        None => Error::config(format!("Caches.Connectors.Redis: {}", e.category())),
+    }
+}
+
 /// How one attempt on a connection ended.
 enum Attempt<T> {
     Done(T),
@@ -84,8 +92,22 @@ impl RedisConnector {
             Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
         })?;
         let described = topology.describe();
-        let manager = Manager::new(topology, config.dial_timeout, config.read_timeout)
-            .map_err(|e| Error::config(format!("Caches.Connectors.Redis: {}", e.category())))?;
+        let manager = Manager::new(&config).map_err(config_error)?;
+        #[cfg(feature = "tls")]
+        if config.uses_tls(&config.connection_info().map_err(|(key, message)| {
+            Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
+        })?) {
+            // redis-rs builds its TLS settings on the process's default crypto provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            if config.tls.insecure_skip_verify {
+                tracing::warn!(
+                    connector = crate::CONNECTOR,
+                    "TLS.InsecureSkipVerify is on: the server's certificate is NOT verified, \
+                     anyone between this service and Redis can read and change its traffic; \
+                     never use it outside development"
+                );
+            }
+        }
         tracing::info!(connector = crate::CONNECTOR, redis = %described, "redis connector ready");
         let ignored = config.ignored_keys();
         if !ignored.is_empty() {
@@ -126,12 +148,7 @@ impl RedisConnector {
     /// The pub/sub channel on this server (or cluster, or Sentinel-managed set) that near
     /// caches announce their changes on. Connects only when listened to or published on.
     pub fn channel(&self) -> Result<RedisChannel> {
-        let topology = self.shared.config.topology().map_err(|(key, message)| {
-            Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
-        })?;
-        let config = &self.shared.config;
-        let subscriber = Manager::new(topology, config.dial_timeout, config.read_timeout)
-            .map_err(|e| Error::config(format!("Caches.Connectors.Redis: {}", e.category())))?;
+        let subscriber = Manager::new(&self.shared.config).map_err(config_error)?;
         Ok(RedisChannel::new(Arc::clone(&self.shared), subscriber))
     }
 

@@ -3,8 +3,8 @@
 //!
 //! A multiplexed connection pipelines concurrent commands, so an operation clones it and gives
 //! the pool slot back at once (concurrent operations share connections instead of queueing for
-//! exclusive ones). redis-rs does not reconnect a multiplexed connection, and bb8-redis never
-//! reports one as broken; so an operation that fails at the connection level marks its
+//! exclusive ones). redis-rs does not reconnect a multiplexed connection, and bb8 cannot tell
+//! that one broke; so an operation that fails at the connection level marks its
 //! connection, and bb8 drops it the next time it comes back to the pool.
 //!
 //! - **Cluster**: a connection is redis-rs's cluster connection, which follows `MOVED`/`ASK`
@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bb8::ManageConnection;
-use bb8_redis::RedisConnectionManager;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
+use crate::config::RedisConfig;
 use crate::topology::Topology;
 
 /// The pool type of the connector.
@@ -115,13 +115,16 @@ impl Health {
 /// Makes connections for one topology and tells bb8 which ones failed.
 pub(crate) struct Manager {
     topology: Managed,
+    /// Connect and response timeouts of every connection (redis-rs' own default response
+    /// timeout, 500 ms, would cut `ReadTimeout`/`WriteTimeout` short).
+    settings: redis::AsyncConnectionConfig,
     /// Whether the server's eviction policy was looked at (once per connector).
     eviction_checked: AtomicBool,
 }
 
 enum Managed {
-    /// The pool's manager, and a client for subscriptions.
-    Single(RedisConnectionManager, redis::Client),
+    /// The server's client (with TLS when configured).
+    Single(redis::Client),
     /// The cluster client, and the seed nodes (a subscription goes to one of them: a plain
     /// `PUBLISH` reaches the subscribers of every node).
     Cluster(redis::cluster::ClusterClient, Vec<redis::ConnectionInfo>),
@@ -139,26 +142,53 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    /// A manager for `topology`; `dial` and `response` bound the cluster client's own
-    /// connects and commands (the other modes are bounded by the caller).
-    pub(crate) fn new(
-        topology: Topology,
-        dial: Duration,
-        response: Duration,
-    ) -> Result<Self, RedisError> {
+    /// A manager for the topology of `config` (checked by [`RedisConfig::validate`]), with
+    /// its TLS settings; the dial and response timeouts bound each connection's own connects
+    /// and commands (operations are also bounded by the caller).
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+        let invalid = |(key, message): (&'static str, String)| {
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "invalid configuration",
+                format!("{key}: {message}"),
+            ))
+        };
+        let topology = config.topology().map_err(invalid)?;
+        let dial = config.dial_timeout;
+        let response = config.read_timeout.max(config.write_timeout);
+        #[cfg(feature = "tls")]
+        let certificates = config.certificates().map_err(invalid)?;
+        #[cfg(feature = "tls")]
+        let tls_mode = if config.tls.insecure_skip_verify {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
         let topology = match topology {
-            Topology::Single(info) => Managed::Single(
-                RedisConnectionManager::new(info.clone())?,
-                redis::Client::open(info)?,
-            ),
-            Topology::Cluster(nodes) => Managed::Cluster(
-                redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            Topology::Single(info) => {
+                #[cfg(feature = "tls")]
+                let client = match &certificates {
+                    Some(certificates) => {
+                        redis::Client::build_with_tls(info, certificates.clone())?
+                    }
+                    None => redis::Client::open(info)?,
+                };
+                #[cfg(not(feature = "tls"))]
+                let client = redis::Client::open(info)?;
+                Managed::Single(client)
+            }
+            Topology::Cluster(nodes) => {
+                let builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(dial)
                     .response_timeout(response)
-                    .retries(2)
-                    .build()?,
-                nodes,
-            ),
+                    .retries(2);
+                #[cfg(feature = "tls")]
+                let builder = match &certificates {
+                    Some(certificates) => builder.certs(certificates.clone()).tls(tls_mode),
+                    None => builder,
+                };
+                Managed::Cluster(builder.build()?, nodes)
+            }
             Topology::Sentinel {
                 master_name,
                 sentinels,
@@ -180,11 +210,23 @@ impl Manager {
                 if let Some(password) = password {
                     builder = builder.set_client_to_sentinel_password(password);
                 }
+                // With TLS, the sentinels and the data nodes both speak it.
+                #[cfg(feature = "tls")]
+                if let Some(certificates) = &certificates {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(tls_mode)
+                        .set_client_to_redis_certificates(certificates.clone())
+                        .set_client_to_sentinel_tls_mode(tls_mode)
+                        .set_client_to_sentinel_certificates(certificates.clone());
+                }
                 Managed::Sentinel(tokio::sync::Mutex::new(builder.build()?))
             }
         };
         Ok(Manager {
             topology,
+            settings: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(dial))
+                .set_response_timeout(Some(response)),
             eviction_checked: AtomicBool::new(false),
         })
     }
@@ -200,7 +242,7 @@ impl Manager {
         attempt: usize,
     ) -> Result<redis::aio::PubSub, RedisError> {
         let client = match &self.topology {
-            Managed::Single(_, client) => client.clone(),
+            Managed::Single(client) => client.clone(),
             Managed::Cluster(_, nodes) => {
                 redis::Client::open(nodes[attempt % nodes.len()].clone())?
             }
@@ -254,12 +296,20 @@ impl ManageConnection for Manager {
 
     async fn connect(&self) -> Result<Connection, RedisError> {
         let mut redis = match &self.topology {
-            Managed::Single(manager, _) => Conn::Single(manager.connect().await?),
+            Managed::Single(client) => Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&self.settings)
+                    .await?,
+            ),
             Managed::Cluster(client, _) => Conn::Cluster(client.get_async_connection().await?),
             Managed::Sentinel(sentinel) => {
                 // Ask the sentinels for the master now: after a failover, the new one.
                 let client = sentinel.lock().await.async_get_client().await?;
-                Conn::Single(client.get_multiplexed_async_connection().await?)
+                Conn::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&self.settings)
+                        .await?,
+                )
             }
         };
         if !self.eviction_checked.swap(true, Ordering::Relaxed) {

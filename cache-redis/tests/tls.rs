@@ -1,0 +1,144 @@
+//! TLS to real `redis-server`s with a TLS port (started by `cargo xtask test` with a throwaway
+//! CA): the conformance suite over TLS, and the failures a misconfiguration must give —
+//! clearly, at the first operation, never a hang.
+
+use std::time::Duration;
+
+use cache_core::testkit::{Fixture, RealTimeFixture, TestCache, TestEntry, TestIndex};
+use cache_core::{CacheSettings, ErrorKind, TlsFiles};
+use cache_redis::{RedisConfig, RedisConnector};
+
+fn var(name: &str) -> Option<String> {
+    cache_core::testkit::server_url(name)
+}
+
+/// TLS settings trusting the test CA, with the client certificate when `client` is set.
+fn tls(client: bool) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        ca_file: var("CACHE_TEST_TLS_CA")?,
+        cert_file: if client {
+            var("CACHE_TEST_TLS_CLIENT_CERT")?
+        } else {
+            String::new()
+        },
+        key_file: if client {
+            var("CACHE_TEST_TLS_CLIENT_KEY")?
+        } else {
+            String::new()
+        },
+        insecure_skip_verify: false,
+    })
+}
+
+fn config(url: String, tls: TlsFiles) -> RedisConfig {
+    RedisConfig {
+        tls,
+        dial_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(2),
+        ..RedisConfig::with_url(url)
+    }
+}
+
+async fn fixture() -> Option<impl Fixture> {
+    let connector = RedisConnector::new(
+        config(var("CACHE_TEST_REDIS_TLS_URL")?, tls(false)?),
+        "test-v1",
+    )
+    .expect("a valid TLS configuration");
+    Some(RealTimeFixture::new(
+        false,
+        move |purpose, indices, settings| connector.cache(purpose, indices, settings) as TestCache,
+    ))
+}
+
+cache_core::conformance_suite!(fixture);
+
+/// A set through a cache on `config`, and what it gave.
+async fn set_on(config: RedisConfig) -> cache_core::Result<()> {
+    let connector = RedisConnector::new(config, "v1")?;
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        &cache_core::testkit::unique_purpose("tls"),
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    cache_core::Cache::set(&*cache, std::sync::Arc::new(TestEntry::new("1", &[]))).await
+}
+
+#[tokio::test]
+async fn without_the_ca_the_server_is_not_trusted() {
+    let Some(url) = var("CACHE_TEST_REDIS_TLS_URL") else {
+        return;
+    };
+    let error = set_on(config(url, TlsFiles::default()))
+        .await
+        .expect_err("a certificate of an unknown CA is refused");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "the error says why: {error}"
+    );
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_connects_without_the_ca_and_warns() {
+    let Some(url) = var("CACHE_TEST_REDIS_TLS_URL") else {
+        return;
+    };
+    let (guard, logs) = cache_core::testkit::logs::capture();
+    let skip = TlsFiles {
+        insecure_skip_verify: true,
+        ..TlsFiles::default()
+    };
+    set_on(config(url, skip))
+        .await
+        .expect("no verification, no failure");
+    drop(guard);
+    assert_eq!(
+        logs.lines_with(&["WARN", "InsecureSkipVerify", "NOT verified"])
+            .len(),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_requires_client_certificates_gets_one_or_refuses() {
+    let Some(url) = var("CACHE_TEST_REDIS_MTLS_URL") else {
+        return;
+    };
+    let Some(with_client) = tls(true) else { return };
+    set_on(config(url.clone(), with_client))
+        .await
+        .expect("mutual TLS with the client certificate");
+    let error = set_on(config(url, tls(false).unwrap()))
+        .await
+        .expect_err("no client certificate, no connection");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+}
+
+#[test]
+fn tls_settings_are_checked_when_the_configuration_is() {
+    let missing = TlsFiles {
+        ca_file: "/nonexistent/ca.pem".into(),
+        ..TlsFiles::default()
+    };
+    let mut bad = config("rediss://127.0.0.1:1/".into(), missing);
+    let (key, message) = bad.validate().unwrap_err();
+    assert_eq!(key, "TLS.CAFile");
+    assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+    bad.tls = TlsFiles {
+        cert_file: "/etc/hostname".into(),
+        ..TlsFiles::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().0, "TLS.KeyFile");
+    let off = RedisConfig {
+        tls: TlsFiles {
+            insecure_skip_verify: true,
+            ..TlsFiles::default()
+        },
+        ..RedisConfig::with_url("redis://127.0.0.1:1/")
+    };
+    assert_eq!(off.validate().unwrap_err().0, "TLS", "TLS files but no TLS");
+}
