@@ -23,6 +23,9 @@ const TEXT_KEYS: &[&str] = &[
     "clientname",
     "identitysuffix",
     "mastername",
+    "cafile",
+    "certfile",
+    "keyfile",
     "connector",
 ];
 

@@ -405,9 +405,14 @@ const BAD_POSTGRES: &[(&str, &str, &str)] = &[
         "plain schema name",
     ),
     (
-        "Caches: { Postgres: { SSLMode: require } }",
+        "Caches: { Postgres: { SSLMode: verify_full } }",
         "Caches.Connectors.Postgres.SSLMode",
-        "TLS is not available",
+        "verify-full",
+    ),
+    (
+        "Caches: { Postgres: { SSLMode: verify-full, TLS: { InsecureSkipVerify: true } } }",
+        "Caches.Connectors.Postgres.TLS.InsecureSkipVerify",
+        "choose one",
     ),
     (
         "Caches: { Postgres: { StatementTimeout: 0 } }",
@@ -646,4 +651,55 @@ fn read_through_settings_load() {
     let defaults = Loader::new().load().unwrap();
     assert_eq!(defaults.instance.max_stale, Duration::ZERO);
     assert_eq!(defaults.instance.refresh_ahead, 0.0);
+}
+
+/// TLS for both remote connectors as a configuration file and the environment write it; the
+/// files' keys report their full path when a file is missing.
+#[cfg(all(feature = "redis", feature = "postgres", feature = "tls"))]
+#[test]
+fn tls_blocks_load_for_both_connectors() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env(
+            "TLSAPP_CACHES_CONNECTORS_POSTGRES_TLS_INSECURESKIPVERIFY",
+            "true",
+        );
+        let config = Loader::new()
+            .yaml(
+                "Caches:
+  Connectors:
+    Redis:
+      Enabled: true
+      EnableTLS: true
+      TLS: { InsecureSkipVerify: true }
+    Postgres:
+      Enabled: true
+      SSLMode: require
+",
+            )
+            .env_prefix("TLSAPP")
+            .load()
+            .unwrap();
+        assert!(config.connectors.redis.enable_tls);
+        assert!(config.connectors.redis.tls.insecure_skip_verify);
+        assert_eq!(config.connectors.postgres.ssl_mode, "require");
+        assert!(config.connectors.postgres.tls.insecure_skip_verify);
+
+        let missing = Loader::new()
+            .yaml(
+                "Caches: { Postgres: { Enabled: true, SSLMode: verify-full, TLS: { CAFile: /nonexistent/ca.pem } } }",
+            )
+            .load()
+            .unwrap_err();
+        assert_eq!(missing.path(), "Caches.Connectors.Postgres.TLS.CAFile");
+        assert!(
+            missing.to_string().contains("/nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let typo = Loader::new()
+            .yaml("Caches: { Redis: { Enabled: true, TLS: { CAFiel: /ca.pem } } }")
+            .load()
+            .unwrap_err();
+        assert!(typo.to_string().contains("CAFile"), "{typo}");
+        Ok(())
+    });
 }

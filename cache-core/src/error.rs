@@ -154,16 +154,38 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The message and its causes (see [`causes`]), without the kind.
+    pub fn explanation(&self) -> String {
+        match &self.source {
+            Some(source) => format!("{}: {}", self.message, causes(source.as_ref())),
+            None => self.message.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
+        write!(f, "{}: {}", self.kind, self.explanation())
     }
+}
+
+/// `error` and every error beneath it (its [`source`](StdError::source) chain) as one line,
+/// `a: b: c`, leaving out a cause whose text its parent already shows. Drivers often print only
+/// what failed (`error performing TLS handshake`) and keep why in the chain
+/// (`invalid peer certificate: UnknownIssuer`): this shows both.
+pub fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 impl fmt::Debug for Error {
@@ -190,6 +212,35 @@ impl StdError for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_shows_every_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("error performing TLS handshake")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let e = Error::unavailable("postgres").with_source(Outer(inner));
+        assert_eq!(
+            e.to_string(),
+            "cache backend unavailable: postgres: error performing TLS handshake: invalid peer \
+             certificate: UnknownIssuer"
+        );
+        let repeated = Error::unavailable("redis").with_source(std::io::Error::other("refused"));
+        assert_eq!(
+            causes(&repeated),
+            "cache backend unavailable: redis: refused",
+            "the source is shown by the error itself and not again"
+        );
+    }
 
     #[test]
     fn temporary_flag_follows_kind_unless_overridden() {

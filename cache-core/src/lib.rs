@@ -27,7 +27,7 @@ pub use channel::{Channel, ChannelEvent, EventSink, Listening};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};
 pub use coarse::{CoarseClock, RESOLUTION as COARSE_RESOLUTION};
 pub use counter::Counter;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, causes};
 pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use noop::{NOOP_CONNECTOR, NoopCache};
 pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};

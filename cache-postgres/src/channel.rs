@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::{Channel, ChannelEvent, Error, EventSink, Listening, Result, async_trait};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::connector::Shared;
 use crate::sql::Stmt;
+use crate::tls::Connect;
 
 /// The largest message: PostgreSQL refuses a notification payload of 8 000 bytes or more.
 pub const MAX_MESSAGE: usize = 7_900;
@@ -28,7 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct PostgresChannel {
     shared: Arc<Shared>,
     /// How the listening connection connects.
-    listener: Arc<tokio_postgres::Config>,
+    listener: Arc<Connect>,
     name: Arc<str>,
 }
 
@@ -41,7 +42,7 @@ impl std::fmt::Debug for PostgresChannel {
 }
 
 impl PostgresChannel {
-    pub(crate) fn new(shared: Arc<Shared>, listener: tokio_postgres::Config) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, listener: Connect) -> Self {
         // One channel per schema, so separate deployments in one database stay apart. The
         // schema is a plain identifier (checked); a channel name holds at most 63 bytes.
         let mut name = format!("oc_{}", shared.schema.name());
@@ -108,7 +109,7 @@ impl Channel for PostgresChannel {
 
 /// Listens, forwards notifications until the connection is lost, and starts over after a
 /// backoff — until aborted.
-async fn listen(config: Arc<tokio_postgres::Config>, name: Arc<str>, sink: EventSink) {
+async fn listen(config: Arc<Connect>, name: Arc<str>, sink: EventSink) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let reason = listen_once(&config, &name, &sink, &mut backoff).await;
@@ -120,7 +121,7 @@ async fn listen(config: Arc<tokio_postgres::Config>, name: Arc<str>, sink: Event
 
 /// One connection's life: connect, `LISTEN`, forward notifications. Returns why it ended.
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    Connect { config, tls }: &Connect,
     name: &str,
     sink: &EventSink,
     backoff: &mut Duration,
@@ -130,7 +131,7 @@ async fn listen_once(
         .copied()
         .unwrap_or(Duration::from_secs(5));
     let (client, mut connection) =
-        match tokio::time::timeout(connect_timeout, config.connect(NoTls)).await {
+        match tokio::time::timeout(connect_timeout, config.connect(tls.clone())).await {
             Ok(Ok(connected)) => connected,
             Ok(Err(error)) => return format!("cannot connect: {error}"),
             Err(_) => return format!("cannot connect within {connect_timeout:?}"),

@@ -10,11 +10,12 @@ use std::fmt;
 use std::time::Duration;
 
 use cache_core::settings::{duration, redact_url, text};
-use cache_core::{AutoPrune, BreakerSettings};
+use cache_core::{AutoPrune, BreakerSettings, TlsFiles};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 
 use crate::schema::Schema;
+use crate::tls::{self, MakeTls, SslMode};
 
 /// The PostgreSQL connector's settings. Field names are the lower-cased configuration keys.
 #[derive(Clone, PartialEq, Deserialize, Serialize)]
@@ -47,10 +48,18 @@ pub struct PostgresConfig {
     /// Password; overrides the URL's. Never shown in logs, errors or `Debug`.
     #[serde(rename = "password", with = "text")]
     pub password: String,
-    /// `disable` or `prefer` (plain connections in this build); `require` and stricter are
-    /// rejected with what to do, since this build has no TLS. Overrides the URL's.
+    /// TLS, as libpq's `sslmode`: `disable`, `prefer` (TLS when the server offers it,
+    /// unverified), `require` (TLS, unverified unless `TLS.CAFile` is set), `verify-ca`
+    /// (signed by a trusted CA) or `verify-full` (and made for the host). Overrides the URL's
+    /// `sslmode`; empty (the default): the URL's, else `prefer`. All but `disable` and
+    /// `prefer` need the Cargo feature `tls`.
     #[serde(rename = "sslmode", with = "text")]
     pub ssl_mode: String,
+    /// The CA to trust (else the system's) and the client certificate for servers that
+    /// require one. Each file set here overrides the URL's `sslrootcert`, `sslcert`,
+    /// `sslkey`. Needs the Cargo feature `tls`.
+    #[serde(rename = "tls")]
+    pub tls: TlsFiles,
     /// The PostgreSQL schema holding the cache's tables, created by the setup step. A plain
     /// lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes). Default `cache`.
     #[serde(rename = "schema", with = "text")]
@@ -102,6 +111,7 @@ impl Default for PostgresConfig {
             user: String::new(),
             password: String::new(),
             ssl_mode: String::new(),
+            tls: TlsFiles::default(),
             schema: "cache".to_owned(),
             pool_size: 10,
             max_concurrent_reads: 2,
@@ -153,15 +163,16 @@ impl PostgresConfig {
     /// Where and how to connect: the URL, then every discrete field that is set over it.
     /// On error, the offending key and what to write instead (never the password).
     pub fn connection_config(&self) -> Result<tokio_postgres::Config, (&'static str, String)> {
-        let url = if self.url.is_empty() {
+        let (stripped, _) = tls::split_url(&self.url);
+        let url = if stripped.is_empty() {
             tokio_postgres::Config::new()
         } else {
-            self.url.parse::<tokio_postgres::Config>().map_err(|e| {
+            stripped.parse::<tokio_postgres::Config>().map_err(|e| {
                 (
                     "URL",
                     format!(
                         "{:?} is not a PostgreSQL connection URL ({e}); write e.g. \
-                         postgres://user@localhost:5432/app?sslmode=disable",
+                         postgres://user@localhost:5432/app?sslmode=verify-full",
                         self.redacted_url()
                     ),
                 )
@@ -201,34 +212,7 @@ impl PostgresConfig {
         if !self.password.is_empty() {
             config.password(&self.password);
         }
-        if !self.ssl_mode.is_empty() {
-            let mode = match self.ssl_mode.to_ascii_lowercase().as_str() {
-                "disable" => SslMode::Disable,
-                "prefer" => SslMode::Prefer,
-                "allow" => SslMode::Prefer,
-                "require" | "verify-ca" | "verify-full" => SslMode::Require,
-                other => {
-                    return Err((
-                        "SSLMode",
-                        format!("{other:?} is not an sslmode; write disable or prefer"),
-                    ));
-                }
-            };
-            config.ssl_mode(mode);
-        }
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err((
-                if self.ssl_mode.is_empty() {
-                    "URL"
-                } else {
-                    "SSLMode"
-                },
-                "TLS is not available in this build of cache-postgres; connect over a trusted \
-                 network or a local TLS-terminating proxy with sslmode=disable, or hand in a \
-                 pool of your own"
-                    .to_owned(),
-            ));
-        }
+        config.ssl_mode(self.tls_settings()?.0.negotiation());
         if config.get_application_name().is_none() {
             config.application_name("object-cache");
         }
@@ -236,10 +220,74 @@ impl PostgresConfig {
         Ok(config)
     }
 
-    /// Checks what serde cannot: on error, the offending key (below
+    /// How connections use TLS: `SSLMode` (else the URL's `sslmode`, else `prefer`) and the
+    /// `TLS` files, each set one over the URL's `sslrootcert`, `sslcert`, `sslkey`.
+    pub fn tls_settings(&self) -> Result<(SslMode, TlsFiles), (&'static str, String)> {
+        let (_, from_url) = tls::split_url(&self.url);
+        let mode = if !self.ssl_mode.is_empty() {
+            SslMode::parse(&self.ssl_mode).map_err(|m| ("SSLMode", m))?
+        } else if let Some(mode) = &from_url.mode {
+            SslMode::parse(mode).map_err(|m| ("URL", m))?
+        } else {
+            SslMode::Prefer
+        };
+        let or_url = |set: &String, url: Option<String>| {
+            if set.is_empty() {
+                url.unwrap_or_default()
+            } else {
+                set.clone()
+            }
+        };
+        let files = TlsFiles {
+            ca_file: or_url(&self.tls.ca_file, from_url.root_cert),
+            cert_file: or_url(&self.tls.cert_file, from_url.cert),
+            key_file: or_url(&self.tls.key_file, from_url.key),
+            insecure_skip_verify: self.tls.insecure_skip_verify,
+        };
+        if files.insecure_skip_verify && matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+            return Err((
+                "TLS.InsecureSkipVerify",
+                format!(
+                    "is true, but sslmode {mode} asks for the server's certificate to be \
+                     verified; choose one (require encrypts without verifying)"
+                ),
+            ));
+        }
+        if !files.ca_file.is_empty() && matches!(mode, SslMode::Disable | SslMode::Prefer) {
+            return Err((
+                "TLS.CAFile",
+                format!(
+                    "is set, but sslmode {mode} never verifies the server with it; write \
+                     SSLMode: verify-full (or verify-ca), or remove the CA file"
+                ),
+            ));
+        }
+        if mode == SslMode::Disable && (files.names_files() || files.insecure_skip_verify) {
+            return Err((
+                "SSLMode",
+                "is disable, but TLS settings are given; write prefer, require, verify-ca or \
+                 verify-full, or remove the TLS settings"
+                    .to_owned(),
+            ));
+        }
+        Ok((mode, files))
+    }
+
+    /// What connections negotiate TLS with, the files read and checked.
+    pub(crate) fn make_tls(&self) -> Result<MakeTls, (&'static str, String)> {
+        let (mode, files) = self.tls_settings()?;
+        let pem = files.read()?;
+        tls::make_tls(mode, &pem, files.insecure_skip_verify).map_err(|(key, message)| match key {
+            "SSLMode" if self.ssl_mode.is_empty() => ("URL", message),
+            key => (key, message),
+        })
+    }
+
+    /// Checks what serde cannot, reading the TLS files: on error, the offending key (below
     /// `Caches.Connectors.Postgres`) and what to write instead. Never shows the password.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.connection_config()?;
+        self.make_tls()?;
         self.schema()?;
         if let Some(breaker) = &self.circuit_breaker {
             breaker.validate()?;
@@ -291,7 +339,6 @@ fn copy_settings(from: &tokio_postgres::Config, to: &mut tokio_postgres::Config)
     if let Some(name) = from.get_application_name() {
         to.application_name(name);
     }
-    to.ssl_mode(from.get_ssl_mode());
     to.target_session_attrs(from.get_target_session_attrs());
 }
 
@@ -309,6 +356,7 @@ impl fmt::Debug for PostgresConfig {
                 &if self.password.is_empty() { "" } else { "***" },
             )
             .field("ssl_mode", &self.ssl_mode)
+            .field("tls", &self.tls)
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
             .field("max_concurrent_reads", &self.max_concurrent_reads)
@@ -359,7 +407,7 @@ mod tests {
         assert_eq!(pg.get_user(), Some("svc"));
         assert_eq!(pg.get_password(), Some(&b"pw"[..]));
         assert_eq!(pg.get_dbname(), Some("cachedb"));
-        assert_eq!(pg.get_ssl_mode(), SslMode::Disable);
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
 
         let defaults = PostgresConfig::default().connection_config().unwrap();
         assert_eq!(defaults.get_hosts(), [Host::Tcp("localhost".into())]);
@@ -374,13 +422,13 @@ mod tests {
                 .validate()
                 .is_ok()
         );
-        let tls = PostgresConfig::with_url("postgres://u@h/d?sslmode=require");
-        assert_eq!(tls.validate().unwrap_err().0, "URL");
-        let tls = PostgresConfig {
-            ssl_mode: "verify-full".into(),
+        let mode = PostgresConfig::with_url("postgres://u@h/d?sslmode=verify_full");
+        assert_eq!(mode.validate().unwrap_err().0, "URL");
+        let mode = PostgresConfig {
+            ssl_mode: "on".into(),
             ..PostgresConfig::default()
         };
-        assert_eq!(tls.validate().unwrap_err().0, "SSLMode");
+        assert_eq!(mode.validate().unwrap_err().0, "SSLMode");
         let schema = PostgresConfig {
             schema: "cache; DROP TABLE users".into(),
             ..PostgresConfig::default()
@@ -401,5 +449,118 @@ mod tests {
             ..PostgresConfig::default()
         };
         assert_eq!(hang.validate().unwrap_err().0, "StatementTimeout");
+    }
+
+    #[test]
+    fn tls_settings_come_from_fields_over_the_url() {
+        let c = PostgresConfig {
+            tls: TlsFiles {
+                cert_file: "/mine.pem".into(),
+                key_file: "/mine.key".into(),
+                ..TlsFiles::default()
+            },
+            ..PostgresConfig::with_url(
+                "postgres://u@h/d?sslmode=verify-ca&sslrootcert=/ca.pem&sslcert=/url.pem",
+            )
+        };
+        let (mode, files) = c.tls_settings().unwrap();
+        assert_eq!(mode, SslMode::VerifyCa);
+        assert_eq!(files.ca_file, "/ca.pem");
+        assert_eq!(files.cert_file, "/mine.pem");
+        assert_eq!(files.key_file, "/mine.key");
+        let pg = c.connection_config().unwrap();
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let over = PostgresConfig {
+            ssl_mode: "disable".into(),
+            ..PostgresConfig::with_url("postgres://u@h/d?sslmode=verify-full")
+        };
+        assert_eq!(over.tls_settings().unwrap().0, SslMode::Disable);
+        assert_eq!(
+            PostgresConfig::default().tls_settings().unwrap().0,
+            SslMode::Prefer
+        );
+    }
+
+    #[test]
+    fn contradictory_tls_settings_are_refused() {
+        let skip = PostgresConfig {
+            ssl_mode: "verify-full".into(),
+            tls: TlsFiles {
+                insecure_skip_verify: true,
+                ..TlsFiles::default()
+            },
+            ..PostgresConfig::default()
+        };
+        assert_eq!(skip.validate().unwrap_err().0, "TLS.InsecureSkipVerify");
+        let unused_ca = PostgresConfig::with_url("postgres://u@h/d?sslrootcert=/ca.pem");
+        assert_eq!(unused_ca.validate().unwrap_err().0, "TLS.CAFile");
+        let plain = PostgresConfig {
+            ssl_mode: "disable".into(),
+            tls: TlsFiles {
+                cert_file: "/c.pem".into(),
+                key_file: "/c.key".into(),
+                ..TlsFiles::default()
+            },
+            ..PostgresConfig::default()
+        };
+        assert_eq!(plain.validate().unwrap_err().0, "SSLMode");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_the_feature_tls_is_refused_with_what_to_do() {
+        let (key, message) = PostgresConfig::with_url("postgres://u@h/d?sslmode=require")
+            .validate()
+            .unwrap_err();
+        assert_eq!(key, "URL");
+        assert!(message.contains("`tls` Cargo feature"), "{message}");
+        let field = PostgresConfig {
+            ssl_mode: "verify-full".into(),
+            ..PostgresConfig::default()
+        };
+        assert_eq!(field.validate().unwrap_err().0, "SSLMode");
+        assert!(PostgresConfig::default().validate().is_ok());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn with_the_feature_files_are_read_and_checked() {
+        let require = PostgresConfig::with_url("postgres://u@h/d?sslmode=require");
+        assert!(require.validate().is_ok());
+        let missing = PostgresConfig {
+            ssl_mode: "verify-full".into(),
+            tls: TlsFiles {
+                ca_file: "/nonexistent/ca.pem".into(),
+                ..TlsFiles::default()
+            },
+            ..PostgresConfig::default()
+        };
+        let (key, message) = missing.validate().unwrap_err();
+        assert_eq!(key, "TLS.CAFile");
+        assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+        let dir = std::env::temp_dir().join(format!("cache-pg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk_ca = PostgresConfig {
+            ssl_mode: "verify-ca".into(),
+            tls: TlsFiles {
+                ca_file: junk.display().to_string(),
+                ..TlsFiles::default()
+            },
+            ..PostgresConfig::default()
+        };
+        assert_eq!(junk_ca.validate().unwrap_err().0, "TLS.CAFile");
+        let junk_cert = PostgresConfig {
+            ssl_mode: "require".into(),
+            tls: TlsFiles {
+                cert_file: junk.display().to_string(),
+                key_file: junk.display().to_string(),
+                ..TlsFiles::default()
+            },
+            ..PostgresConfig::default()
+        };
+        assert_eq!(junk_cert.validate().unwrap_err().0, "TLS.CertFile");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

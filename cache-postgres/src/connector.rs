@@ -12,6 +12,7 @@ use crate::config::PostgresConfig;
 use crate::db::{ApplicationPool, Db, Manager};
 use crate::schema::{self, Schema};
 use crate::sql::Statements;
+use crate::tls::Connect;
 
 /// The PostgreSQL connector: makes object caches that share one connection pool and one set of
 /// tables.
@@ -29,7 +30,7 @@ pub(crate) struct Shared {
     pub(crate) schema: Schema,
     /// How a connection of our own connects (the channel's listener); `None` on an
     /// application's pool.
-    listener: Option<tokio_postgres::Config>,
+    listener: Option<Connect>,
 }
 
 fn config_error(key: &str, message: String) -> Error {
@@ -50,6 +51,15 @@ impl PostgresConnector {
         let mut pg = config
             .connection_config()
             .map_err(|(k, m)| config_error(k, m))?;
+        let tls = config.make_tls().map_err(|(k, m)| config_error(k, m))?;
+        if config.tls.insecure_skip_verify {
+            tracing::warn!(
+                connector = crate::CONNECTOR,
+                "TLS.InsecureSkipVerify is on: the database's certificate is NOT verified, \
+                 anyone between this service and PostgreSQL can read and change its traffic; \
+                 never use it outside development"
+            );
+        }
         // The server cancels what runs too long, so a slow statement frees its connection.
         // Prepared statements keep one generic plan: every statement is written to plan well
         // without knowing its parameters (per-key index lookups), while the default would
@@ -81,7 +91,7 @@ impl PostgresConnector {
             .retry_connection(false)
             .test_on_check_out(false)
             .error_sink(Box::new(failures.clone()))
-            .build_unchecked(Manager::new(pg.clone()));
+            .build_unchecked(Manager::new(pg.clone(), tls.clone()));
         let db = Db::own(
             pool,
             failures,
@@ -89,7 +99,13 @@ impl PostgresConnector {
             config.pool_wait(),
             config.statement_timeout,
         );
-        Ok(Self::from_parts(db, schema, version, config, Some(pg)))
+        Ok(Self::from_parts(
+            db,
+            schema,
+            version,
+            config,
+            Some(Connect { config: pg, tls }),
+        ))
     }
 
     /// A connector on the application's own pool, so the service can reuse its connections.
@@ -119,7 +135,7 @@ impl PostgresConnector {
         schema: Schema,
         version: &str,
         config: &PostgresConfig,
-        listener: Option<tokio_postgres::Config>,
+        listener: Option<Connect>,
     ) -> Self {
         PostgresConnector {
             shared: Arc::new(Shared {

@@ -20,6 +20,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use crate::sql::{Statements, Stmt};
+use crate::tls::MakeTls;
 
 /// A pool handed in by the application.
 pub type ApplicationPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
@@ -290,6 +291,23 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> Error {
     error.with_source(e)
 }
 
+/// A failed connection attempt, with why: the server's message (a refused login, a missing
+/// database) or the whole chain of causes (tokio-postgres shows only what failed, e.g. `error
+/// performing TLS handshake`, and keeps why — the certificate's fault — as its source).
+fn connect_error(e: tokio_postgres::Error) -> Error {
+    let why = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => cache_core::causes(&e),
+    };
+    if why.contains("TLS handshake") {
+        return Error::unavailable(format!(
+            "{why}; check Caches.Connectors.Postgres.SSLMode and TLS.CAFile (the CA that \
+             signed the server's certificate), TLS.CertFile and TLS.KeyFile"
+        ));
+    }
+    Error::unavailable(why)
+}
+
 /// What a SQLSTATE says about the server and the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
@@ -387,11 +405,11 @@ impl Connection {
 /// Makes connections with bb8-postgres and retires closed or timed-out ones without a round
 /// trip (a checkout costs no query; see [`Db::own_connection`]).
 #[derive(Debug)]
-pub(crate) struct Manager(PostgresConnectionManager<NoTls>);
+pub(crate) struct Manager(PostgresConnectionManager<MakeTls>);
 
 impl Manager {
-    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
-        Manager(PostgresConnectionManager::new(config, NoTls))
+    pub(crate) fn new(config: tokio_postgres::Config, tls: MakeTls) -> Self {
+        Manager(PostgresConnectionManager::new(config, tls))
     }
 }
 
@@ -400,7 +418,7 @@ impl ManageConnection for Manager {
     type Error = Error;
 
     async fn connect(&self) -> Result<Connection> {
-        let client = self.0.connect().await.map_err(pg_error)?;
+        let client = self.0.connect().await.map_err(connect_error)?;
         Ok(Connection {
             client,
             prepared: Default::default(),

@@ -12,12 +12,14 @@ mod db;
 mod reads;
 mod schema;
 mod sql;
+mod tls;
 
 pub use cache::{MAX_PLAIN_KEY, PRUNE_BATCH, PostgresCache, PruneReport};
 pub use channel::{MAX_MESSAGE, PostgresChannel};
 pub use config::PostgresConfig;
 pub use connector::PostgresConnector;
 pub use db::ApplicationPool;
+pub use tls::SslMode;
 
 /// The connector name object caches write in `Connector:` to use this crate.
 pub const CONNECTOR: &str = "postgres";
