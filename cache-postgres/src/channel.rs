@@ -121,19 +121,20 @@ async fn listen(config: Arc<Connect>, name: Arc<str>, sink: EventSink) {
 
 /// One connection's life: connect, `LISTEN`, forward notifications. Returns why it ended.
 async fn listen_once(
-    Connect { config, tls }: &Connect,
+    connect: &Connect,
     name: &str,
     sink: &EventSink,
     backoff: &mut Duration,
 ) -> String {
-    let connect_timeout = config
+    let connect_timeout = connect
+        .config
         .get_connect_timeout()
         .copied()
         .unwrap_or(Duration::from_secs(5));
     let (client, mut connection) =
-        match tokio::time::timeout(connect_timeout, config.connect(tls.clone())).await {
+        match tokio::time::timeout(connect_timeout, connect.config.connect(connect.tls())).await {
             Ok(Ok(connected)) => connected,
-            Ok(Err(error)) => return format!("cannot connect: {error}"),
+            Ok(Err(error)) => return format!("cannot connect: {}", cache_core::causes(&error)),
             Err(_) => return format!("cannot connect within {connect_timeout:?}"),
         };
     // The connection must be driven for any query to complete, and it is what hands over the

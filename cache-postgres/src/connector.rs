@@ -79,6 +79,7 @@ impl PostgresConnector {
             None => limit,
         };
         pg.options(&options);
+        let listener = Connect { config: pg, tls };
         let failures = cache_core::pool::ConnectFailures::new();
         let pool = bb8::Pool::builder()
             .max_size(config.pool_size)
@@ -91,7 +92,7 @@ impl PostgresConnector {
             .retry_connection(false)
             .test_on_check_out(false)
             .error_sink(Box::new(failures.clone()))
-            .build_unchecked(Manager::new(pg.clone(), tls.clone()));
+            .build_unchecked(Manager::new(listener.config.clone(), listener.tls()));
         let db = Db::own(
             pool,
             failures,
@@ -104,7 +105,7 @@ impl PostgresConnector {
             schema,
             version,
             config,
-            Some(Connect { config: pg, tls }),
+            Some(listener),
         ))
     }
 

@@ -182,6 +182,17 @@ pub(crate) struct Connect {
     pub(crate) tls: MakeTls,
 }
 
+impl Connect {
+    /// A connector for one more connection.
+    #[allow(
+        clippy::clone_on_copy,
+        reason = "without the `tls` feature it is NoTls, Copy"
+    )]
+    pub(crate) fn tls(&self) -> MakeTls {
+        self.tls.clone()
+    }
+}
+
 impl fmt::Debug for Connect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // tokio-postgres' Debug redacts the password.
