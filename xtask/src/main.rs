@@ -16,7 +16,11 @@
 //! - `cargo xtask pg-latest` — the newest published PostgreSQL builds against the pinned ones.
 //! - `cargo xtask serve` — start all servers, print (and write to `target/xtask/servers.env`)
 //!   the `export CACHE_TEST_...=` lines, and stay in the foreground until killed.
+//! - `cargo xtask demo [--processes 3] [--seconds 20] [--connector redis|postgres]` — start
+//!   the servers and run `cache-config`'s example `near_demo` as N processes with near caches
+//!   (`demo.rs`): hit ratios, propagation delay of invalidations, stale reads (must be 0).
 
+mod demo;
 mod pg_matrix;
 mod servers;
 mod summary;
@@ -29,7 +33,7 @@ use std::time::{Duration, Instant};
 use pg_matrix::Choice;
 use util::Result;
 
-const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup|pg-latest|mutants>
+const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|demo|pg-setup|pg-latest|mutants>
 
   test [--pg-matrix=off|all|16,18]
          start throwaway redis-server and PostgreSQL (plain and TLS), run all tests
@@ -41,6 +45,9 @@ const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|pg-setup|pg-la
   bench [--quick] [--compare OLD.json]
          start the servers, benchmark every connector against its baselines,
          write table, chart and JSON to target/bench/
+  demo [--processes 3] [--seconds 20] [--connector redis|postgres]
+         start the servers, run the near-cache demo as N processes (process 0 changes
+         and invalidates objects), report hits, propagation delay and stale reads
   pg-setup <url> [schema]
          create or update the PostgreSQL cache tables (idempotent, safe while in use)
   pg-latest
@@ -65,6 +72,7 @@ fn main() {
         "serve" => serve(),
         "pg-setup" => pg_setup(),
         "bench" => bench(),
+        "demo" => demo::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "mutants" => mutants(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
