@@ -31,6 +31,15 @@ impl BreakerState {
     fn code(self) -> u8 {
         self as u8
     }
+
+    /// `cache_breaker_state`: 0 closed, 1 half-open, 2 open (worse is higher).
+    fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
 }
 
 /// The outcomes counted since the current state began (or, while closed, since the last
@@ -77,6 +86,9 @@ pub struct Breaker {
     fast_state: AtomicU8,
     open_until: AtomicU64,
     inner: Mutex<Inner>,
+    /// `cache_breaker_state` and `cache_breaker_rejected_total`.
+    state_gauge: metrics::Gauge,
+    rejected: metrics::Counter,
 }
 
 #[derive(Debug)]
@@ -133,8 +145,14 @@ fn nanos(d: Duration) -> u64 {
 impl Breaker {
     /// A closed breaker for `connector` (a name for logs, e.g. `redis`) with `settings`.
     pub fn new(connector: &'static str, settings: BreakerSettings) -> Self {
+        use cache_core::observe::{self, BREAKER_REJECTED, BREAKER_STATE};
+        observe::describe();
         let now = Instant::now();
+        let state_gauge = metrics::gauge!(BREAKER_STATE, "connector" => connector);
+        state_gauge.set(BreakerState::Closed.gauge());
         Breaker {
+            state_gauge,
+            rejected: metrics::counter!(BREAKER_REJECTED, "connector" => connector),
             connector,
             settings,
             base: now,
@@ -180,17 +198,33 @@ impl Breaker {
                 < self.open_until.load(Ordering::Acquire)
     }
 
+    /// Whether a call made now is refused by an open breaker, counted as a rejection
+    /// (`cache_breaker_rejected_total`) when it is: the lock-free check of a call that would
+    /// otherwise ask for a [`permit`](Self::permit).
+    pub fn refuses_call(&self) -> bool {
+        let refused = self.is_rejecting();
+        if refused {
+            self.rejected.increment(1);
+        }
+        refused
+    }
+
     /// Leave to make one call, or `None` when the breaker is open, or half-open with its
     /// trial calls all handed out.
     pub fn permit(&self) -> Option<Permit<'_>> {
         if self.is_rejecting() {
+            self.rejected.increment(1);
             return None;
         }
         let mut inner = self.lock();
         let (state, generation) = inner.current(self, Instant::now());
         match state {
-            BreakerState::Open => return None,
+            BreakerState::Open => {
+                self.rejected.increment(1);
+                return None;
+            }
             BreakerState::HalfOpen if inner.counts.requests >= self.settings.max_retry_requests => {
+                self.rejected.increment(1);
                 return None;
             }
             _ => {}
@@ -302,5 +336,12 @@ impl Inner {
             );
         }
         breaker.fast_state.store(to.code(), Ordering::Release);
+        breaker.state_gauge.set(to.gauge());
+        metrics::counter!(
+            cache_core::observe::BREAKER_TRANSITIONS,
+            "connector" => breaker.connector,
+            "to" => to.name()
+        )
+        .increment(1);
     }
 }

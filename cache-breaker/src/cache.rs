@@ -44,6 +44,11 @@ struct Shared<I: Index, V: Entry<I>> {
     delivering: AtomicBool,
     /// Told about every kept change once it is delivered.
     delivered: std::sync::OnceLock<ChangeListener<I>>,
+    /// `cache_breaker_kept_changes_total`, `cache_breaker_delivered_changes_total`,
+    /// `cache_breaker_kept_keys`.
+    kept_changes: metrics::Counter,
+    delivered_changes: metrics::Counter,
+    kept_keys: metrics::Gauge,
 }
 
 impl<I: Index, V: Entry<I>> std::fmt::Debug for BreakerCache<I, V> {
@@ -96,8 +101,21 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
         breaker: Arc<Breaker>,
         limit: usize,
     ) -> Self {
+        use cache_core::observe::{
+            self, BREAKER_DELIVERED_CHANGES, BREAKER_KEPT_CHANGES, BREAKER_KEPT_KEYS,
+        };
+        let connector = inner.connector();
+        let kept_keys = metrics::gauge!(
+            BREAKER_KEPT_KEYS,
+            "purpose" => purpose.to_owned(),
+            "connector" => connector
+        );
+        kept_keys.set(0.0);
         BreakerCache {
             shared: Arc::new(Shared {
+                kept_changes: observe::counter(BREAKER_KEPT_CHANGES, purpose, connector),
+                delivered_changes: observe::counter(BREAKER_DELIVERED_CHANGES, purpose, connector),
+                kept_keys,
                 inner,
                 breaker,
                 purpose: purpose.to_owned(),
@@ -182,7 +200,13 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
     /// Keeps `op` and starts the delivery task unless it runs.
     fn keep(self: &Arc<Self>, op: Op<I>) {
         self.pending.push(op);
+        self.kept_changes.increment(1);
+        self.count_kept_keys();
         self.start_delivery();
+    }
+
+    fn count_kept_keys(&self) {
+        self.kept_keys.set(self.pending.keys() as f64);
     }
 
     fn start_delivery(self: &Arc<Self>) {
@@ -230,6 +254,8 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
             match outcome {
                 Ok(()) => {
                     self.pending.delivered(seq);
+                    self.delivered_changes.increment(1);
+                    self.count_kept_keys();
                     if let Some(listener) = self.delivered.get() {
                         listener(&op);
                     }
@@ -274,6 +300,7 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
             }
         };
         self.pending.replace_front(seq, replacement);
+        self.count_kept_keys();
     }
 }
 
@@ -322,7 +349,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
 
     async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
         let shared = &self.shared;
-        if shared.breaker.is_rejecting() {
+        if shared.breaker.refuses_call() {
             return Ok(None);
         }
         // Kept changes first: the backend may still hold what they invalidate. A get never
@@ -351,7 +378,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
         let shared = &self.shared;
-        if shared.breaker.is_rejecting() {
+        if shared.breaker.refuses_call() {
             return Ok(());
         }
         let Some(permit) = shared.breaker.permit() else {

@@ -80,6 +80,11 @@ struct Setup {
 }
 
 fn setup(limit: usize) -> Setup {
+    setup_named("flaky", "orgs", limit)
+}
+
+/// A setup whose breaker and cache carry these names (in logs and metric labels).
+fn setup_named(connector: &'static str, purpose: &str, limit: usize) -> Setup {
     let memory = MemoryConnector::new(MemoryConfig::enabled());
     let flaky = Arc::new(Flaky {
         inner: memory.cache("flaky", TestIndex::BUILT, &CacheSettings::default()),
@@ -88,7 +93,7 @@ fn setup(limit: usize) -> Setup {
         calls: AtomicU64::new(0),
     });
     let breaker = Arc::new(Breaker::new(
-        "flaky",
+        connector,
         BreakerSettings {
             max_consecutive_failures: 2,
             timeout: Duration::from_secs(5),
@@ -96,7 +101,7 @@ fn setup(limit: usize) -> Setup {
         },
     ));
     let cache = BreakerCache::with_pending_limit(
-        "orgs",
+        purpose,
         flaky.clone() as Arc<dyn Cache<_, _>>,
         Arc::clone(&breaker),
         limit,
@@ -373,4 +378,55 @@ async fn the_delivery_task_keeps_probing_while_the_backend_stays_down() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(!s.cache.has_pending(), "delivered once the backend answers");
     assert!(backend.get(Name, "one").await.unwrap().is_none());
+}
+
+/// Metric handles are made with the breaker: the recorder goes first. The breaker's names are
+/// this test's own, as the recorder is shared by the tests of a process.
+#[tokio::test(start_paused = true)]
+async fn the_breaker_reports_its_state_rejections_and_kept_changes() {
+    use cache_core::observe::{
+        BREAKER_DELIVERED_CHANGES, BREAKER_KEPT_CHANGES, BREAKER_KEPT_KEYS, BREAKER_REJECTED,
+        BREAKER_STATE, BREAKER_TRANSITIONS,
+    };
+    use cache_core::testkit::metrics::{counter, gauge, install};
+    install();
+    let s = setup_named("metered", "metered-orgs", 100);
+    let connector = [("connector", "metered")];
+    // Per object cache, labelled with the connector storing it (the breaker's: per connector).
+    let kept = [("connector", "flaky"), ("purpose", "metered-orgs")];
+    assert_eq!(gauge(BREAKER_STATE, &connector), Some(0.0), "closed");
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.trip().await;
+    assert_eq!(gauge(BREAKER_STATE, &connector), Some(2.0), "open");
+    assert_eq!(
+        counter(
+            BREAKER_TRANSITIONS,
+            &[("connector", "metered"), ("to", "open")]
+        ),
+        1
+    );
+    assert!(s.cache.get(Id, "1").await.unwrap().is_none());
+    assert!(s.cache.invalidate(Name, &["one", "uno"]).await.is_err());
+    assert_eq!(counter(BREAKER_REJECTED, &connector), 2);
+    assert_eq!(counter(BREAKER_KEPT_CHANGES, &kept), 1);
+    assert_eq!(gauge(BREAKER_KEPT_KEYS, &kept), Some(2.0));
+    s.recover().await;
+    assert!(s.cache.get(Id, "1").await.unwrap().is_none());
+    assert_eq!(counter(BREAKER_DELIVERED_CHANGES, &kept), 1);
+    assert_eq!(gauge(BREAKER_KEPT_KEYS, &kept), Some(0.0));
+    assert_eq!(gauge(BREAKER_STATE, &connector), Some(0.0), "closed again");
+    assert_eq!(
+        counter(
+            BREAKER_TRANSITIONS,
+            &[("connector", "metered"), ("to", "half-open")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            BREAKER_TRANSITIONS,
+            &[("connector", "metered"), ("to", "closed")]
+        ),
+        1
+    );
 }

@@ -1,13 +1,14 @@
 //! The object cache playing its part in a service, configured through `cache-config`.
 //!
 //! ```sh
-//! cargo run --release --example demo [-- --seconds 8 --workers 8 --config FILE ...]
+//! cargo run --release --example demo [-- --seconds 8 --workers 8 --config FILE ... --metrics]
 //! ```
 //!
 //! Its built-in configuration puts the instance and organization caches on the memory
 //! connector; `--config FILE` (repeatable) and `DEMO_CACHES_...` environment variables
 //! override it, e.g. `DEMO_CACHES_ORGANIZATION_CONNECTOR= cargo run --release --example demo`
-//! runs the organization cache without caching.
+//! runs the organization cache without caching. `--metrics` prints what the caches reported to
+//! the `metrics` facade, as Prometheus text.
 //!
 //! Simulated requests resolve their instance by host and an organization by id or primary
 //! domain through two object caches; misses load from a slower simulated source of truth.
@@ -390,6 +391,8 @@ struct Args {
     seconds: usize,
     workers: usize,
     configs: Vec<String>,
+    /// Print the caches' metrics as Prometheus text at the end.
+    metrics: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -397,6 +400,7 @@ fn args() -> Result<Args, String> {
         seconds: 8,
         workers: 8,
         configs: Vec::new(),
+        metrics: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -406,6 +410,10 @@ fn args() -> Result<Args, String> {
                 .filter(|v| *v > 0)
                 .ok_or_else(|| format!("{flag} needs a positive number"))
         };
+        if flag == "--metrics" {
+            parsed.metrics = true;
+            continue;
+        }
         if flag == "--config" {
             let file = args.next().ok_or("--config needs a file")?;
             parsed.configs.push(file);
@@ -416,7 +424,8 @@ fn args() -> Result<Args, String> {
             "--workers" => parsed.workers = value()?,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; use --seconds N, --workers N, --config FILE"
+                    "unknown argument {other:?}; use --seconds N, --workers N, --config FILE, \
+                     --metrics"
                 ));
             }
         }
@@ -433,6 +442,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // The recorder goes first: the caches register their metrics when they are made.
+    let prometheus = args.metrics.then(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other metrics recorder in the demo")
+    });
     let mut loader = Loader::new().yaml(DEMO_CONFIG);
     for file in &args.configs {
         loader = loader.file(file);
@@ -623,6 +638,10 @@ async fn main() {
         stale
     );
     println!();
+    if let Some(prometheus) = prometheus {
+        println!("metrics (Prometheus text format):");
+        println!("{}", prometheus.render());
+    }
     if stale == 0 && failed == 0 {
         println!(
             "OK: no request saw a stale object after its invalidation, and none failed while \

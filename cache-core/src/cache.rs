@@ -115,8 +115,9 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
 /// Physical clean-up of a cache whose backend does not expire objects by itself.
 #[async_trait]
 pub trait Prune: Send + Sync + 'static {
-    /// Removes invalidated, expired and orphaned objects. Never renews LastUsage.
-    async fn prune(&self) -> Result<()>;
+    /// Removes invalidated, expired and orphaned objects and returns how many keys it
+    /// removed (an object has one per key it is reachable through). Never renews LastUsage.
+    async fn prune(&self) -> Result<u64>;
 }
 
 /// Compile-time check that the traits stay object safe.

@@ -11,9 +11,10 @@ struct Stripe(AtomicU64);
 
 /// A monotonic count, striped: each thread adds to its own stripe (so hits answered on
 /// several cores at once never contend on one cache line), [`get`](Self::get) sums them.
-#[derive(Default)]
+/// One made [`exported`](Self::exported) also adds to a counter of the `metrics` facade.
 pub struct Counter {
     stripes: [Stripe; STRIPES],
+    exported: metrics::Counter,
 }
 
 impl std::fmt::Debug for Counter {
@@ -22,7 +23,21 @@ impl std::fmt::Debug for Counter {
     }
 }
 
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::exported(metrics::Counter::noop())
+    }
+}
+
 impl Counter {
+    /// A counter that also counts in `exported` (see [`observe`](crate::observe)).
+    pub fn exported(exported: metrics::Counter) -> Self {
+        Counter {
+            stripes: Default::default(),
+            exported,
+        }
+    }
+
     /// Adds one.
     #[inline]
     pub fn increment(&self) {
@@ -41,6 +56,7 @@ impl Counter {
         self.stripes[STRIPE.with(|s| *s)]
             .0
             .fetch_add(n, Ordering::Relaxed);
+        self.exported.increment(n);
     }
 
     /// The count so far.

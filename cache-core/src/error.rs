@@ -39,6 +39,21 @@ impl ErrorKind {
         )
     }
 
+    /// A short snake_case name for metric labels and log fields: `unavailable`, `timeout`,
+    /// `backend`, `codec`, `rejected`, `unknown_index`, `breaker_open`, `config`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Backend => "backend",
+            ErrorKind::Codec => "codec",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::UnknownIndex => "unknown_index",
+            ErrorKind::BreakerOpen => "breaker_open",
+            ErrorKind::Config => "config",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::Unavailable => "cache backend unavailable",

@@ -14,6 +14,7 @@ mod index;
 pub mod keys;
 mod noop;
 mod object_cache;
+pub mod observe;
 #[cfg(feature = "pool")]
 pub mod pool;
 pub mod settings;

@@ -4,8 +4,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use tracing::Instrument;
 
 use crate::cache::{Cache, Hit};
 use crate::counter::Counter;
@@ -13,6 +15,7 @@ use crate::error::Result;
 use crate::flight::{self, Flights, Landed, Seat};
 use crate::index::{Entry, Index};
 use crate::noop::NoopCache;
+use crate::observe::{ObjectMetrics, Op};
 use crate::settings::ReadThrough;
 
 /// The `tracing` target of every event an object cache logs. Each event carries the fields
@@ -48,6 +51,35 @@ struct Inner<I: Index, V: Entry<I>> {
 struct Backend<I: Index, V: Entry<I>> {
     cache: Arc<dyn Cache<I, V>>,
     read: ReadThrough,
+    /// The metric handles for this purpose on this backend's connector.
+    metrics: Arc<ObjectMetrics>,
+}
+
+impl<I: Index, V: Entry<I>> Backend<I, V> {
+    fn new(purpose: &Arc<str>, cache: Arc<dyn Cache<I, V>>, read: ReadThrough) -> Self {
+        let metrics = Arc::new(ObjectMetrics::new(Arc::clone(purpose), cache.connector()));
+        Backend {
+            cache,
+            read,
+            metrics,
+        }
+    }
+}
+
+/// How an operation ended, for its span.
+fn outcome_of_get<V>(result: &Result<Option<V>>) -> &'static str {
+    match result {
+        Ok(Some(_)) => "hit",
+        Ok(None) => "miss",
+        Err(_) => "error",
+    }
+}
+
+fn outcome_of_change(result: &Result<()>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(_) => "error",
+    }
 }
 
 /// The counts of one object cache.
@@ -113,13 +145,15 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// The object cache `purpose`, stored by `cache`, with stale-if-error and refresh-ahead
     /// off (see [`with_read_through`](Self::with_read_through)).
     pub fn new(purpose: impl Into<Arc<str>>, cache: Arc<dyn Cache<I, V>>) -> Self {
+        let purpose = purpose.into();
         ObjectCache {
             inner: Arc::new(Inner {
-                purpose: purpose.into(),
-                backend: ArcSwap::from_pointee(Backend {
+                backend: ArcSwap::from_pointee(Backend::new(
+                    &purpose,
                     cache,
-                    read: ReadThrough::default(),
-                }),
+                    ReadThrough::default(),
+                )),
+                purpose,
                 stats: Counters::default(),
                 changes: AtomicU64::new(0),
                 flights: Flights::default(),
@@ -132,8 +166,12 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// must keep objects for MaxStale past their expiry for stale-if-error to find them (the
     /// connectors of this workspace do when their settings say so).
     pub fn with_read_through(self, read: ReadThrough) -> Self {
-        let cache = Arc::clone(&self.inner.backend.load().cache);
-        self.inner.backend.store(Arc::new(Backend { cache, read }));
+        let current = self.inner.backend.load_full();
+        self.inner.backend.store(Arc::new(Backend {
+            cache: Arc::clone(&current.cache),
+            read,
+            metrics: Arc::clone(&current.metrics),
+        }));
         self
     }
 
@@ -171,7 +209,10 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         read: ReadThrough,
     ) -> Arc<dyn Cache<I, V>> {
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
-        let old = self.inner.backend.swap(Arc::new(Backend { cache, read }));
+        let old = self
+            .inner
+            .backend
+            .swap(Arc::new(Backend::new(&self.inner.purpose, cache, read)));
         tracing::info!(
             target: LOG_TARGET,
             purpose = %self.inner.purpose,
@@ -205,38 +246,79 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         index: I,
         key: &'a str,
     ) -> impl Future<Output = Option<Arc<V>>> + Send + 'a {
-        let ready = self.inner.backend.load().cache.get_ready(index, key);
+        let ready = {
+            let backend = self.inner.backend.load();
+            backend
+                .cache
+                .get_ready(index, key)
+                .map(|outcome| self.answered(&backend.metrics, index, outcome))
+        };
         async move {
-            let outcome = match ready {
-                Some(outcome) => outcome,
-                None => {
-                    let backend = self.inner.backend.load_full();
-                    backend.cache.get(index, key).await
-                }
-            };
-            self.answered(index, outcome)
+            if let Some(answer) = ready {
+                return answer;
+            }
+            let backend = self.inner.backend.load_full();
+            let work = backend.cache.get(index, key);
+            let outcome = self
+                .observe(&backend, Op::Get, index.name(), work, outcome_of_get)
+                .await;
+            self.answered(&backend.metrics, index, outcome)
         }
     }
 
     /// Counts and logs the outcome of a get.
     #[inline]
-    fn answered(&self, index: I, outcome: Result<Option<Arc<V>>>) -> Option<Arc<V>> {
+    fn answered<T>(
+        &self,
+        metrics: &ObjectMetrics,
+        index: I,
+        outcome: Result<Option<T>>,
+    ) -> Option<T> {
         let stats = &self.inner.stats;
         match outcome {
             Ok(Some(value)) => {
                 stats.hits.increment();
+                metrics.hits.increment(1);
                 Some(value)
             }
             Ok(None) => {
                 stats.misses.increment();
+                metrics.misses.increment(1);
                 None
             }
             Err(error) => {
                 stats.misses.increment();
-                self.failed("get", index.name(), &error);
+                metrics.get_errors.increment(1);
+                self.failed(metrics, "get", index.name(), &error);
                 None
             }
         }
+    }
+
+    /// Runs `work`, an operation `op` of `backend`, in a span and times it.
+    async fn observe<T>(
+        &self,
+        backend: &Backend<I, V>,
+        op: Op,
+        index: &str,
+        work: impl Future<Output = Result<T>>,
+        outcome: fn(&Result<T>) -> &'static str,
+    ) -> Result<T> {
+        let span = tracing::info_span!(
+            target: LOG_TARGET,
+            "cache",
+            otel.name = op.span_name(),
+            purpose = %self.inner.purpose,
+            connector = backend.metrics.connector,
+            operation = op.name(),
+            index,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = work.instrument(span.clone()).await;
+        backend.metrics.record(op, started.elapsed());
+        span.record("outcome", outcome(&result));
+        result
     }
 
     /// Stores `value` under all its keys, invalidating older objects that shared one. Never
@@ -246,8 +328,13 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     pub async fn set(&self, value: impl Into<Arc<V>>) {
         let value = value.into();
         let backend = self.inner.backend.load_full();
-        if let Err(error) = backend.cache.set(Arc::clone(&value)).await {
-            self.failed("set", "", &error);
+        backend.metrics.sets.increment(1);
+        let work = backend.cache.set(Arc::clone(&value));
+        let outcome = self
+            .observe(&backend, Op::Set, "", work, outcome_of_change)
+            .await;
+        if let Err(error) = outcome {
+            self.failed(&backend.metrics, "set", "", &error);
             self.unset(&value).await;
         }
     }
@@ -315,6 +402,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                     && let Seat::Started(sender, _) = self.inner.flights.seat::<E>(index, key)
                 {
                     self.inner.stats.refreshes.increment();
+                    backend.metrics.refreshes.increment(1);
                     let (this, before) = (self.clone(), self.inner.changes.load(Ordering::SeqCst));
                     let (key, token) = (key.to_owned(), backend.cache.change_token());
                     tokio::spawn(async move {
@@ -343,23 +431,11 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
 
     /// A get with the object's age, counted like [`get`](Self::get).
     async fn get_entry(&self, backend: &Backend<I, V>, index: I, key: &str) -> Option<Hit<V>> {
-        let outcome = backend.cache.get_entry(index, key).await;
-        let stats = &self.inner.stats;
-        match outcome {
-            Ok(Some(hit)) => {
-                stats.hits.increment();
-                Some(hit)
-            }
-            Ok(None) => {
-                stats.misses.increment();
-                None
-            }
-            Err(error) => {
-                stats.misses.increment();
-                self.failed("get", index.name(), &error);
-                None
-            }
-        }
+        let work = backend.cache.get_entry(index, key);
+        let outcome = self
+            .observe(backend, Op::Get, index.name(), work, outcome_of_get)
+            .await;
+        self.answered(&backend.metrics, index, outcome)
     }
 
     /// One flight's work: the load, caching what it found unless a change overtook it, and
@@ -378,12 +454,33 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         E: fmt::Display + Send + Sync + 'static,
     {
         self.inner.stats.loads.increment();
-        let loaded = match load().await {
+        let backend = self.inner.backend.load_full();
+        let metrics = &backend.metrics;
+        let span = tracing::info_span!(
+            target: LOG_TARGET,
+            "cache",
+            otel.name = "cache.load",
+            purpose = %self.inner.purpose,
+            connector = metrics.connector,
+            operation = "load",
+            index = index.name(),
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = load().instrument(span.clone()).await;
+        metrics.load_duration.record(started.elapsed());
+        let (counter, outcome) = match &result {
+            Ok(Some(_)) => (&metrics.loaded, "loaded"),
+            Ok(None) => (&metrics.absent, "absent"),
+            Err(_) => (&metrics.load_failures, "failed"),
+        };
+        counter.increment(1);
+        span.record("outcome", outcome);
+        let loaded = match result {
             Ok(Some(loaded)) => Arc::new(loaded),
             Ok(None) => return Ok(None),
             Err(error) => return self.stale_if_error(index, key, error).await,
         };
-        let backend = self.inner.backend.load_full();
         // A change made here (any key) or seen from another process (one of the loaded
         // object's keys) since the read began: the load may predate it.
         let changed = |loaded: &V| {
@@ -413,6 +510,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             && let Ok(Some(stale)) = backend.cache.get_stale(index, key).await
         {
             self.inner.stats.stale.increment();
+            backend.metrics.stale_answers.increment(1);
             tracing::warn!(
                 target: LOG_TARGET,
                 purpose = %self.inner.purpose,
@@ -437,7 +535,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             }
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             if let Err(error) = backend.cache.invalidate(index, &keys).await {
-                self.failed("invalidate", index.name(), &error);
+                self.failed(&backend.metrics, "invalidate", index.name(), &error);
             }
         }
     }
@@ -448,8 +546,18 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let backend = self.inner.backend.load_full();
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
-        let outcome = backend.cache.invalidate(index, &keys).await;
-        self.count("invalidate", index.name(), outcome)
+        backend.metrics.invalidations.increment(1);
+        let work = backend.cache.invalidate(index, &keys);
+        let outcome = self
+            .observe(
+                &backend,
+                Op::Invalidate,
+                index.name(),
+                work,
+                outcome_of_change,
+            )
+            .await;
+        self.count(&backend.metrics, Op::Invalidate, index.name(), outcome)
     }
 
     /// Removes only these key mappings under `index`; the objects stay reachable through
@@ -458,31 +566,52 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let backend = self.inner.backend.load_full();
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
-        let outcome = backend.cache.delete(index, &keys).await;
-        self.count("delete", index.name(), outcome)
+        backend.metrics.deletes.increment(1);
+        let work = backend.cache.delete(index, &keys);
+        let outcome = self
+            .observe(&backend, Op::Delete, index.name(), work, outcome_of_change)
+            .await;
+        self.count(&backend.metrics, Op::Delete, index.name(), outcome)
     }
 
     /// Empties this object cache (and nothing else).
     pub async fn truncate(&self) -> Result<()> {
         let backend = self.inner.backend.load_full();
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
-        let outcome = backend.cache.truncate().await;
-        self.count("truncate", "", outcome)
+        backend.metrics.truncates.increment(1);
+        let work = backend.cache.truncate();
+        let outcome = self
+            .observe(&backend, Op::Truncate, "", work, outcome_of_change)
+            .await;
+        self.count(&backend.metrics, Op::Truncate, "", outcome)
     }
 
-    fn count(&self, operation: &'static str, index: &str, outcome: Result<()>) -> Result<()> {
+    fn count(
+        &self,
+        metrics: &ObjectMetrics,
+        op: Op,
+        index: &str,
+        outcome: Result<()>,
+    ) -> Result<()> {
         if let Err(error) = &outcome {
-            self.failed(operation, index, error);
+            self.failed(metrics, op.name(), index, error);
         }
         outcome
     }
 
-    fn failed(&self, operation: &'static str, index: &str, error: &crate::Error) {
+    fn failed(
+        &self,
+        metrics: &ObjectMetrics,
+        operation: &'static str,
+        index: &str,
+        error: &crate::Error,
+    ) {
         self.inner.stats.errors.increment();
+        metrics.error(operation, error.kind());
         tracing::error!(
             target: LOG_TARGET,
             purpose = %self.inner.purpose,
-            connector = self.connector(),
+            connector = metrics.connector,
             operation,
             index,
             error = %error,

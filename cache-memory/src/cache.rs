@@ -339,15 +339,16 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for MemoryCache<I, V> {
 impl<I: Index, V: Entry<I>> Prune for MemoryCache<I, V> {
     /// Removes the keys of invalidated and expired objects. Reads no object as a use, so it
     /// never renews LastUsage.
-    async fn prune(&self) -> Result<()> {
+    async fn prune(&self) -> Result<u64> {
         let before = self.slots.len();
         self.remove_dead();
+        let removed = before.saturating_sub(self.slots.len()) as u64;
         tracing::debug!(
             purpose = %self.purpose,
             connector = CONNECTOR,
-            removed = before.saturating_sub(self.slots.len()),
+            removed,
             "pruned"
         );
-        Ok(())
+        Ok(removed)
     }
 }

@@ -159,12 +159,23 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
         shared: Option<Arc<dyn Cache<I, V>>>,
         hub: Hub,
     ) -> Self {
+        use cache_core::observe::{self, NEAR_GETS, NEAR_RECEIVED, NEAR_SENT};
+        let connector = match &shared {
+            Some(shared) => shared.connector(),
+            None => cache_memory::CONNECTOR,
+        };
+        let exported = |name| Counter::exported(observe::counter(name, purpose, connector));
+        let level_counter = |level| {
+            Counter::exported(observe::counter_with(
+                NEAR_GETS, purpose, connector, "level", level,
+            ))
+        };
         let level = Arc::new(Level {
             purpose: purpose.to_owned(),
             memory,
             fence: Fence::default(),
-            received: Counter::default(),
-            sent: Counter::default(),
+            received: exported(NEAR_RECEIVED),
+            sent: exported(NEAR_SENT),
         });
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&level) as Weak<dyn Receiver>;
         hub.register(purpose, receiver);
@@ -175,9 +186,9 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             level,
             shared,
             hub,
-            memory_hits: Counter::default(),
-            shared_hits: Counter::default(),
-            misses: Counter::default(),
+            memory_hits: level_counter("memory"),
+            shared_hits: level_counter("shared"),
+            misses: level_counter("miss"),
         }
     }
 
@@ -428,14 +439,14 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
 #[async_trait]
 impl<I: Index, V: Entry<I>> Prune for NearCache<I, V> {
     /// Prunes the memory level, then the shared level when it needs pruning.
-    async fn prune(&self) -> Result<()> {
+    async fn prune(&self) -> Result<u64> {
         let memory: Arc<dyn Prune> = Arc::clone(&self.level.memory) as Arc<dyn Prune>;
-        memory.prune().await?;
+        let mut removed = memory.prune().await?;
         if let Some(shared) = self.shared.clone()
             && let Some(prune) = shared.into_prune()
         {
-            prune.prune().await?;
+            removed += prune.prune().await?;
         }
-        Ok(())
+        Ok(removed)
     }
 }

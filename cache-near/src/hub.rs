@@ -100,6 +100,8 @@ struct Inner {
     received: Counter,
     send_failures: Counter,
     outages: Counter,
+    /// `cache_channel_healthy`: 1 while healthy.
+    healthy_gauge: metrics::Gauge,
     /// Keeps the subscription (dropped with the hub).
     listening: Mutex<Option<Box<dyn Listening>>>,
 }
@@ -108,6 +110,12 @@ impl Hub {
     /// A hub on `channel`: subscribes and starts the heartbeat. Must be called inside a Tokio
     /// runtime; both stop when the last clone of the hub is dropped.
     pub fn new(channel: Arc<dyn Channel>) -> Self {
+        use cache_core::observe::{self, CHANNEL_HEALTHY, CHANNEL_OUTAGES, CHANNEL_SEND_FAILURES};
+        observe::describe();
+        let transport = channel.transport();
+        let healthy_gauge = metrics::gauge!(CHANNEL_HEALTHY, "transport" => transport);
+        healthy_gauge.set(0.0);
+        let exported = |name| Counter::exported(metrics::counter!(name, "transport" => transport));
         let inner = Arc::new(Inner {
             channel,
             origin: rand::random(),
@@ -118,8 +126,9 @@ impl Hub {
             retry: Mutex::new(VecDeque::new()),
             sent: Counter::default(),
             received: Counter::default(),
-            send_failures: Counter::default(),
-            outages: Counter::default(),
+            send_failures: exported(CHANNEL_SEND_FAILURES),
+            outages: exported(CHANNEL_OUTAGES),
+            healthy_gauge,
             listening: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
@@ -290,6 +299,7 @@ impl Inner {
             // Fills that began while unhealthy must not be installed: reset first.
             self.reset_all();
             self.healthy.store(true, Ordering::Release);
+            self.healthy_gauge.set(1.0);
             tracing::warn!(
                 connector = self.channel.transport(),
                 state = ChannelState::Healthy.name(),
@@ -300,6 +310,7 @@ impl Inner {
 
     fn unhealthy(&self, reason: &str) {
         if self.healthy.swap(false, Ordering::AcqRel) {
+            self.healthy_gauge.set(0.0);
             self.outages.increment();
             tracing::warn!(
                 connector = self.channel.transport(),

@@ -367,7 +367,7 @@ where
     I: Index,
     V: Entry<I> + Serialize + DeserializeOwned,
 {
-    async fn prune(&self) -> Result<()> {
+    async fn prune(&self) -> Result<u64> {
         let report = self.prune_report().await?;
         tracing::debug!(
             purpose = %self.purpose,
@@ -376,6 +376,6 @@ where
             batches = report.batches,
             "pruned"
         );
-        Ok(())
+        Ok(report.rows)
     }
 }

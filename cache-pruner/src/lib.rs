@@ -47,6 +47,7 @@ impl Pruner {
         let first_delay = random_below(settings.interval);
         let (stop, stopped) = watch::channel(false);
         let job = Job {
+            metrics: JobMetrics::new(&purpose, &connector),
             purpose,
             connector,
             prune,
@@ -89,7 +90,41 @@ fn random_below(bound: Duration) -> Duration {
     Duration::from_nanos(rand::rng().random_range(0..nanos))
 }
 
+/// `cache_prune_runs_total`, `cache_pruned_keys_total`, `cache_prune_duration_seconds` of
+/// one object cache.
+struct JobMetrics {
+    ok: metrics::Counter,
+    failed: metrics::Counter,
+    timeout: metrics::Counter,
+    pruned: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl JobMetrics {
+    fn new(purpose: &str, connector: &str) -> Self {
+        use cache_core::observe::{self, PRUNE_DURATION, PRUNE_RUNS, PRUNED_KEYS};
+        observe::describe();
+        let (p, c) = (purpose.to_owned(), connector.to_owned());
+        let runs = |outcome: &'static str| {
+            metrics::counter!(
+                PRUNE_RUNS,
+                "purpose" => p.clone(),
+                "connector" => c.clone(),
+                "outcome" => outcome
+            )
+        };
+        JobMetrics {
+            ok: runs("ok"),
+            failed: runs("failed"),
+            timeout: runs("timeout"),
+            pruned: metrics::counter!(PRUNED_KEYS, "purpose" => p.clone(), "connector" => c.clone()),
+            duration: metrics::histogram!(PRUNE_DURATION, "purpose" => p.clone(), "connector" => c.clone()),
+        }
+    }
+}
+
 struct Job {
+    metrics: JobMetrics,
     purpose: String,
     connector: String,
     prune: Arc<dyn Prune>,
@@ -124,22 +159,33 @@ impl Job {
             tokio::time::timeout(timeout, self.prune.prune()).await
         };
         let took = started.elapsed();
+        self.metrics.duration.record(took);
         match result {
-            Ok(Ok(())) => tracing::debug!(purpose, connector, ?took, "prune finished"),
-            Ok(Err(error)) => tracing::warn!(
+            Ok(Ok(removed)) => {
+                self.metrics.ok.increment(1);
+                self.metrics.pruned.increment(removed);
+                tracing::debug!(purpose, connector, ?took, removed, "prune finished");
+            }
+            Ok(Err(error)) => {
+                self.metrics.failed.increment(1);
+                tracing::warn!(
                 purpose,
                 connector,
                 ?took,
                 %error,
                 "prune failed; retrying after the interval"
-            ),
-            Err(_) => tracing::warn!(
-                purpose,
-                connector,
-                ?timeout,
-                "prune cancelled: it took longer than AutoPrune.Timeout; raise the timeout or \
-                 prune more often"
-            ),
+                );
+            }
+            Err(_) => {
+                self.metrics.timeout.increment(1);
+                tracing::warn!(
+                    purpose,
+                    connector,
+                    ?timeout,
+                    "prune cancelled: it took longer than AutoPrune.Timeout; raise the timeout \
+                     or prune more often"
+                );
+            }
         }
     }
 }
@@ -178,14 +224,14 @@ mod tests {
 
     #[async_trait]
     impl Prune for Recorder {
-        async fn prune(&self) -> cache_core::Result<()> {
+        async fn prune(&self) -> cache_core::Result<u64> {
             self.starts.lock().unwrap().push(Instant::now());
             tokio::time::sleep(self.takes).await;
             self.ends.lock().unwrap().push(Instant::now());
             if self.fail {
                 Err(cache_core::Error::unavailable("backend down"))
             } else {
-                Ok(())
+                Ok(1)
             }
         }
     }
@@ -393,5 +439,53 @@ mod tests {
             AutoPrune::new(Duration::ZERO, Duration::ZERO),
         );
         assert!(!pruner.is_active());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_are_counted_by_outcome_with_the_keys_they_removed_and_timed() {
+        use cache_core::observe::{PRUNE_DURATION, PRUNE_RUNS, PRUNED_KEYS};
+        use cache_core::testkit::metrics::{counter, histogram, install};
+        install();
+        let labels = |purpose: &'static str, outcome: &'static str| {
+            [
+                ("purpose", purpose),
+                ("connector", "metered"),
+                ("outcome", outcome),
+            ]
+        };
+        let settings = AutoPrune::new(secs(10), secs(2));
+        let cases = [
+            ("prune-ok", Recorder::new(Duration::ZERO, false)),
+            ("prune-failed", Recorder::new(Duration::ZERO, true)),
+            ("prune-slow", Recorder::new(secs(100), false)),
+        ];
+        let pruners: Vec<Pruner> = cases
+            .iter()
+            .map(|(purpose, prune)| Pruner::start(*purpose, "metered", prune.clone(), settings))
+            .collect();
+        tokio::time::sleep(secs(25)).await;
+        for pruner in pruners {
+            pruner.shutdown().await;
+        }
+        let ok_runs = counter(PRUNE_RUNS, &labels("prune-ok", "ok"));
+        assert_eq!(ok_runs, cases[0].1.ends().len() as u64);
+        assert!(ok_runs >= 2, "{ok_runs}");
+        assert_eq!(
+            counter(PRUNED_KEYS, &[("purpose", "prune-ok")]),
+            ok_runs,
+            "one key per run"
+        );
+        assert_eq!(
+            counter(PRUNE_RUNS, &labels("prune-failed", "failed")),
+            cases[1].1.ends().len() as u64
+        );
+        assert_eq!(counter(PRUNE_RUNS, &labels("prune-failed", "ok")), 0);
+        assert!(counter(PRUNE_RUNS, &labels("prune-slow", "timeout")) >= 1);
+        assert!(cases[2].1.ends().is_empty());
+        let took = histogram(PRUNE_DURATION, &[("purpose", "prune-slow")]);
+        assert!(
+            !took.is_empty() && took.iter().all(|s| (*s - 2.0).abs() < 0.01),
+            "{took:?}"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod cases;
 mod channel;
 pub mod load;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 
 use std::future::Future;
