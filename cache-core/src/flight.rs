@@ -4,14 +4,19 @@
 //! so it finishes even if every caller waiting for it gives up (a dropped caller never leaves
 //! the others hanging, and never wastes the load it started). Every concurrent miss of the same
 //! key joins the flight and gets its result — the object, or the load's error — which is
-//! never cached as an absence.
+//! never cached as an absence. A miss after a change (an invalidation in this process, or one
+//! another process announced) never joins a flight begun before it: that load may have read
+//! what the change replaced.
+//!
+//! [`Gate`] keeps the sets of loaded objects apart from changes, so an object loaded before a
+//! change never lands in the cache after the change returned.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// What a flight ends with: the object (or none), or the load's error (an `Arc<E>`).
 pub(crate) type Landed<V> = Result<Option<Arc<V>>, Arc<dyn Any + Send + Sync>>;
@@ -19,10 +24,14 @@ pub(crate) type Landed<V> = Result<Option<Arc<V>>, Arc<dyn Any + Send + Sync>>;
 /// Where a flight's result arrives (`None` until it lands).
 pub(crate) type Arrivals<V> = watch::Receiver<Option<Landed<V>>>;
 
+/// What a flight was begun after: the object cache's change count and its backend's change
+/// token (see `Cache::change_token`). Only misses that saw the same may join it.
+pub(crate) type Generation = (u64, u64);
+
 /// The flights of one object cache, by index, key and error type (callers whose loads fail
 /// with different types never share a flight, so each gets its own type back).
 pub(crate) struct Flights<I, V> {
-    running: Mutex<HashMap<(I, String, TypeId), Arrivals<V>>>,
+    running: Mutex<HashMap<(I, String, TypeId), (Arrivals<V>, Generation)>>,
 }
 
 impl<I, V> Default for Flights<I, V> {
@@ -45,15 +54,18 @@ pub(crate) enum Seat<V> {
 }
 
 impl<I: Hash + Eq + Copy, V> Flights<I, V> {
-    /// Joins the flight of `(index, key)` for errors of type `E`, or starts one.
-    pub(crate) fn seat<E: 'static>(&self, index: I, key: &str) -> Seat<V> {
+    /// Joins the flight of `(index, key)` for errors of type `E` begun in `generation`, or
+    /// starts one (which replaces a flight of an older generation as the one to join).
+    pub(crate) fn seat<E: 'static>(&self, index: I, key: &str, generation: Generation) -> Seat<V> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let id = (index, key.to_owned(), TypeId::of::<E>());
-        if let Some(receiver) = running.get(&id) {
+        if let Some((receiver, begun)) = running.get(&id)
+            && *begun == generation
+        {
             return Seat::Joined(receiver.clone());
         }
         let (sender, receiver) = watch::channel(None);
-        running.insert(id, receiver.clone());
+        running.insert(id, (receiver.clone(), generation));
         Seat::Started(sender, receiver)
     }
 
@@ -63,19 +75,26 @@ impl<I: Hash + Eq + Copy, V> Flights<I, V> {
         running.contains_key(&(index, key.to_owned(), TypeId::of::<E>()))
     }
 
-    /// Ends the flight of `(index, key)` with `landed`: every caller waiting gets it, and the
-    /// next miss starts a new flight.
+    /// Ends the flight of `(index, key)` begun in `generation` with `landed`: every caller
+    /// waiting gets it, and the next miss starts a new flight (a newer flight of the key runs
+    /// on).
     pub(crate) fn land<E: 'static>(
         &self,
         index: I,
         key: &str,
+        generation: Generation,
         sender: watch::Sender<Option<Landed<V>>>,
         landed: Landed<V>,
     ) {
-        self.running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(index, key.to_owned(), TypeId::of::<E>()));
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = (index, key.to_owned(), TypeId::of::<E>());
+        if running
+            .get(&id)
+            .is_some_and(|(_, begun)| *begun == generation)
+        {
+            running.remove(&id);
+        }
+        drop(running);
         let _ = sender.send(Some(landed));
     }
 }
@@ -96,5 +115,75 @@ pub(crate) async fn wait<V, E: Send + Sync + 'static>(
             .downcast::<E>()
             .expect("flights are keyed by their error type")),
         None => Ok(None),
+    }
+}
+
+/// Keeps the sets of loaded objects and the changes (invalidate, delete, truncate) of one
+/// object cache apart: any number of either at once, never both. A change waits for the
+/// loaded objects being set to land (its own backend call then removes them); a loaded object
+/// that would be set while a change runs is not cached at all (it may predate the change).
+#[derive(Default)]
+pub(crate) struct Gate {
+    state: Mutex<GateState>,
+    drained: Notify,
+}
+
+#[derive(Default)]
+struct GateState {
+    loads: usize,
+    changes: usize,
+}
+
+/// A loaded object's leave to be set; see [`Gate::try_load`].
+pub(crate) struct LoadPass<'a>(&'a Gate);
+
+/// A change's leave to run; see [`Gate::change`].
+pub(crate) struct ChangePass<'a>(&'a Gate);
+
+impl Gate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leave to set a loaded object, or `None` while a change runs or waits.
+    pub(crate) fn try_load(&self) -> Option<LoadPass<'_>> {
+        let mut state = self.state();
+        if state.changes > 0 {
+            return None;
+        }
+        state.loads += 1;
+        Some(LoadPass(self))
+    }
+
+    /// Leave to run a change, once the loaded objects being set have landed. From the call
+    /// on, no new loaded object is set until the pass is dropped.
+    pub(crate) async fn change(&self) -> ChangePass<'_> {
+        self.state().changes += 1;
+        let pass = ChangePass(self);
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.state().loads == 0 {
+                return pass;
+            }
+            drained.await;
+        }
+    }
+}
+
+impl Drop for LoadPass<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.loads -= 1;
+        if state.loads == 0 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+impl Drop for ChangePass<'_> {
+    fn drop(&mut self) {
+        self.0.state().changes -= 1;
     }
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::cache::{Cache, Hit};
 use crate::counter::Counter;
 use crate::error::Result;
-use crate::flight::{self, Flights, Landed, Seat};
+use crate::flight::{self, Flights, Gate, Generation, Landed, Seat};
 use crate::index::{Entry, Index};
 use crate::noop::NoopCache;
 use crate::observe::{ObjectMetrics, Op};
@@ -46,6 +46,8 @@ struct Inner<I: Index, V: Entry<I>> {
     changes: AtomicU64,
     /// The loads running, one per key.
     flights: Flights<I, V>,
+    /// Keeps loaded objects from landing after a change that returned.
+    gate: Gate,
 }
 
 struct Backend<I: Index, V: Entry<I>> {
@@ -157,6 +159,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                 stats: Counters::default(),
                 changes: AtomicU64::new(0),
                 flights: Flights::default(),
+                gate: Gate::default(),
             }),
         }
     }
@@ -349,8 +352,10 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// - **No outdated load is cached** (the cache-aside race): if an invalidate, delete,
     ///   truncate or backend switch of this object cache starts while the load runs — or, on
     ///   a near cache, another process's announced change of one of the loaded object's keys
-    ///   arrives — the loaded value is returned but not left in the cache. So once an
-    ///   invalidation has returned, no later get in this process sees the older object.
+    ///   arrives — the loaded value is returned but not left in the cache; a change waits for
+    ///   a loaded object already on its way to the backend, so its own call removes it. And a
+    ///   miss after a change never joins a load begun before it. So once an invalidation has
+    ///   returned, no later get or read-through in this process sees the older object.
     /// - **Stale-if-error** (with `MaxStale`): when the load fails, an object that expired
     ///   less than MaxStale ago (never an invalidated one) is returned instead, logged at warn
     ///   and counted ([`CacheStats::stale_answers`]).
@@ -397,17 +402,22 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         let token = backend.cache.change_token();
         if backend.read.refresh_ahead > 0.0 {
             if let Some(hit) = self.get_entry(&backend, index, key).await {
+                let now: Generation = (
+                    self.inner.changes.load(Ordering::SeqCst),
+                    backend.cache.change_token(),
+                );
                 if hit.age.is_some_and(|age| backend.read.wants_refresh(age))
                     && !self.inner.flights.is_running::<E>(index, key)
-                    && let Seat::Started(sender, _) = self.inner.flights.seat::<E>(index, key)
+                    && let Seat::Started(sender, _) = self.inner.flights.seat::<E>(index, key, now)
                 {
                     self.inner.stats.refreshes.increment();
                     backend.metrics.refreshes.increment(1);
-                    let (this, before) = (self.clone(), self.inner.changes.load(Ordering::SeqCst));
-                    let (key, token) = (key.to_owned(), backend.cache.change_token());
+                    let (this, key) = (self.clone(), key.to_owned());
                     tokio::spawn(async move {
-                        let landed = this.fly(index, &key, load, before, token).await;
-                        this.inner.flights.land::<E>(index, &key, sender, landed);
+                        let landed = this.fly(index, &key, load, now).await;
+                        this.inner
+                            .flights
+                            .land::<E>(index, &key, now, sender, landed);
                     });
                 }
                 return Ok(Some(hit.value));
@@ -415,13 +425,16 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         } else if let Some(hit) = self.get(index, key).await {
             return Ok(Some(hit));
         }
-        let receiver = match self.inner.flights.seat::<E>(index, key) {
+        let generation = (before, token);
+        let receiver = match self.inner.flights.seat::<E>(index, key, generation) {
             Seat::Joined(receiver) => receiver,
             Seat::Started(sender, receiver) => {
                 let (this, key) = (self.clone(), key.to_owned());
                 tokio::spawn(async move {
-                    let landed = this.fly(index, &key, load, before, token).await;
-                    this.inner.flights.land::<E>(index, &key, sender, landed);
+                    let landed = this.fly(index, &key, load, generation).await;
+                    this.inner
+                        .flights
+                        .land::<E>(index, &key, generation, sender, landed);
                 });
                 receiver
             }
@@ -445,8 +458,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         index: I,
         key: &str,
         load: F,
-        before: u64,
-        token: u64,
+        (before, token): Generation,
     ) -> Landed<V>
     where
         F: FnOnce() -> Fut,
@@ -487,12 +499,17 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             self.inner.changes.load(Ordering::SeqCst) != before
                 || backend.cache.changed_since(token, loaded)
         };
+        // While the pass is held, changes of this process wait for the set to land (and then
+        // remove what it wrote); while one runs, there is no pass and nothing is cached.
+        let Some(_pass) = self.inner.gate.try_load() else {
+            return Ok(Some(loaded));
+        };
         if changed(&loaded) {
             return Ok(Some(loaded));
         }
         self.set(Arc::clone(&loaded)).await;
-        // A change that began between the check above and the set may have run before the
-        // set landed: take the set back rather than leave a possibly outdated object.
+        // Another process's change announced while the set was on its way (or a switch of
+        // backend here) may predate the set's landing: take the set back.
         if changed(&loaded) {
             self.unset(&loaded).await;
         }
@@ -544,6 +561,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// index. Fails only if the backend could not be told.
     pub async fn invalidate<K: AsRef<str> + Sync>(&self, index: I, keys: &[K]) -> Result<()> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        let _pass = self.inner.gate.change().await;
         let backend = self.inner.backend.load_full();
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
         backend.metrics.invalidations.increment(1);
@@ -564,6 +582,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// their other keys.
     pub async fn delete<K: AsRef<str> + Sync>(&self, index: I, keys: &[K]) -> Result<()> {
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        let _pass = self.inner.gate.change().await;
         let backend = self.inner.backend.load_full();
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
         backend.metrics.deletes.increment(1);
@@ -576,6 +595,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
 
     /// Empties this object cache (and nothing else).
     pub async fn truncate(&self) -> Result<()> {
+        let _pass = self.inner.gate.change().await;
         let backend = self.inner.backend.load_full();
         self.inner.changes.fetch_add(1, Ordering::SeqCst);
         backend.metrics.truncates.increment(1);

@@ -262,7 +262,7 @@ impl Cache<ById, User> for GatedSet {
 }
 
 #[tokio::test]
-async fn a_load_whose_set_lands_after_an_invalidation_is_taken_back() {
+async fn an_invalidation_waits_for_a_loaded_object_on_its_way_and_removes_it() {
     let backend = Arc::new(GatedSet::default());
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (land_tx, land_rx) = tokio::sync::oneshot::channel();
@@ -276,11 +276,19 @@ async fn a_load_whose_set_lands_after_an_invalidation_is_taken_back() {
                 .await
         })
     };
-    // The load is done and its set has started; the object changes and is invalidated
-    // before the set lands (the invalidation finds nothing to remove yet).
+    // The load is done and its set has started when the object changes and is invalidated:
+    // the invalidation waits for the set to land, then removes what it wrote.
     started_rx.await.unwrap();
-    users.invalidate(ById, &["7"]).await.unwrap();
+    let invalidating = {
+        let users = users.clone();
+        tokio::spawn(async move { users.invalidate(ById, &["7"]).await })
+    };
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!invalidating.is_finished(), "it waits for the set on its way");
     land_tx.send(()).unwrap();
+    invalidating.await.unwrap().unwrap();
     let loaded = loading.await.unwrap().unwrap();
     assert_eq!(
         loaded.map(|u| u.revision),

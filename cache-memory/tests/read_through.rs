@@ -321,3 +321,150 @@ async fn a_refresh_that_races_with_an_invalidation_does_not_resurrect_the_object
         "the refresh that raced with the invalidation was not cached"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_through_begun_after_an_invalidation_returned_never_gets_the_older_object() {
+    let (_, users) = object_cache(&CacheSettings::default());
+    let revision = Arc::new(AtomicU64::new(1));
+    let (started, gate) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    // A load that reads the source, then is slow to hand over what it read.
+    let slow = {
+        let (revision, started, gate) = (revision.clone(), started.clone(), gate.clone());
+        move || async move {
+            let read = revision.load(Ordering::SeqCst);
+            started.notify_one();
+            gate.notified().await;
+            Ok::<_, String>(Some(TestEntry::new("7", &[]).revision(read)))
+        }
+    };
+    let first = {
+        let users = users.clone();
+        tokio::spawn(async move { users.get_or_load(Id, "7", slow).await })
+    };
+    started.notified().await;
+    revision.store(2, Ordering::SeqCst);
+    users.invalidate(Id, &["7"]).await.unwrap();
+    // Begun after the invalidation returned: it must not join the load begun before it.
+    let fresh = {
+        let revision = revision.clone();
+        move || async move {
+            Ok::<_, String>(Some(
+                TestEntry::new("7", &[]).revision(revision.load(Ordering::SeqCst)),
+            ))
+        }
+    };
+    let second = {
+        let users = users.clone();
+        tokio::spawn(async move { users.get_or_load(Id, "7", fresh).await })
+    };
+    let got = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("it does not wait for the load begun before the invalidation")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.revision, 2);
+    gate.notify_one();
+    let older = first.await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        older.revision, 1,
+        "begun before the invalidation: it may see it"
+    );
+    assert_eq!(
+        users.get(Id, "7").await.map(|u| u.revision),
+        Some(2),
+        "the older load was not cached over the newer one"
+    );
+}
+
+/// The memory connector behind a remote-like face whose next set can be held at the backend,
+/// logging when sets land.
+struct HeldSet {
+    inner: Arc<dyn Cache<TestIndex, TestEntry>>,
+    hold: AtomicBool,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    log: std::sync::Mutex<Vec<&'static str>>,
+}
+
+#[cache_core::async_trait]
+impl Cache<TestIndex, TestEntry> for HeldSet {
+    fn connector(&self) -> &'static str {
+        "held"
+    }
+    fn indices(&self) -> &[TestIndex] {
+        self.inner.indices()
+    }
+    async fn get(&self, index: TestIndex, key: &str) -> cache_core::Result<Option<Arc<TestEntry>>> {
+        self.inner.get(index, key).await
+    }
+    async fn set(&self, value: Arc<TestEntry>) -> cache_core::Result<()> {
+        if self.hold.swap(false, Ordering::SeqCst) {
+            let released = self.release.notified();
+            self.entered.notify_one();
+            released.await;
+        }
+        self.inner.set(value).await?;
+        self.log.lock().unwrap().push("set landed");
+        Ok(())
+    }
+    async fn invalidate(&self, index: TestIndex, keys: &[&str]) -> cache_core::Result<()> {
+        self.inner.invalidate(index, keys).await
+    }
+    async fn delete(&self, index: TestIndex, keys: &[&str]) -> cache_core::Result<()> {
+        self.inner.delete(index, keys).await
+    }
+    async fn truncate(&self) -> cache_core::Result<()> {
+        self.inner.truncate().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_object_never_lands_after_an_invalidation_that_returned() {
+    let memory = MemoryConnector::new(MemoryConfig::enabled()).cache::<TestIndex, TestEntry>(
+        "users",
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let held = Arc::new(HeldSet {
+        inner: memory,
+        hold: AtomicBool::new(true),
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+        log: std::sync::Mutex::new(Vec::new()),
+    });
+    let users = ObjectCache::new("users", held.clone() as Arc<dyn Cache<_, _>>);
+    let load = {
+        let users = users.clone();
+        tokio::spawn(async move {
+            users
+                .get_or_load(Id, "7", || async {
+                    Ok::<_, String>(Some(TestEntry::new("7", &["seven"])))
+                })
+                .await
+        })
+    };
+    // The load passed its checks and its set is on the way to the backend when the object is
+    // invalidated.
+    held.entered.notified().await;
+    let invalidation = {
+        let (users, held) = (users.clone(), held.clone());
+        tokio::spawn(async move {
+            users.invalidate(Name, &["seven"]).await.unwrap();
+            held.log.lock().unwrap().push("invalidate returned");
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held.release.notify_one();
+    invalidation.await.unwrap();
+    load.await.unwrap().unwrap();
+    assert_eq!(
+        *held.log.lock().unwrap(),
+        ["set landed", "invalidate returned"],
+        "the invalidation waited for the set on its way, so it removed what the set wrote"
+    );
+    assert!(users.get(Id, "7").await.is_none());
+}
