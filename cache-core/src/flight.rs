@@ -31,8 +31,11 @@ pub(crate) type Generation = (u64, u64);
 /// The flights of one object cache, by index, key and error type (callers whose loads fail
 /// with different types never share a flight, so each gets its own type back).
 pub(crate) struct Flights<I, V> {
-    running: Mutex<HashMap<(I, String, TypeId), (Arrivals<V>, Generation)>>,
+    running: Mutex<HashMap<FlightId<I>, (Arrivals<V>, Generation)>>,
 }
+
+/// A flight's index, key and error type.
+type FlightId<I> = (I, String, TypeId);
 
 impl<I, V> Default for Flights<I, V> {
     fn default() -> Self {

@@ -286,7 +286,10 @@ async fn an_invalidation_waits_for_a_loaded_object_on_its_way_and_removes_it() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert!(!invalidating.is_finished(), "it waits for the set on its way");
+    assert!(
+        !invalidating.is_finished(),
+        "it waits for the set on its way"
+    );
     land_tx.send(()).unwrap();
     invalidating.await.unwrap().unwrap();
     let loaded = loading.await.unwrap().unwrap();
