@@ -31,11 +31,14 @@ pub(crate) type Generation = (u64, u64);
 /// The flights of one object cache, by index, key and error type (callers whose loads fail
 /// with different types never share a flight, so each gets its own type back).
 pub(crate) struct Flights<I, V> {
-    running: Mutex<HashMap<FlightId<I>, (Arrivals<V>, Generation)>>,
+    running: Mutex<HashMap<FlightId<I>, Running<V>>>,
 }
 
 /// A flight's index, key and error type.
 type FlightId<I> = (I, String, TypeId);
+
+/// A running flight: where its result arrives, and the generation it began in.
+type Running<V> = (Arrivals<V>, Generation);
 
 impl<I, V> Default for Flights<I, V> {
     fn default() -> Self {
