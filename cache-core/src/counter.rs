@@ -14,7 +14,8 @@ struct Stripe(AtomicU64);
 /// One made [`exported`](Self::exported) also adds to a counter of the `metrics` facade.
 pub struct Counter {
     stripes: [Stripe; STRIPES],
-    exported: metrics::Counter,
+    /// `None` (the default): counted here only, without a call into the facade.
+    exported: Option<metrics::Counter>,
 }
 
 impl std::fmt::Debug for Counter {
@@ -25,7 +26,10 @@ impl std::fmt::Debug for Counter {
 
 impl Default for Counter {
     fn default() -> Self {
-        Counter::exported(metrics::Counter::noop())
+        Counter {
+            stripes: Default::default(),
+            exported: None,
+        }
     }
 }
 
@@ -34,7 +38,7 @@ impl Counter {
     pub fn exported(exported: metrics::Counter) -> Self {
         Counter {
             stripes: Default::default(),
-            exported,
+            exported: Some(exported),
         }
     }
 
@@ -56,7 +60,9 @@ impl Counter {
         self.stripes[STRIPE.with(|s| *s)]
             .0
             .fetch_add(n, Ordering::Relaxed);
-        self.exported.increment(n);
+        if let Some(exported) = &self.exported {
+            exported.increment(n);
+        }
     }
 
     /// The count so far.
