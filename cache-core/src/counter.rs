@@ -12,6 +12,7 @@ struct Stripe(AtomicU64);
 /// A monotonic count, striped: each thread adds to its own stripe (so hits answered on
 /// several cores at once never contend on one cache line), [`get`](Self::get) sums them.
 /// One made [`exported`](Self::exported) also adds to a counter of the `metrics` facade.
+#[derive(Default)]
 pub struct Counter {
     stripes: [Stripe; STRIPES],
     /// `None` (the default): counted here only, without a call into the facade.
@@ -21,15 +22,6 @@ pub struct Counter {
 impl std::fmt::Debug for Counter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Counter").field(&self.get()).finish()
-    }
-}
-
-impl Default for Counter {
-    fn default() -> Self {
-        Counter {
-            stripes: Default::default(),
-            exported: None,
-        }
     }
 }
 
