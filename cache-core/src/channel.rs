@@ -32,6 +32,19 @@ pub type EventSink = Box<dyn Fn(ChannelEvent) + Send + Sync>;
 /// Stops listening when dropped.
 pub trait Listening: Send + Sync {}
 
+/// A [`Listening`] that is a Tokio task: dropping it aborts the task (the usual shape of a
+/// channel's listener: a task that subscribes, forwards and reconnects).
+#[derive(Debug)]
+pub struct ListeningTask(pub tokio::task::JoinHandle<()>);
+
+impl Listening for ListeningTask {}
+
+impl Drop for ListeningTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One transport for messages between processes.
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {

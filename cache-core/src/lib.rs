@@ -24,7 +24,7 @@ pub mod testkit;
 
 pub use cache::{Cache, Hit, Prune};
 pub use change::{Change, ChangeListener};
-pub use channel::{Channel, ChannelEvent, EventSink, Listening};
+pub use channel::{Channel, ChannelEvent, EventSink, Listening, ListeningTask};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};
 pub use coarse::{CoarseClock, RESOLUTION as COARSE_RESOLUTION};
 pub use counter::Counter;

@@ -407,6 +407,19 @@ impl TlsFiles {
         Ok(TlsPem { ca, client })
     }
 
+    /// Logs at warn, once per connector start, that `InsecureSkipVerify` is on (when it is):
+    /// `server` names what goes unverified (`Redis`, `PostgreSQL`).
+    pub fn warn_if_insecure(&self, connector: &'static str, server: &str) {
+        if self.insecure_skip_verify {
+            tracing::warn!(
+                connector,
+                "TLS.InsecureSkipVerify is on: the server's certificate is NOT verified, anyone \
+                 between this service and {server} can read and change its traffic; never use \
+                 it outside development"
+            );
+        }
+    }
+
     /// Whether any file is named.
     pub fn names_files(&self) -> bool {
         !(self.ca_file.is_empty() && self.cert_file.is_empty() && self.key_file.is_empty())

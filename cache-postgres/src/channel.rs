@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{Channel, ChannelEvent, Error, EventSink, Listening, Result, async_trait};
+use cache_core::{
+    Channel, ChannelEvent, Error, EventSink, Listening, ListeningTask, Result, async_trait,
+};
 use tokio_postgres::AsyncMessage;
 
 use crate::connector::Shared;
@@ -60,16 +62,6 @@ impl PostgresChannel {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Listening for AbortOnDrop {}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[async_trait]
 impl Channel for PostgresChannel {
     fn transport(&self) -> &'static str {
@@ -103,7 +95,7 @@ impl Channel for PostgresChannel {
             Arc::clone(&self.name),
             sink,
         ));
-        Box::new(AbortOnDrop(task))
+        Box::new(ListeningTask(task))
     }
 }
 

@@ -52,14 +52,7 @@ impl PostgresConnector {
             .connection_config()
             .map_err(|(k, m)| config_error(k, m))?;
         let tls = config.make_tls().map_err(|(k, m)| config_error(k, m))?;
-        if config.tls.insecure_skip_verify {
-            tracing::warn!(
-                connector = crate::CONNECTOR,
-                "TLS.InsecureSkipVerify is on: the database's certificate is NOT verified, \
-                 anyone between this service and PostgreSQL can read and change its traffic; \
-                 never use it outside development"
-            );
-        }
+        config.tls.warn_if_insecure(crate::CONNECTOR, "PostgreSQL");
         // The server cancels what runs too long, so a slow statement frees its connection.
         // Prepared statements keep one generic plan: every statement is written to plan well
         // without knowing its parameters (per-key index lookups), while the default would

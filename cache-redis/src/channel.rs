@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{Channel, ChannelEvent, EventSink, Listening, Result, async_trait};
+use cache_core::{Channel, ChannelEvent, EventSink, Listening, ListeningTask, Result, async_trait};
 use futures_util::StreamExt;
 
 use crate::connector::Shared;
@@ -63,16 +63,6 @@ impl RedisChannel {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Listening for AbortOnDrop {}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[async_trait]
 impl Channel for RedisChannel {
     fn transport(&self) -> &'static str {
@@ -104,7 +94,7 @@ impl Channel for RedisChannel {
             self.shared.config.dial_timeout,
             sink,
         ));
-        Box::new(AbortOnDrop(task))
+        Box::new(ListeningTask(task))
     }
 }
 

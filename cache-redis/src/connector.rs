@@ -99,14 +99,7 @@ impl RedisConnector {
         })?) {
             // redis-rs builds its TLS settings on the process's default crypto provider.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            if config.tls.insecure_skip_verify {
-                tracing::warn!(
-                    connector = crate::CONNECTOR,
-                    "TLS.InsecureSkipVerify is on: the server's certificate is NOT verified, \
-                     anyone between this service and Redis can read and change its traffic; \
-                     never use it outside development"
-                );
-            }
+            config.tls.warn_if_insecure(crate::CONNECTOR, "Redis");
         }
         tracing::info!(connector = crate::CONNECTOR, redis = %described, "redis connector ready");
         let ignored = config.ignored_keys();
