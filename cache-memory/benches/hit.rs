@@ -8,6 +8,10 @@
 //! - `set/<objects>`: storing one of those objects again (our set also invalidates the
 //!   previous version).
 //!
+//! `quick_cache_shared_record` is raw quick_cache holding what every key of an object must
+//! share (a record with the value and its state, behind a reference count): the floor for a
+//! hit of any cache on quick_cache that answers with an `Arc<V>` and keeps per-object state.
+//!
 //! Keys are built before the measurement, so the figures are the lookups alone. Our `get` is
 //! `async`; it is polled once with a no-op waker, which is the work an executor does for it
 //! (the memory connector answers on the first poll, without awaiting). At the end the bench
@@ -18,6 +22,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -90,11 +95,22 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// What any cache built on quick_cache keeps per object when all of an object's keys share
+/// its state (an invalid flag here; ours adds the times): the map holds a reference-counted
+/// record, so a hit clones the record, clones the value out of it and drops the record.
+struct Shared {
+    value: Arc<Org>,
+    invalid: AtomicBool,
+}
+
 struct Contenders {
     ours: ObjectCache<OrgIndex, Org>,
     /// The same memory cache without the `ObjectCache` layer, to attribute the cost.
     direct: Arc<MemoryCache<OrgIndex, Org>>,
     quick: quick_cache::sync::Cache<String, Arc<Org>>,
+    /// Raw quick_cache holding a shared per-object record: the floor of any design on
+    /// quick_cache whose hit returns an `Arc<V>` and whose keys share an object's state.
+    quick_shared: quick_cache::sync::Cache<String, Arc<Shared>>,
     moka: moka::sync::Cache<String, Arc<Org>>,
 }
 
@@ -110,11 +126,17 @@ fn contenders(orgs: &[Arc<Org>]) -> Contenders {
     );
     let ours = ObjectCache::new("organization", direct.clone());
     let quick = quick_cache::sync::Cache::new(capacity as usize);
+    let quick_shared = quick_cache::sync::Cache::new(capacity as usize);
     let moka = moka::sync::Cache::new(capacity);
     for org in orgs {
         ready(ours.set(Arc::clone(org)));
         // The same keys as our cache holds: the id and the domain of every object.
+        let shared = Arc::new(Shared {
+            value: Arc::clone(org),
+            invalid: AtomicBool::new(false),
+        });
         for key in [&org.id, &org.domain] {
+            quick_shared.insert(key.clone(), Arc::clone(&shared));
             quick.insert(key.clone(), Arc::clone(org));
             moka.insert(key.clone(), Arc::clone(org));
         }
@@ -123,6 +145,7 @@ fn contenders(orgs: &[Arc<Org>]) -> Contenders {
         ours,
         direct,
         quick,
+        quick_shared,
         moka,
     }
 }
@@ -165,6 +188,15 @@ fn get_hit(c: &mut Criterion) {
                 all.quick
                     .get(black_box(keys[next()].as_str()))
                     .expect("hit")
+            })
+        });
+        group.bench_function("quick_cache_shared_record", |b| {
+            b.iter(|| {
+                let shared = all
+                    .quick_shared
+                    .get(black_box(keys[next()].as_str()))
+                    .expect("hit");
+                (!shared.invalid.load(Ordering::Acquire)).then(|| Arc::clone(&shared.value))
             })
         });
         group.bench_function("moka", |b| {
@@ -264,6 +296,7 @@ fn print_ratios() {
                 "object_cache",
                 "memory_cache_direct",
                 "memory_cache_dyn",
+                "quick_cache_shared_record",
                 "moka",
             ] {
                 rows.push((format!("{kind}/{objects}"), function, "quick_cache"));
