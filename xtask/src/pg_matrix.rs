@@ -515,22 +515,6 @@ mod tests {
         assert!(latest_per_major("[]", &MAJORS).is_empty());
     }
 
-    /// Installs (the first time) and starts every version: `cargo test -p xtask -- --ignored`.
-    #[test]
-    #[ignore = "downloads PostgreSQL builds and starts servers"]
-    fn every_version_installs_and_starts() {
-        let system = Install::system().unwrap();
-        let matrix = Matrix::prepare(&Choice::all(), &system).unwrap();
-        assert_eq!(matrix.versions.len(), MAJORS.len());
-        for (major, install) in &matrix.versions {
-            let install = install.clone().unwrap_or_else(|| system.clone());
-            let server = PostgresServer::start_with(Options::new(install)).unwrap();
-            let version = server.install().version().unwrap();
-            eprintln!("postgres {major}: {version} on port {}", server.port());
-            assert_eq!(major_of(&version), Some(*major));
-        }
-    }
-
     #[test]
     fn version_key_orders_numbers_then_prereleases() {
         let key = |v| version_key(v).unwrap();
