@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
+use bb8_postgres::PostgresConnectionManager;
 use cache_core::{CacheSettings, Entry, Error, Index, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 use crate::cache::PostgresCache;
 use crate::channel::PostgresChannel;
 use crate::config::PostgresConfig;
-use crate::db::{ApplicationPool, Db, Manager};
+use crate::db::{Db, Manager};
 use crate::schema::{self, Schema};
 use crate::sql::Statements;
 use crate::tls::Connect;
@@ -105,14 +108,24 @@ impl PostgresConnector {
     /// A connector on the application's own pool, so the service can reuse its connections.
     /// Of `config`, only `Schema` and `StatementTimeout` (as a client-side limit) are used.
     ///
+    /// The pool may connect in plain text ([`ApplicationPool`](crate::ApplicationPool)) or through any TLS connector
+    /// (e.g. `tokio_postgres_rustls::MakeRustlsConnect`): its connections are used as they
+    /// are, and `SSLMode` / `TLS` of `config` do not apply to them.
+    ///
     /// Statements run unprepared in one round trip each (the server parses them every time,
     /// since the pool's connections are not ours to prepare statements on); a pool of our own
     /// ([`new`](Self::new)) is faster.
-    pub fn with_pool(
-        pool: ApplicationPool,
+    pub fn with_pool<T>(
+        pool: bb8::Pool<PostgresConnectionManager<T>>,
         config: &PostgresConfig,
         version: &str,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         let schema = config.schema().map_err(|(k, m)| config_error(k, m))?;
         if config.statement_timeout.is_zero() {
             return Err(config_error(
@@ -120,7 +133,11 @@ impl PostgresConnector {
                 "0 would let an operation hang forever; write e.g. 3s".to_owned(),
             ));
         }
-        let db = Db::application(pool, Statements::new(&schema), config.statement_timeout);
+        let db = Db::application(
+            Box::new(pool),
+            Statements::new(&schema),
+            config.statement_timeout,
+        );
         Ok(Self::from_parts(db, schema, version, config, None))
     }
 

@@ -5,10 +5,14 @@
 //! - **ours** (bb8 over bb8-postgres): every statement is prepared once per connection and
 //!   reused, so a read is one round trip of Bind/Execute; the server enforces
 //!   `statement_timeout`; a connection that timed out or closed is retired.
-//! - **the application's** `bb8::Pool<PostgresConnectionManager<NoTls>>`: statements run
-//!   unprepared with declared parameter types (`query_typed`), still one round trip, parsed
-//!   by the server each time; only the client-side timeout applies.
+//! - **the application's** `bb8::Pool<PostgresConnectionManager<T>>`, plain text or any TLS
+//!   connector `T`: statements run unprepared with declared parameter types (`query_typed`),
+//!   still one round trip, parsed by the server each time; only the client-side timeout
+//!   applies.
 
+use std::fmt;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bb8::ManageConnection;
@@ -16,14 +20,46 @@ use bb8_postgres::PostgresConnectionManager;
 use cache_core::pool::ConnectFailures;
 use cache_core::{Error, ErrorKind, Result};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, NoTls, Row, Socket, Statement};
 
 use crate::sql::{Statements, Stmt};
 use crate::tls::MakeTls;
 
-/// A pool handed in by the application.
+/// A plain-text pool handed in by the application (a pool made with a TLS connector is
+/// accepted as well: see [`PostgresConnector::with_pool`](crate::PostgresConnector::with_pool)).
 pub type ApplicationPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+
+/// A client the application's pool lent, given back when dropped.
+type Lent<'a> = Box<dyn Deref<Target = Client> + Send + Sync + 'a>;
+
+/// A checkout from the application's pool.
+type Checkout<'a> = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<Lent<'a>, bb8::RunError<tokio_postgres::Error>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// The application's pool, whichever TLS connector (or none) it connects with.
+pub(crate) trait LendsClients: Send + Sync + 'static {
+    /// A client of the pool.
+    fn lend(&self) -> Checkout<'_>;
+}
+
+impl<T> LendsClients for bb8::Pool<PostgresConnectionManager<T>>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn lend(&self) -> Checkout<'_> {
+        Box::pin(async move { self.get().await.map(|client| Box::new(client) as Lent<'_>) })
+    }
+}
 
 /// Statement parameters.
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -41,10 +77,18 @@ pub(crate) struct Db {
     failures: ConnectFailures,
 }
 
-#[derive(Debug)]
 enum Pool {
     Own(bb8::Pool<Manager>),
-    Application(ApplicationPool),
+    Application(Box<dyn LendsClients>),
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pool::Own(pool) => f.debug_tuple("Own").field(&pool.state()).finish(),
+            Pool::Application(_) => f.write_str("Application"),
+        }
+    }
 }
 
 /// How often a statement that lost a deadlock or serialisation conflict is run again.
@@ -68,7 +112,7 @@ impl Db {
     }
 
     pub(crate) fn application(
-        pool: ApplicationPool,
+        pool: Box<dyn LendsClients>,
         statements: Statements,
         timeout: Duration,
     ) -> Self {
@@ -116,7 +160,7 @@ impl Db {
                 }
             }
             Pool::Application(pool) => {
-                let connection = self.checkout(pool.get(), pg_error).await?;
+                let connection = self.checkout(pool.lend(), pg_error).await?;
                 let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
                     .iter()
                     .copied()
@@ -188,7 +232,7 @@ impl Db {
                 retry_conflicts(|| connection.client.batch_execute(&script)).await
             }
             Pool::Application(pool) => {
-                let connection = self.checkout(pool.get(), pg_error).await?;
+                let connection = self.checkout(pool.lend(), pg_error).await?;
                 retry_conflicts(|| connection.batch_execute(&script)).await
             }
         };

@@ -214,3 +214,76 @@ async fn the_channel_listens_over_tls() {
         "{message:?}"
     );
 }
+
+/// An application's own pool that connects over TLS (rustls, verifying the test CA) serves the
+/// caches through `with_pool`: set, hit, invalidate, miss — on a server that accepts TLS only,
+/// and `pg_stat_ssl` confirms the pool's connection is encrypted.
+#[tokio::test]
+async fn the_applications_own_tls_pool_serves_the_caches() {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let (Some(url), Some(ca)) = (var("CACHE_TEST_POSTGRES_TLS_URL"), var("CACHE_TEST_TLS_CA"))
+    else {
+        return;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut database: tokio_postgres::Config = url.parse().unwrap();
+    database.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let manager = bb8_postgres::PostgresConnectionManager::new(
+        database,
+        tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+    );
+    let pool = bb8::Pool::builder()
+        .max_size(2)
+        .build(manager)
+        .await
+        .unwrap();
+
+    let connector =
+        PostgresConnector::with_pool(pool.clone(), &PostgresConfig::with_url(url), "v1").unwrap();
+    connector.setup().await.unwrap();
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        &cache_core::testkit::unique_purpose("app-tls"),
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let entry = Arc::new(TestEntry::new("1", &[]));
+    cache_core::Cache::set(&*cache, Arc::clone(&entry))
+        .await
+        .unwrap();
+    let hit = cache_core::Cache::get(&*cache, TestIndex::Id, "1")
+        .await
+        .unwrap();
+    assert_eq!(hit.as_deref(), Some(&*entry));
+    cache_core::Cache::invalidate(&*cache, TestIndex::Id, &["1"])
+        .await
+        .unwrap();
+    let miss = cache_core::Cache::get(&*cache, TestIndex::Id, "1")
+        .await
+        .unwrap();
+    assert!(miss.is_none(), "invalidated through the application's pool");
+
+    let encrypted: bool = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the application's pool connects over TLS");
+}
