@@ -24,7 +24,7 @@ use crate::pool::{Conn, Health, Manager, Pool, is_connection_error};
 fn config_error(e: RedisError) -> Error {
     match e.detail() {
         Some(detail) => Error::config(format!("Caches.Connectors.Redis.{detail}")),
-        None => Error::config(format!("Caches.Connectors.Redis: {}", e.category())),
+        None => Error::config(format!("Caches.Connectors.Redis: {e}")),
     }
 }
 

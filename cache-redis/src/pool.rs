@@ -195,6 +195,26 @@ impl Manager {
                 sentinel_auth: (username, password),
                 node,
             } => {
+                // With TLS, the sentinels speak it too: redis-rs wants their addresses as TLS
+                // addresses (and refuses TLS settings for plain ones).
+                #[cfg(feature = "tls")]
+                let sentinels: Vec<redis::ConnectionAddr> = match &certificates {
+                    Some(_) => sentinels
+                        .into_iter()
+                        .map(|addr| match addr {
+                            redis::ConnectionAddr::Tcp(host, port) => {
+                                redis::ConnectionAddr::TcpTls {
+                                    host,
+                                    port,
+                                    insecure: config.tls.insecure_skip_verify,
+                                    tls_params: None,
+                                }
+                            }
+                            other => other,
+                        })
+                        .collect(),
+                    None => sentinels,
+                };
                 let mut builder =
                     SentinelClientBuilder::new(sentinels, master_name, SentinelServerType::Master)?
                         .set_client_to_redis_db(node.db());

@@ -1,6 +1,7 @@
 //! TLS to real `redis-server`s with a TLS port (started by `cargo xtask test` with a throwaway
-//! CA): the conformance suite over TLS, and the failures a misconfiguration must give —
-//! clearly, at the first operation, never a hang.
+//! CA): the conformance suite over TLS — on a single server, a Redis Cluster and a
+//! Sentinel-managed master, each speaking TLS only — and the failures a misconfiguration must
+//! give, clearly, at the first operation, never a hang.
 
 use std::time::Duration;
 
@@ -141,4 +142,96 @@ fn tls_settings_are_checked_when_the_configuration_is() {
         ..RedisConfig::with_url("redis://127.0.0.1:1/")
     };
     assert_eq!(off.validate().unwrap_err().0, "TLS", "TLS files but no TLS");
+}
+
+/// The refusal of a server whose certificate comes from a CA the client does not trust.
+fn assert_untrusted(result: cache_core::Result<()>) {
+    let error = result.expect_err("a certificate of an unknown CA is refused");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "the error says why: {error}"
+    );
+}
+
+/// A Redis Cluster that speaks TLS only, its cluster bus too (`CACHE_TEST_REDIS_TLS_CLUSTER`):
+/// `EnableTLS` with the seed nodes.
+mod cluster {
+    use super::*;
+    use cache_redis::ClusterConfig;
+
+    pub(super) fn config(tls: TlsFiles) -> Option<RedisConfig> {
+        let addrs = var("CACHE_TEST_REDIS_TLS_CLUSTER")?;
+        Some(RedisConfig {
+            cluster: Some(ClusterConfig {
+                addrs: addrs.split(',').map(str::to_owned).collect(),
+            }),
+            enable_tls: true,
+            ..super::config(String::new(), tls)
+        })
+    }
+
+    async fn fixture() -> Option<impl Fixture> {
+        let connector = RedisConnector::new(config(tls(false)?)?, "test-v1")
+            .expect("a valid TLS cluster configuration");
+        Some(RealTimeFixture::new(
+            false,
+            move |purpose, indices, settings| {
+                connector.cache(purpose, indices, settings) as TestCache
+            },
+        ))
+    }
+
+    cache_core::conformance_suite!(fixture);
+
+    #[tokio::test]
+    async fn without_the_ca_the_cluster_is_not_trusted() {
+        let Some(config) = config(TlsFiles::default()) else {
+            return;
+        };
+        assert_untrusted(set_on(config).await);
+    }
+}
+
+/// A master and replica that speak TLS only, watched by sentinels that speak TLS only
+/// (`CACHE_TEST_REDIS_TLS_SENTINELS`, `CACHE_TEST_REDIS_MASTER`): `EnableTLS` covers the
+/// sentinels and the data nodes alike.
+mod sentinel {
+    use super::*;
+    use cache_redis::SentinelConfig;
+
+    pub(super) fn config(tls: TlsFiles) -> Option<RedisConfig> {
+        let addrs = var("CACHE_TEST_REDIS_TLS_SENTINELS")?;
+        let master_name = var("CACHE_TEST_REDIS_MASTER")?;
+        Some(RedisConfig {
+            sentinel: Some(SentinelConfig {
+                master_name,
+                addrs: addrs.split(',').map(str::to_owned).collect(),
+                ..SentinelConfig::default()
+            }),
+            enable_tls: true,
+            ..super::config(String::new(), tls)
+        })
+    }
+
+    async fn fixture() -> Option<impl Fixture> {
+        let connector = RedisConnector::new(config(tls(false)?)?, "test-v1")
+            .expect("a valid TLS sentinel configuration");
+        Some(RealTimeFixture::new(
+            false,
+            move |purpose, indices, settings| {
+                connector.cache(purpose, indices, settings) as TestCache
+            },
+        ))
+    }
+
+    cache_core::conformance_suite!(fixture);
+
+    #[tokio::test]
+    async fn without_the_ca_the_sentinels_are_not_trusted() {
+        let Some(config) = config(TlsFiles::default()) else {
+            return;
+        };
+        assert_untrusted(set_on(config).await);
+    }
 }

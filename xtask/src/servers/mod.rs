@@ -23,12 +23,15 @@ impl Servers {
         eprintln!("xtask: starting redis-server");
         let redis = redis::RedisServer::start()?;
         eprintln!("xtask: starting a 3-master redis cluster");
-        let cluster = redis::RedisCluster::start()?;
+        let cluster = redis::RedisCluster::start(redis::Transport::Plain)?;
         eprintln!("xtask: starting a redis master, replica and 3 sentinels");
-        let sentinels = redis::RedisSentinels::start()?;
+        let sentinels = redis::RedisSentinels::start(redis::Transport::Plain)?;
         eprintln!("xtask: starting postgres");
         let postgres = postgres::PostgresServer::start()?;
-        eprintln!("xtask: starting TLS servers (2 redis-server, 2 postgres, throwaway CA)");
+        eprintln!(
+            "xtask: starting TLS servers (2 redis-server, a redis cluster, sentinels, 2 postgres, \
+             throwaway CA)"
+        );
         let tls = tls::TlsServers::start(postgres.install())?;
         Ok(Self {
             redis,

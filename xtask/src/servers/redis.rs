@@ -1,5 +1,6 @@
 //! Throwaway Redis topologies on free loopback ports, without persistence: one server, a
-//! 3-master Redis Cluster, a master + replica watched by 3 sentinels, and TLS-only servers.
+//! 3-master Redis Cluster, a master + replica watched by 3 sentinels — each in plain TCP or
+//! TLS only ([`Transport`]) — and TLS-only single servers.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,14 +38,6 @@ fn binary() -> Result<PathBuf> {
     util::which("redis-server")
         .or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.is_file()))
         .ok_or_else(|| "redis-server still not found after installing it".to_owned())
-}
-
-/// Starts `redis-server <args>` in `dir` on `port` and waits until it answers PING.
-fn spawn(dir: &Path, name: &str, port: u16, args: &[&str]) -> Result<Process> {
-    let port_text = port.to_string();
-    let mut all = args.to_vec();
-    all.extend(["--port", &port_text]);
-    launch(dir, name, port, &all, || ping(port))
 }
 
 /// Starts `redis-server <args>` (which choose the port) in `dir`/`name`, bound to 127.0.0.1,
@@ -90,6 +83,77 @@ fn cli(port: u16, args: &[&str]) -> Result<String> {
     )
 }
 
+/// How a topology's servers listen, and talk among themselves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Transport<'a> {
+    /// Plain TCP.
+    Plain,
+    /// TLS only, with the test CA's server certificate (client certificates optional), the
+    /// cluster bus and replication over TLS too.
+    Tls(&'a Certs),
+}
+
+impl Transport<'_> {
+    /// The redis-server arguments that make it listen on `port` this way.
+    fn listen(self, port: u16) -> Vec<String> {
+        match self {
+            Transport::Plain => vec!["--port".into(), port.to_string()],
+            Transport::Tls(certs) => {
+                let path = |p: &Path| p.to_string_lossy().into_owned();
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    &path(&certs.server.cert),
+                    "--tls-key-file",
+                    &path(&certs.server.key),
+                    "--tls-ca-cert-file",
+                    &path(&certs.ca),
+                    // What a node presents when it connects to another (cluster bus,
+                    // replication, a sentinel to its master): the server certificate is for
+                    // server authentication only.
+                    "--tls-client-cert-file",
+                    &path(&certs.client.cert),
+                    "--tls-client-key-file",
+                    &path(&certs.client.key),
+                    "--tls-auth-clients",
+                    "optional",
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            }
+        }
+    }
+
+    /// `redis-cli` against `port` this way, its output.
+    fn cli(self, port: u16, args: &[&str]) -> Result<String> {
+        match self {
+            Transport::Plain => cli(port, args),
+            Transport::Tls(certs) => tls_cli(port, certs, true, args),
+        }
+    }
+
+    /// Starts `redis-server <args>` listening on `port` this way, and waits until it answers
+    /// PING.
+    fn spawn(self, dir: &Path, name: &str, port: u16, args: &[&str]) -> Result<Process> {
+        let listen = self.listen(port);
+        let mut all = args.to_vec();
+        all.extend(listen.iter().map(String::as_str));
+        launch(dir, name, port, &all, || match self {
+            Transport::Plain => ping(port),
+            Transport::Tls(_) => self
+                .cli(port, &["PING"])
+                .is_ok_and(|out| out.trim() == "PONG"),
+        })
+    }
+}
+
 /// A single server.
 #[derive(Debug)]
 pub(crate) struct RedisServer {
@@ -101,7 +165,7 @@ impl RedisServer {
     /// Installs redis-server if missing, starts it and waits until it answers PING.
     pub(crate) fn start() -> Result<Self> {
         let dir = TempDir::new("xtask-redis")?;
-        let process = spawn(dir.path(), "single", util::free_port()?, &[])?;
+        let process = Transport::Plain.spawn(dir.path(), "single", util::free_port()?, &[])?;
         Ok(Self { process, _dir: dir })
     }
 
@@ -172,11 +236,12 @@ impl RedisTlsServer {
 }
 
 /// `redis-cli --tls --cacert <CA> [--cert --key] -p <port> <args>`, its output; killed after
-/// 5 s (redis-cli has no timeout of its own for a stuck handshake).
+/// 20 s (redis-cli has no timeout of its own for a stuck handshake; `--cluster create` takes
+/// a few seconds).
 fn tls_cli(port: u16, certs: &Certs, client_cert: bool, args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("timeout");
     cmd.args([
-        "5",
+        "20",
         "redis-cli",
         "--tls",
         "-h",
@@ -203,11 +268,15 @@ pub(crate) struct RedisCluster {
 }
 
 impl RedisCluster {
-    pub(crate) fn start() -> Result<Self> {
-        let dir = TempDir::new("xtask-redis-cluster")?;
+    /// Starts the nodes, listening by `transport`, and joins them into one cluster.
+    pub(crate) fn start(transport: Transport<'_>) -> Result<Self> {
+        let dir = TempDir::new(match transport {
+            Transport::Plain => "xtask-redis-cluster",
+            Transport::Tls(_) => "xtask-redis-tls-cluster",
+        })?;
         let mut nodes = Vec::new();
         for i in 0..3 {
-            nodes.push(spawn(
+            nodes.push(transport.spawn(
                 dir.path(),
                 &format!("node{i}"),
                 util::free_port()?,
@@ -228,11 +297,15 @@ impl RedisCluster {
         let mut create = vec!["--cluster", "create"];
         create.extend(addrs.iter().map(String::as_str));
         create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-        cli(nodes[0].port, &create).map_err(|e| format!("redis-cli --cluster create: {e}"))?;
+        transport
+            .cli(nodes[0].port, &create)
+            .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
         let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
         util::wait_until("the redis cluster", Duration::from_secs(30), || {
             ports.iter().all(|port| {
-                cli(*port, &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains("cluster_state:ok"))
+                transport
+                    .cli(*port, &["CLUSTER", "INFO"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
             })
         })?;
         Ok(Self { nodes, _dir: dir })
@@ -260,17 +333,21 @@ pub(crate) struct RedisSentinels {
 }
 
 impl RedisSentinels {
-    pub(crate) fn start() -> Result<Self> {
-        let dir = TempDir::new("xtask-redis-sentinel")?;
+    /// Starts the master, its replica and the sentinels, all listening by `transport`.
+    pub(crate) fn start(transport: Transport<'_>) -> Result<Self> {
+        let dir = TempDir::new(match transport {
+            Transport::Plain => "xtask-redis-sentinel",
+            Transport::Tls(_) => "xtask-redis-tls-sentinel",
+        })?;
         // No delay before a replica's first sync (the default waits 5 s for more replicas).
-        let master = spawn(
+        let master = transport.spawn(
             dir.path(),
             "master",
             util::free_port()?,
             &["--repl-diskless-sync-delay", "0"],
         )?;
         let master_port = master.port.to_string();
-        let replica = spawn(
+        let replica = transport.spawn(
             dir.path(),
             "replica",
             util::free_port()?,
@@ -294,7 +371,7 @@ impl RedisSentinels {
             )
             .map_err(|e| format!("writing {}: {e}", conf.display()))?;
             let conf = conf.to_string_lossy().into_owned();
-            sentinels.push(spawn(
+            sentinels.push(transport.spawn(
                 dir.path(),
                 &name,
                 util::free_port()?,
@@ -304,9 +381,11 @@ impl RedisSentinels {
         let ports: Vec<u16> = sentinels.iter().map(|s| s.port).collect();
         util::wait_until("the sentinels", Duration::from_secs(30), || {
             ports.iter().all(|port| {
-                cli(*port, &["SENTINEL", "REPLICAS", MASTER_NAME])
+                transport
+                    .cli(*port, &["SENTINEL", "REPLICAS", MASTER_NAME])
                     .is_ok_and(|out| out.contains("slave") || out.contains("replica"))
-                    && cli(*port, &["SENTINEL", "SENTINELS", MASTER_NAME])
+                    && transport
+                        .cli(*port, &["SENTINEL", "SENTINELS", MASTER_NAME])
                         .is_ok_and(|out| out.matches("127.0.0.1").count() >= 2)
             })
         })?;

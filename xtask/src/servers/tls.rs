@@ -10,6 +10,11 @@
 //!   (`--tls-auth-clients optional`: one that does not chain to the CA is refused).
 //! - `CACHE_TEST_REDIS_MTLS_URL`: the same kind of server, but a client certificate from the
 //!   CA is required (`--tls-auth-clients yes`): without one the handshake fails.
+//! - `CACHE_TEST_REDIS_TLS_CLUSTER`: `host:port,...`, a 3-master Redis Cluster that speaks only
+//!   TLS, its cluster bus too (`--tls-cluster yes`); client certificates optional.
+//! - `CACHE_TEST_REDIS_TLS_SENTINELS`: `host:port,...`, 3 sentinels that speak only TLS,
+//!   watching a TLS-only master and replica as `CACHE_TEST_REDIS_MASTER` (`--tls-replication
+//!   yes`); client certificates optional.
 //! - `CACHE_TEST_POSTGRES_TLS_URL`: `postgres://postgres@127.0.0.1:PORT/postgres?sslmode=require`,
 //!   a PostgreSQL with `ssl = on` and a certificate for `localhost` / `127.0.0.1`. Over TCP it
 //!   accepts TLS only (plain connections are rejected by pg_hba.conf); no password, no client
@@ -31,7 +36,7 @@ use std::process::Command;
 
 use super::certs::{Certs, KeyPair};
 use super::postgres::{Install, Options, PostgresServer, ServerTls};
-use super::redis::RedisTlsServer;
+use super::redis::{RedisCluster, RedisSentinels, RedisTlsServer, Transport};
 use crate::util::{self, Result};
 
 /// The database on the TLS PostgreSQL that needs a client certificate.
@@ -52,6 +57,8 @@ hostssl   all         all       127.0.0.1/32 trust
 pub(crate) struct TlsServers {
     redis: RedisTlsServer,
     redis_mtls: RedisTlsServer,
+    redis_cluster: RedisCluster,
+    redis_sentinels: RedisSentinels,
     postgres: PostgresServer,
     postgres_wrong_host: PostgresServer,
     // Last: removed after every server using the files stopped.
@@ -65,11 +72,15 @@ impl TlsServers {
         let certs = Certs::generate(&crate::root().join("target").join("xtask"))?;
         let redis = RedisTlsServer::start(&certs, false)?;
         let redis_mtls = RedisTlsServer::start(&certs, true)?;
+        let redis_cluster = RedisCluster::start(Transport::Tls(&certs))?;
+        let redis_sentinels = RedisSentinels::start(Transport::Tls(&certs))?;
         let postgres = start_postgres(install, &certs, &certs.server, &[MTLS_DATABASE])?;
         let postgres_wrong_host = start_postgres(install, &certs, &certs.wrong_host, &[])?;
         let servers = Self {
             redis,
             redis_mtls,
+            redis_cluster,
+            redis_sentinels,
             postgres,
             postgres_wrong_host,
             certs,
@@ -87,6 +98,11 @@ impl TlsServers {
             ("CACHE_TEST_TLS_CLIENT_KEY", path(&self.certs.client.key)),
             ("CACHE_TEST_REDIS_TLS_URL", self.redis.url()),
             ("CACHE_TEST_REDIS_MTLS_URL", self.redis_mtls.url()),
+            ("CACHE_TEST_REDIS_TLS_CLUSTER", self.redis_cluster.addrs()),
+            (
+                "CACHE_TEST_REDIS_TLS_SENTINELS",
+                self.redis_sentinels.addrs(),
+            ),
             (
                 "CACHE_TEST_POSTGRES_TLS_URL",
                 tls_url(&self.postgres, "postgres"),
