@@ -242,7 +242,10 @@ impl RedisConfig {
 
     /// `info` switched to TLS (with `InsecureSkipVerify` applied).
     #[cfg(feature = "tls")]
-    fn with_tls(&self, info: ConnectionInfo) -> Result<ConnectionInfo, (&'static str, String)> {
+    pub(crate) fn with_tls(
+        &self,
+        info: ConnectionInfo,
+    ) -> Result<ConnectionInfo, (&'static str, String)> {
         let skip = self.tls.insecure_skip_verify;
         let addr = match info.addr().clone() {
             ConnectionAddr::Tcp(host, port) => ConnectionAddr::TcpTls {

@@ -125,9 +125,10 @@ pub(crate) struct Manager {
 enum Managed {
     /// The server's client (with TLS when configured).
     Single(redis::Client),
-    /// The cluster client, and the seed nodes (a subscription goes to one of them: a plain
-    /// `PUBLISH` reaches the subscribers of every node).
-    Cluster(redis::cluster::ClusterClient, Vec<redis::ConnectionInfo>),
+    /// The cluster client, and a client of each seed node (with TLS when configured): a
+    /// subscription goes to one of them, since a plain `PUBLISH` reaches the subscribers of
+    /// every node.
+    Cluster(redis::cluster::ClusterClient, Vec<redis::Client>),
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
@@ -187,7 +188,18 @@ impl Manager {
                     Some(certificates) => builder.certs(certificates.clone()).tls(tls_mode),
                     None => builder,
                 };
-                Managed::Cluster(builder.build()?, nodes)
+                let seeds = nodes
+                    .into_iter()
+                    .map(|node| {
+                        #[cfg(feature = "tls")]
+                        if let Some(certificates) = &certificates {
+                            let node = config.with_tls(node).map_err(invalid)?;
+                            return redis::Client::build_with_tls(node, certificates.clone());
+                        }
+                        redis::Client::open(node)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Managed::Cluster(builder.build()?, seeds)
             }
             Topology::Sentinel {
                 master_name,
@@ -263,9 +275,7 @@ impl Manager {
     ) -> Result<redis::aio::PubSub, RedisError> {
         let client = match &self.topology {
             Managed::Single(client) => client.clone(),
-            Managed::Cluster(_, nodes) => {
-                redis::Client::open(nodes[attempt % nodes.len()].clone())?
-            }
+            Managed::Cluster(_, seeds) => seeds[attempt % seeds.len()].clone(),
             Managed::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
         };
         let mut pubsub = client.get_async_pubsub().await?;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use cache_core::testkit::{Fixture, RealTimeFixture, TestCache, TestEntry, TestIndex};
-use cache_core::{CacheSettings, ErrorKind, TlsFiles};
+use cache_core::{CacheSettings, Channel, ChannelEvent, ErrorKind, TlsFiles};
 use cache_redis::{RedisConfig, RedisConnector};
 
 fn var(name: &str) -> Option<String> {
@@ -234,4 +234,46 @@ mod sentinel {
         };
         assert_untrusted(set_on(config).await);
     }
+}
+
+/// The near caches' channel on `config`: subscribed, and a message published comes back —
+/// over TLS, on whichever topology `config` names.
+async fn channel_round_trip(config: RedisConfig) {
+    let connector = RedisConnector::new(config, "v1").unwrap();
+    let channel = connector.channel().unwrap();
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let _listening = channel.listen(Box::new(move |event| {
+        let _ = events.send(event);
+    }));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+    };
+    let first = next().await;
+    assert!(
+        matches!(first, ChannelEvent::Subscribed),
+        "subscribed over TLS, got {first:?}"
+    );
+    channel.publish(b"over tls".to_vec()).await.unwrap();
+    let message = next().await;
+    assert!(
+        matches!(&message, ChannelEvent::Message(m) if m == b"over tls"),
+        "{message:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_works_over_tls_on_every_topology() {
+    let (Some(url), Some(ca)) = (var("CACHE_TEST_REDIS_TLS_URL"), tls(false)) else {
+        return;
+    };
+    channel_round_trip(config(url, ca.clone())).await;
+    let (Some(cluster), Some(sentinel)) = (cluster::config(ca.clone()), sentinel::config(ca))
+    else {
+        return;
+    };
+    channel_round_trip(cluster).await;
+    channel_round_trip(sentinel).await;
 }
