@@ -1,4 +1,5 @@
-//! Throwaway PostgreSQL clusters: initdb in a temp dir, trust auth, loopback port, fsync off.
+//! Throwaway PostgreSQL clusters: initdb in a temp dir, trust auth (but for the role
+//! `cache_password`, which needs its password), loopback port, fsync off.
 //! Optionally another installation (the version matrix), TLS with the test CA's files, a
 //! pg_hba.conf of its own and extra databases.
 
@@ -78,6 +79,13 @@ pub(crate) struct ServerTls {
     pub(crate) ca: PathBuf,
 }
 
+/// The first line of a plain cluster's pg_hba.conf: the role `cache_password` (which the tests
+/// create) logs in over TCP with its password (SCRAM); everyone else is trusted.
+const PASSWORD_HBA: &str = "\
+# xtask: the role cache_password authenticates with its password (tests of password auth)
+host all cache_password 127.0.0.1/32 scram-sha-256
+";
+
 /// How to set up a cluster beyond the defaults.
 #[derive(Debug)]
 pub(crate) struct Options {
@@ -85,7 +93,8 @@ pub(crate) struct Options {
     pub(crate) install: Install,
     /// `ssl = on` with these files.
     pub(crate) tls: Option<ServerTls>,
-    /// The whole pg_hba.conf, instead of initdb's (trust for everyone).
+    /// The whole pg_hba.conf, instead of initdb's (trust for everyone) with the
+    /// `cache_password` role's line first.
     pub(crate) hba: Option<String>,
     /// Databases created once the server is up (needs `createdb` in the installation, and a
     /// `local` trust line when `hba` is set).
@@ -177,11 +186,20 @@ impl PostgresServer {
             ));
         }
         append(&server.data.join("postgresql.conf"), &conf)?;
-        if let Some(hba) = &options.hba {
-            // Rewritten in place: the file keeps its owner (the server user).
-            let path = server.data.join("pg_hba.conf");
-            std::fs::write(&path, hba).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
+        // Rewritten in place: the file keeps its owner (the server user).
+        let hba_path = server.data.join("pg_hba.conf");
+        let hba = match &options.hba {
+            Some(hba) => hba.clone(),
+            // initdb's (trust for everyone), after a first line that makes one role log in
+            // with its password, for the tests of password authentication.
+            None => {
+                let initdb = std::fs::read_to_string(&hba_path)
+                    .map_err(|e| format!("reading {}: {e}", hba_path.display()))?;
+                format!("{PASSWORD_HBA}{initdb}")
+            }
+        };
+        std::fs::write(&hba_path, hba)
+            .map_err(|e| format!("writing {}: {e}", hba_path.display()))?;
         let log = server._dir.path().join("postgres.log");
         server.running = true;
         server
