@@ -51,6 +51,7 @@ impl Servers {
     pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("CACHE_TEST_REDIS_URL", self.redis.url()),
+            ("CACHE_TEST_REDIS_SOCKET", self.redis.socket()),
             ("CACHE_TEST_REDIS_CLUSTER", self.cluster.addrs()),
             ("CACHE_TEST_REDIS_SENTINELS", self.sentinels.addrs()),
             ("CACHE_TEST_REDIS_MASTER", redis::MASTER_NAME.to_owned()),

@@ -154,10 +154,11 @@ impl Transport<'_> {
     }
 }
 
-/// A single server.
+/// A single server, on a loopback port and a unix socket.
 #[derive(Debug)]
 pub(crate) struct RedisServer {
     process: Process,
+    socket: PathBuf,
     _dir: TempDir,
 }
 
@@ -165,13 +166,29 @@ impl RedisServer {
     /// Installs redis-server if missing, starts it and waits until it answers PING.
     pub(crate) fn start() -> Result<Self> {
         let dir = TempDir::new("xtask-redis")?;
-        let process = Transport::Plain.spawn(dir.path(), "single", util::free_port()?, &[])?;
-        Ok(Self { process, _dir: dir })
+        let socket = dir.path().join("redis.sock");
+        let socket_text = socket.to_string_lossy().into_owned();
+        let process = Transport::Plain.spawn(
+            dir.path(),
+            "single",
+            util::free_port()?,
+            &["--unixsocket", &socket_text, "--unixsocketperm", "700"],
+        )?;
+        Ok(Self {
+            process,
+            socket,
+            _dir: dir,
+        })
     }
 
     /// The URL tests connect to.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.process.port)
+    }
+
+    /// The path of the same server's unix socket.
+    pub(crate) fn socket(&self) -> String {
+        self.socket.display().to_string()
     }
 }
 
