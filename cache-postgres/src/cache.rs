@@ -140,18 +140,20 @@ where
         index_name: &str,
         keys: Vec<String>,
     ) -> Result<HashMap<String, Payload>> {
-        self.lookup_aged(index_name, keys, self.max_age_ms, self.last_usage_ms)
+        self.lookup_aged(index_name, keys, self.max_age_ms, self.last_usage_ms, true)
             .await
     }
 
     /// [`lookup`](Self::lookup) of objects younger than `max_age_ms` and used within
-    /// `last_usage_ms` (the kept ages find what stale-if-error may answer with).
+    /// `last_usage_ms` (the kept ages find what stale-if-error may answer with); renews
+    /// LastUsage of what it found only when `renews` says so.
     async fn lookup_aged(
         &self,
         index_name: &str,
         keys: Vec<String>,
         max_age_ms: i64,
         last_usage_ms: i64,
+        renews: bool,
     ) -> Result<HashMap<String, Payload>> {
         let version = &*self.shared.version;
         let (stmt, key_or_keys): (Stmt, &(dyn ToSql + Sync)) = match keys.as_slice() {
@@ -175,7 +177,7 @@ where
                 |e| Error::backend("postgres: a read returned unreadable columns").with_source(e);
             let key: String = row.try_get(0).map_err(unreadable)?;
             let payload: &[u8] = row.try_get(1).map_err(unreadable)?;
-            if row.try_get(3).unwrap_or(false) {
+            if renews && row.try_get(3).unwrap_or(false) {
                 renew.push(row.try_get(2).map_err(unreadable)?);
             }
             let age_ms: i64 = row.try_get(4).map_err(unreadable)?;
@@ -274,6 +276,9 @@ where
                 vec![key.clone()],
                 self.kept_max_age_ms,
                 self.kept_last_usage_ms,
+                // A stale read is no use: renewing LastUsage would make an expired object
+                // fresh again for plain gets.
+                false,
             )
             .await?;
         Ok(found.get(&key).and_then(|payload| {

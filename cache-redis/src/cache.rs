@@ -327,13 +327,18 @@ where
             // Another release's object: not ours to decode, and not ours to remove.
             return Ok(None);
         }
-        if !stale_ok && ops.expired(&stored) {
+        let expired = ops.expired(&stored);
+        if !stale_ok && expired {
             // Kept past its expiry for stale-if-error only.
             return Ok(None);
         }
         match codec::decode_hit::<V>(stored.payload, &ops.purpose, CONNECTOR) {
             Some(value) => {
-                ops.renew_if_due(&stored, asked);
+                // A stale read is no use: renewing LastUsage would make an expired object
+                // fresh again for plain gets.
+                if !expired {
+                    ops.renew_if_due(&stored, asked);
+                }
                 let age = Duration::from_millis(now_ms().saturating_sub(stored.created_ms));
                 Ok(Some(Hit {
                     value,

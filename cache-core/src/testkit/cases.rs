@@ -385,6 +385,47 @@ pub async fn max_stale_keeps_expired_objects_for_stale_reads_only(f: &dyn Fixtur
     );
 }
 
+/// Rule: a stale read (stale-if-error) does not renew LastUsage: an object that expired by
+/// LastUsage stays expired for plain gets after `get_stale` found it.
+pub async fn a_stale_read_never_renews_last_usage(f: &dyn Fixture) {
+    const RULE: &str = "a stale read never makes an expired object fresh";
+    let (last_usage, stale, margin) = if f.exact_time() {
+        (secs(10), secs(30), secs(1))
+    } else {
+        (millis(500), millis(2_000), millis(300))
+    };
+    let settings = CacheSettings {
+        max_stale: stale,
+        ..expiring(Duration::ZERO, last_usage)
+    };
+    let c = cache(f, "stale_no_renew", &settings).await;
+    let a = TestEntry::new("a", &["x"]);
+    set(&c, &a).await;
+    f.advance(last_usage + margin).await;
+    assert_missing(get(&c, Id, "a").await, RULE, "LastUsage passed, plain get");
+    match c.get_stale(Name, "x").await {
+        Ok(found) => assert_found(
+            found.map(|hit| hit.value),
+            &a,
+            RULE,
+            "LastUsage passed, get_stale",
+        ),
+        Err(e) => panic!("get_stale(Name, \"x\") failed: {e}"),
+    }
+    // Time for a renewal a connector might run in the background.
+    f.advance(margin).await;
+    assert_missing(
+        get(&c, Id, "a").await,
+        RULE,
+        "get_stale found it, then a plain get",
+    );
+    assert_missing(
+        get(&c, Name, "x").await,
+        RULE,
+        "get_stale found it, then a plain get by name",
+    );
+}
+
 /// Rule: MaxAge 0 and LastUsage 0 disable expiry.
 pub async fn zero_durations_disable_expiry(f: &dyn Fixture) {
     const RULE: &str = "MaxAge 0 / LastUsage 0 disable expiry";

@@ -265,6 +265,7 @@ macro_rules! conformance_suite {
             last_usage_expires_and_hits_renew_it,
             zero_durations_disable_expiry,
             max_stale_keeps_expired_objects_for_stale_reads_only,
+            a_stale_read_never_renews_last_usage,
             prune_never_renews_last_usage,
             truncate_empties_only_this_cache,
             unknown_index_is_an_error,
