@@ -13,9 +13,11 @@ use crate::pending::{DEFAULT_PENDING_KEYS, Op, Pending};
 
 /// One object cache behind its connector's circuit breaker.
 ///
-/// While the breaker is open a get misses and a set is skipped, both without reaching the
-/// backend; invalidate, delete and truncate return a [`BreakerOpen`](ErrorKind::BreakerOpen)
-/// error — and are kept, as are those that failed while the breaker was closed. Kept changes
+/// While the breaker is open a get misses without reaching the backend; a set is not stored
+/// and keeps an invalidation of the value's keys (what they point at is outdated, or the
+/// caller would not set it); set, invalidate, delete and truncate return a
+/// [`BreakerOpen`](ErrorKind::BreakerOpen) error — and are kept, as are those that failed
+/// while the breaker was closed. Kept changes
 /// are delivered by a background task as soon as the backend answers again (it probes with
 /// backoff, [`RETRY_FIRST`] doubling up to [`RETRY_MAX`], through the breaker), so other
 /// processes stop seeing invalidated objects even when this one stays idle; until they are
@@ -378,11 +380,21 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
         let shared = &self.shared;
-        if shared.breaker.refuses_call() {
-            return Ok(());
-        }
-        let Some(permit) = shared.breaker.permit() else {
-            return Ok(());
+        let permit = if shared.breaker.refuses_call() {
+            None
+        } else {
+            shared.breaker.permit()
+        };
+        let Some(permit) = permit else {
+            // Not stored — but the caller set it because what its keys point at is outdated:
+            // that is invalidated once the backend is back, before anything is served again.
+            for &index in shared.inner.indices() {
+                let keys = value.keys(index);
+                if !keys.is_empty() {
+                    shared.keep(Op::Invalidate(index, keys));
+                }
+            }
+            return Err(shared.open_error("set"));
         };
         let outcome = shared.inner.set(value).await;
         report(permit, &outcome);

@@ -1,7 +1,7 @@
 //! [`Pending`]: the invalidations one object cache could not deliver, kept until the backend
 //! is reachable again, within a memory budget.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -27,6 +27,52 @@ struct Queue<I> {
     ops: VecDeque<(u64, Op<I>)>,
     next: u64,
     keys: usize,
+    /// Each key a queued invalidation holds, and the change that holds it: an invalidation
+    /// of a key already queued behind the front adds nothing (all are delivered together,
+    /// after every one of them was made), so an outage under load keeps each key once.
+    invalidated: HashMap<(I, String), u64>,
+}
+
+impl<I: Index> Queue<I> {
+    /// Forgets the keys of `op`, change `seq`, leaving the queue.
+    fn forget(&mut self, seq: u64, op: &Op<I>) {
+        self.keys -= op.keys();
+        if let Op::Invalidate(index, keys) = op {
+            for key in keys {
+                let entry = (*index, key.clone());
+                if self.invalidated.get(&entry) == Some(&seq) {
+                    self.invalidated.remove(&entry);
+                }
+            }
+        }
+    }
+
+    /// Remembers the keys of `op`, change `seq`, entering the queue.
+    fn remember(&mut self, seq: u64, op: &Op<I>) {
+        self.keys += op.keys();
+        if let Op::Invalidate(index, keys) = op {
+            for key in keys {
+                self.invalidated.insert((*index, key.clone()), seq);
+            }
+        }
+    }
+
+    /// `op` without the keys a queued invalidation behind the front already holds (the front
+    /// may be on its way to the backend already); `None` when nothing is left.
+    fn news(&self, op: Op<I>) -> Option<Op<I>> {
+        let Op::Invalidate(index, keys) = op else {
+            return Some(op);
+        };
+        let front = self.ops.front().map(|(seq, _)| *seq);
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|key| match self.invalidated.get(&(index, key.clone())) {
+                Some(seq) => Some(*seq) == front,
+                None => true,
+            })
+            .collect();
+        (!keys.is_empty()).then_some(Op::Invalidate(index, keys))
+    }
 }
 
 impl<I: Index> Pending<I> {
@@ -38,6 +84,7 @@ impl<I: Index> Pending<I> {
                 ops: VecDeque::new(),
                 next: 0,
                 keys: 0,
+                invalidated: HashMap::new(),
             }),
         }
     }
@@ -57,7 +104,7 @@ impl<I: Index> Pending<I> {
     pub(crate) fn push(&self, op: Op<I>) {
         let mut queue = self.lock();
         let truncating = matches!(queue.ops.front(), Some((_, Op::Truncate)));
-        if !truncating {
+        if !truncating && let Some(op) = queue.news(op) {
             let keys = op.keys();
             if op == Op::Truncate || queue.keys + keys > self.limit {
                 if op != Op::Truncate {
@@ -70,12 +117,13 @@ impl<I: Index> Pending<I> {
                 }
                 queue.ops.clear();
                 queue.keys = 0;
+                queue.invalidated.clear();
                 let seq = queue.next;
                 queue.ops.push_back((seq, Op::Truncate));
             } else {
                 let seq = queue.next;
+                queue.remember(seq, &op);
                 queue.ops.push_back((seq, op));
-                queue.keys += keys;
             }
             queue.next += 1;
         }
@@ -93,7 +141,7 @@ impl<I: Index> Pending<I> {
         if queue.ops.front().is_some_and(|(s, _)| *s == seq)
             && let Some((_, op)) = queue.ops.pop_front()
         {
-            queue.keys -= op.keys();
+            queue.forget(seq, &op);
         }
         if queue.ops.is_empty() {
             self.dirty.store(false, Ordering::Release);
@@ -107,12 +155,10 @@ impl<I: Index> Pending<I> {
             None => self.delivered(seq),
             Some(op) => {
                 let mut queue = self.lock();
-                if let Some((front, kept)) = queue.ops.front_mut()
-                    && *front == seq
-                {
-                    let keys = kept.keys();
-                    *kept = op;
-                    queue.keys -= keys;
+                if queue.ops.front().is_some_and(|(front, _)| *front == seq) {
+                    let old = std::mem::replace(&mut queue.ops[0].1, op.clone());
+                    queue.forget(seq, &old);
+                    queue.remember(seq, &op);
                 }
             }
         }
@@ -167,5 +213,51 @@ mod tests {
         p.push(Op::Truncate);
         assert_eq!(p.front().map(|(_, op)| op), Some(Op::Truncate));
         assert_eq!(p.keys(), 0);
+    }
+
+    #[test]
+    fn an_invalidation_already_queued_behind_the_front_is_kept_once() {
+        let p = Pending::new(10);
+        p.push(Op::Delete(Name, keys(1)));
+        for _ in 0..1_000 {
+            p.push(Op::Invalidate(Id, keys(2)));
+        }
+        assert_eq!(
+            p.keys(),
+            3,
+            "each key once, however often it was invalidated"
+        );
+        p.push(Op::Invalidate(Id, keys(3)));
+        assert_eq!(p.keys(), 4, "only the new key is added");
+        assert_eq!(
+            p.front().map(|(_, op)| op),
+            Some(Op::Delete(Name, keys(1))),
+            "order kept"
+        );
+        // Delivering the front (the delete) keeps the queued invalidations.
+        let (seq, _) = p.front().unwrap();
+        p.delivered(seq);
+        let (seq, front) = p.front().unwrap();
+        assert_eq!(front, Op::Invalidate(Id, keys(2)));
+        // The front may be on its way: an invalidation made now is kept again.
+        p.push(Op::Invalidate(Id, keys(1)));
+        p.delivered(seq);
+        assert_eq!(
+            p.front().map(|(_, op)| op),
+            Some(Op::Invalidate(Id, vec!["2".into()]))
+        );
+        let (seq, _) = p.front().unwrap();
+        p.delivered(seq);
+        assert_eq!(
+            p.front().map(|(_, op)| op),
+            Some(Op::Invalidate(Id, keys(1))),
+            "the one made while the front was delivered is still there"
+        );
+        let (seq, _) = p.front().unwrap();
+        p.delivered(seq);
+        assert!(!p.is_dirty());
+        // Delivered keys are forgotten: invalidating them again keeps them again.
+        p.push(Op::Invalidate(Id, keys(2)));
+        assert_eq!(p.keys(), 2);
     }
 }

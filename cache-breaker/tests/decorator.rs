@@ -136,7 +136,7 @@ impl Setup {
 }
 
 #[tokio::test(start_paused = true)]
-async fn open_gets_miss_sets_skip_and_changes_are_errors_without_calls() {
+async fn open_gets_miss_and_writes_are_kept_errors_without_calls() {
     let s = setup(100);
     s.cache.set(entry("1", &["one"])).await.unwrap();
     s.trip().await;
@@ -145,7 +145,8 @@ async fn open_gets_miss_sets_skip_and_changes_are_errors_without_calls() {
         s.cache.get(Id, "1").await.unwrap().is_none(),
         "a miss, not an error"
     );
-    s.cache.set(entry("2", &["two"])).await.unwrap();
+    let e = s.cache.set(entry("2", &["two"])).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BreakerOpen, "a set is not stored: {e}");
     let e = s.cache.invalidate(Id, &["1"]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BreakerOpen);
     assert!(e.to_string().contains("circuit breaker is open"), "{e}");
@@ -158,7 +159,27 @@ async fn open_gets_miss_sets_skip_and_changes_are_errors_without_calls() {
         before,
         "the backend was not called while open"
     );
-    assert_eq!(s.cache.pending_keys(), 2);
+    // The set's two keys (what they pointed at is outdated), the invalidation, the delete.
+    assert_eq!(s.cache.pending_keys(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_set_refused_while_open_still_invalidates_what_it_replaces() {
+    let s = setup(100);
+    s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.trip().await;
+    // Object 2 takes the name "one" over: object 1 is outdated.
+    assert!(s.cache.set(entry("2", &["one"])).await.is_err());
+    s.recover().await;
+    assert!(
+        s.cache.get(Name, "one").await.unwrap().is_none(),
+        "the object the refused set replaced is not served after the outage"
+    );
+    assert!(
+        s.cache.get(Id, "1").await.unwrap().is_none(),
+        "not through its other keys either"
+    );
+    assert!(!s.cache.has_pending());
 }
 
 #[tokio::test(start_paused = true)]

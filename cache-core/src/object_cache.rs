@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::cache::{Cache, Hit};
 use crate::counter::Counter;
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::flight::{self, Flights, Gate, Generation, Landed, Seat};
 use crate::index::{Entry, Index};
 use crate::noop::NoopCache;
@@ -343,9 +343,23 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         let outcome = self
             .observe(&backend, Op::Set, "", work, outcome_of_change)
             .await;
-        if let Err(error) = outcome {
-            self.failed(&backend.metrics, "set", "", &error);
-            self.unset(&value).await;
+        match outcome {
+            Ok(()) => {}
+            // A circuit breaker refused it and keeps the invalidation of its keys itself.
+            // Not a failure of the backend (the breaker counts its refusals).
+            Err(error) if error.kind() == ErrorKind::BreakerOpen => {
+                tracing::debug!(
+                    target: LOG_TARGET,
+                    purpose = %self.inner.purpose,
+                    connector = backend.metrics.connector,
+                    error = %error,
+                    "set not stored: circuit breaker open"
+                );
+            }
+            Err(error) => {
+                self.failed(&backend.metrics, "set", "", &error);
+                self.unset(&value).await;
+            }
         }
     }
 
