@@ -4,8 +4,12 @@
 //! **Health.** The hub is healthy once a heartbeat it sent itself came back through the
 //! subscription: that proves the whole loop (publish, server, subscription) works. It is not
 //! healthy from the start until then, after the channel reports the subscription lost, and
-//! after [`SILENCE`] without its own heartbeat coming back (a subscription that died without a
-//! word). Every change of health is logged at warn, and going unhealthy clears the memory
+//! when the latest heartbeat that came back was *sent* more than [`SILENCE`] ago — a
+//! subscription that died without a word, or one that lags that far behind (heartbeats still
+//! arrive, late). A watchdog task that never waits on the channel checks this, so a publish
+//! stuck on a dead connection cannot delay it. After [`RESUBSCRIBE_AFTER`] of such silence the
+//! hub subscribes again on a new connection (a half-open TCP connection never reports itself
+//! lost). Every change of health is logged at warn, and going unhealthy clears the memory
 //! level of every near cache on the hub (they read through to the shared level until the hub
 //! is healthy again): messages may have been lost meanwhile.
 
@@ -22,8 +26,15 @@ use crate::message::{Kind, Message};
 
 /// How often a hub sends its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
-/// A hub whose own heartbeat has not come back for this long is not healthy.
+/// A hub whose latest returned heartbeat was sent longer ago than this is not healthy.
 pub const SILENCE: Duration = Duration::from_secs(1);
+/// A hub silent for this long drops its subscription and subscribes again (at most this
+/// often).
+pub const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
+/// How often the watchdog looks at the silence.
+const WATCH: Duration = Duration::from_millis(100);
+/// Send times of the latest heartbeats kept, to date the one that comes back.
+const SENT_KEPT: usize = 64;
 /// Announcements that could not be sent and wait for the next heartbeat; past this many, the
 /// object caches concerned are announced as truncated instead.
 const RETRY_LIMIT: usize = 1_000;
@@ -90,9 +101,13 @@ struct Inner {
     /// This hub's id in messages: its own are not applied again.
     origin: u64,
     healthy: AtomicBool,
-    /// When this hub's own heartbeat last came back.
+    /// When the latest of this hub's own heartbeats that came back was sent.
     last_echo: Mutex<Option<Instant>>,
     heartbeat_seq: AtomicU64,
+    /// When each of the latest heartbeats was sent, by sequence number.
+    heartbeats_sent: Mutex<VecDeque<(u64, Instant)>>,
+    /// When the hub last subscribed.
+    subscribed_at: Mutex<Instant>,
     receivers: RwLock<HashMap<String, Vec<Weak<dyn Receiver>>>>,
     /// Announcements that failed, with their purpose, oldest first.
     retry: Mutex<VecDeque<(String, Vec<u8>)>>,
@@ -122,6 +137,8 @@ impl Hub {
             healthy: AtomicBool::new(false),
             last_echo: Mutex::new(None),
             heartbeat_seq: AtomicU64::new(0),
+            heartbeats_sent: Mutex::new(VecDeque::new()),
+            subscribed_at: Mutex::new(Instant::now()),
             receivers: RwLock::new(HashMap::new()),
             retry: Mutex::new(VecDeque::new()),
             sent: Counter::default(),
@@ -131,17 +148,9 @@ impl Hub {
             healthy_gauge,
             listening: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&inner);
-        let listening = inner.channel.listen(Box::new(move |event| {
-            if let Some(inner) = weak.upgrade() {
-                inner.on_event(event);
-            }
-        }));
-        *inner
-            .listening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(listening);
+        inner.subscribe();
         tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+        tokio::spawn(watchdog(Arc::downgrade(&inner)));
         Hub { inner }
     }
 
@@ -207,6 +216,40 @@ impl Hub {
 }
 
 impl Inner {
+    /// Subscribes (again): the previous subscription, if any, is dropped.
+    fn subscribe(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        *self
+            .subscribed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let listening = self.channel.listen(Box::new(move |event| {
+            if let Some(inner) = weak.upgrade() {
+                inner.on_event(event);
+            }
+        }));
+        let previous = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(listening);
+        drop(previous);
+    }
+
+    /// A heartbeat message with the next sequence number, its send time noted.
+    fn next_heartbeat(&self) -> Vec<u8> {
+        let seq = self.heartbeat_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut sent = self
+            .heartbeats_sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sent.push_back((seq, Instant::now()));
+        if sent.len() > SENT_KEPT {
+            sent.pop_front();
+        }
+        Message::heartbeat(self.origin, seq).encode()
+    }
+
     async fn send(&self, purpose: &str, message: Vec<u8>) {
         match self.channel.publish(message.clone()).await {
             Ok(()) => self.sent.increment(),
@@ -259,7 +302,7 @@ impl Inner {
                 };
                 if message.kind == Kind::Heartbeat {
                     if message.origin == self.origin {
-                        self.echo();
+                        self.echo(message.seq);
                     }
                     return;
                 }
@@ -281,20 +324,40 @@ impl Inner {
     }
 
     fn send_heartbeat_soon(&self) {
-        let seq = self.heartbeat_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let message = Message::heartbeat(self.origin, seq).encode();
+        let message = self.next_heartbeat();
         let channel = Arc::clone(&self.channel);
         tokio::spawn(async move {
             let _ = channel.publish(message).await;
         });
     }
 
-    /// Our own heartbeat came back.
-    fn echo(&self) {
-        *self
-            .last_echo
+    /// Our own heartbeat `seq` came back: everything published before it was sent has been
+    /// delivered.
+    fn echo(&self, seq: u64) {
+        let sent = self
+            .heartbeats_sent
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, at)| *at);
+        // One so old its send time is forgotten proves nothing recent.
+        let Some(sent) = sent else { return };
+        {
+            let mut last = self
+                .last_echo
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at >= sent) {
+                return;
+            }
+            *last = Some(sent);
+        }
+        if sent.elapsed() > SILENCE {
+            // It came back, but so late that the subscription lags: not healthy (the
+            // watchdog says so if it was).
+            return;
+        }
         if !self.healthy.load(Ordering::Acquire) {
             // Fills that began while unhealthy must not be installed: reset first.
             self.reset_all();
@@ -336,17 +399,39 @@ impl Inner {
         }
     }
 
-    /// One heartbeat: checks the silence, sends what failed before, and the heartbeat.
-    async fn tick(&self) {
+    /// The watchdog's look: unhealthy when the latest returned heartbeat was sent more than
+    /// [`SILENCE`] ago; a new subscription after [`RESUBSCRIBE_AFTER`] of that.
+    fn watch(self: &Arc<Self>) {
         let last = *self
             .last_echo
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if self.healthy.load(Ordering::Acquire) && last.is_none_or(|at| at.elapsed() > SILENCE) {
+        let subscribed_for = self
+            .subscribed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        // Never heard back: silent since subscribing.
+        let silent_for = last.map_or(subscribed_for, |at| at.elapsed());
+        if self.healthy.load(Ordering::Acquire) && silent_for > SILENCE {
             self.unhealthy(&format!(
-                "no heartbeat came back for {SILENCE:?}: the subscription may be dead"
+                "no heartbeat sent within the last {SILENCE:?} came back: the subscription is \
+                 dead or lags"
             ));
         }
+        if silent_for > RESUBSCRIBE_AFTER && subscribed_for > RESUBSCRIBE_AFTER {
+            tracing::warn!(
+                connector = self.channel.transport(),
+                "near-cache channel silent for {RESUBSCRIBE_AFTER:?}: subscribing again on a \
+                 new connection"
+            );
+            self.subscribe();
+        }
+    }
+
+    /// One heartbeat: sends what failed before, and the heartbeat; each publish is given up
+    /// after [`SILENCE`].
+    async fn tick(&self) {
         loop {
             let next = self
                 .retry
@@ -356,7 +441,7 @@ impl Inner {
             let Some((purpose, message)) = next else {
                 break;
             };
-            if self.channel.publish(message.clone()).await.is_err() {
+            if !self.publish_within(message.clone(), SILENCE).await {
                 self.retry
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -365,15 +450,18 @@ impl Inner {
             }
             self.sent.increment();
         }
-        let seq = self.heartbeat_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if self
-            .channel
-            .publish(Message::heartbeat(self.origin, seq).encode())
-            .await
-            .is_ok()
-        {
+        if self.publish_within(self.next_heartbeat(), SILENCE).await {
             self.sent.increment();
         }
+    }
+
+    /// Publishes `message`, giving up after `limit` (a connection that died without a word
+    /// may not fail a write for much longer); whether it was published.
+    async fn publish_within(&self, message: Vec<u8>, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.channel.publish(message)).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -387,5 +475,19 @@ async fn heartbeat(inner: Weak<Inner>) {
             return;
         };
         inner.tick().await;
+    }
+}
+
+/// The watchdog task: looks at the silence every [`WATCH`] until the hub is dropped. It never
+/// waits on the channel.
+async fn watchdog(inner: Weak<Inner>) {
+    let mut ticks = tokio::time::interval(WATCH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.watch();
     }
 }

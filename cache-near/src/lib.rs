@@ -6,4 +6,4 @@ mod hub;
 mod message;
 
 pub use cache::{NearCache, NearStats};
-pub use hub::{ChannelState, HEARTBEAT, Hub, HubStats, SILENCE};
+pub use hub::{ChannelState, HEARTBEAT, Hub, HubStats, RESUBSCRIBE_AFTER, SILENCE};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cache_core::testkit::{Fixture, LocalChannel, TestCache, TestEntry, TestIndex};
 use cache_core::{Cache, CacheSettings, ManualClock, Result, async_trait};
 use cache_memory::{MemoryCache, MemoryConfig, MemoryConnector};
-use cache_near::{ChannelState, HEARTBEAT, Hub, NearCache, SILENCE};
+use cache_near::{ChannelState, HEARTBEAT, Hub, NearCache, RESUBSCRIBE_AFTER, SILENCE};
 
 use TestIndex::{Id, Name};
 
@@ -300,6 +300,65 @@ async fn a_silent_subscription_turns_unhealthy_after_the_silence_bound() {
         p.b.hub().state(),
         ChannelState::Healthy,
         "healthy again once its heartbeat comes back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_that_lags_behind_is_unhealthy() {
+    let p = pair().await;
+    p.a.set(entry("1", &["one"], 1)).await.unwrap();
+    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    // Every message, heartbeats included, now arrives 3 s after it was sent.
+    p.channel.set_lag(3 * SILENCE);
+    tokio::time::sleep(6 * SILENCE).await;
+    assert_eq!(
+        p.b.hub().state(),
+        ChannelState::Unhealthy,
+        "heartbeats still come back, but 3 s late: invalidations would be as late"
+    );
+    assert!(p.b.memory().is_empty());
+    p.channel.set_lag(Duration::ZERO);
+    tokio::time::sleep(SILENCE).await;
+    assert_eq!(p.b.hub().state(), ChannelState::Healthy, "caught up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_that_died_without_a_word_is_replaced() {
+    let p = pair().await;
+    // The subscriptions hear nothing more, and no event says so (a half-open connection).
+    p.channel.set_deaf(true);
+    tokio::time::sleep(RESUBSCRIBE_AFTER + SILENCE).await;
+    assert_eq!(
+        p.b.hub().state(),
+        ChannelState::Healthy,
+        "subscribed again on a new connection"
+    );
+    assert!(p.b.hub().stats().outages >= 1, "unhealthy in between");
+    p.a.set(entry("1", &["one"], 1)).await.unwrap();
+    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.a.invalidate(Id, &["1"]).await.unwrap();
+    assert!(
+        p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        "the new subscription delivers"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_that_hangs_does_not_delay_the_silence_check() {
+    let p = pair().await;
+    p.a.set(entry("1", &["one"], 1)).await.unwrap();
+    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    // Heartbeats no longer go out: each publish hangs, as on a dead connection.
+    p.channel.set_stuck(true);
+    tokio::time::sleep(SILENCE + 2 * HEARTBEAT).await;
+    assert_eq!(p.b.hub().state(), ChannelState::Unhealthy);
+    assert!(p.b.memory().is_empty());
+    p.channel.set_stuck(false);
+    tokio::time::sleep(RESUBSCRIBE_AFTER + SILENCE).await;
+    assert_eq!(
+        p.b.hub().state(),
+        ChannelState::Healthy,
+        "back once publishing works"
     );
 }
 

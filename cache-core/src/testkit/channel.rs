@@ -1,8 +1,9 @@
 //! [`LocalChannel`]: a [`Channel`] inside one process, for tests of what listens to channels:
-//! every listener hears every message, and a test can lose or silence the subscription.
+//! every listener hears every message, and a test can lose, silence, delay or jam it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -20,6 +21,10 @@ struct Inner {
     listeners: Mutex<Vec<Weak<Listener>>>,
     /// Publishing fails while set.
     down: AtomicBool,
+    /// Publishing never finishes while set (a write on a dead connection).
+    stuck: AtomicBool,
+    /// Messages reach the listeners this many milliseconds after they are published.
+    lag_ms: AtomicU64,
 }
 
 struct Listener {
@@ -84,6 +89,19 @@ impl LocalChannel {
     pub fn set_down(&self, down: bool) {
         self.inner.down.store(down, Ordering::SeqCst);
     }
+
+    /// While `stuck`, a publish never returns (and delivers nothing), as a write to a
+    /// connection that died without a word does until its timeout.
+    pub fn set_stuck(&self, stuck: bool) {
+        self.inner.stuck.store(stuck, Ordering::SeqCst);
+    }
+
+    /// Messages published from now on reach the listeners `lag` later (a subscription that
+    /// falls behind), in order. Needs a Tokio runtime.
+    pub fn set_lag(&self, lag: Duration) {
+        let ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+        self.inner.lag_ms.store(ms, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -100,9 +118,22 @@ impl Channel for LocalChannel {
         if self.inner.down.load(Ordering::SeqCst) {
             return Err(Error::unavailable("local channel: down (set by the test)"));
         }
+        if self.inner.stuck.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let lag = Duration::from_millis(self.inner.lag_ms.load(Ordering::SeqCst));
         for listener in self.listeners() {
-            if !listener.deaf.load(Ordering::SeqCst) {
+            if listener.deaf.load(Ordering::SeqCst) {
+                continue;
+            }
+            if lag.is_zero() {
                 (listener.sink)(ChannelEvent::Message(message.clone()));
+            } else {
+                let message = message.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(lag).await;
+                    (listener.sink)(ChannelEvent::Message(message));
+                });
             }
         }
         Ok(())
