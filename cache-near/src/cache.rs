@@ -1,7 +1,11 @@
 //! [`NearCache`]: a memory level in front of a shared level (or alone), kept consistent with
 //! the other processes through a [`Hub`].
 
-use std::sync::{Arc, Weak};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cache_core::{
     Cache, Change, ChangeListener, Counter, Entry, Error, Hit, Index, Prune, Result, async_trait,
@@ -33,6 +37,11 @@ pub struct NearCache<I: Index, V: Entry<I>> {
     misses: Counter,
 }
 
+/// How long this process remembers its own sets, to take one back when another process's
+/// invalidation of one of its keys arrives only after it (twice the longest a healthy
+/// channel lets a message lag).
+pub const RETRACT_WINDOW: Duration = Duration::from_secs(2);
+
 /// The memory level and its fence: what the hub reaches to apply other processes' changes.
 struct Level<I: Index, V: Entry<I>> {
     purpose: String,
@@ -40,6 +49,11 @@ struct Level<I: Index, V: Entry<I>> {
     fence: Fence,
     received: Counter,
     sent: Counter,
+    /// The shared level and the hub, to take a set back.
+    shared: Option<Arc<dyn Cache<I, V>>>,
+    hub: Hub,
+    /// The key hashes of this process's sets within [`RETRACT_WINDOW`], oldest first.
+    recent_sets: Mutex<VecDeque<(Instant, Vec<u64>)>>,
 }
 
 /// What a near cache has done and where its channel is.
@@ -57,6 +71,16 @@ pub struct NearStats {
     pub received: u64,
     /// The channel's state now.
     pub channel: ChannelState,
+}
+
+/// Drops the sets older than [`RETRACT_WINDOW`].
+fn forget_old(recent: &mut VecDeque<(Instant, Vec<u64>)>) {
+    while recent
+        .front()
+        .is_some_and(|(at, hashes)| at.elapsed() > RETRACT_WINDOW || hashes.is_empty())
+    {
+        recent.pop_front();
+    }
 }
 
 fn hashes<I: Index>(index: I, keys: &[&str]) -> Vec<u64> {
@@ -95,6 +119,78 @@ impl<I: Index, V: Entry<I>> Level<I, V> {
         self.fence.change_all(|| self.memory.clear());
     }
 
+    /// Remembers a set of this process (the hashes of its keys) for [`RETRACT_WINDOW`].
+    fn note_set(&self, hashes: Vec<u64>) {
+        if self.shared.is_none() {
+            return; // nothing shared to take back
+        }
+        let mut recent = self
+            .recent_sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        forget_old(&mut recent);
+        recent.push_back((Instant::now(), hashes));
+    }
+
+    /// Another process invalidated `keys`: a set of this process within [`RETRACT_WINDOW`]
+    /// that holds one of them may have landed in the shared level after that invalidation
+    /// (whose announcement only arrives now) — with what the invalidation made outdated, as
+    /// a read-through load that began before it would. Invalidates those keys in the shared
+    /// level again, in the background, and announces it. Each set is taken back once; a set
+    /// that was in fact newer only costs a miss.
+    fn retract_overtaken(&self, index: I, keys: &[&str]) {
+        let Some(shared) = &self.shared else { return };
+        let overtaken: Vec<String> = {
+            let mut recent = self
+                .recent_sets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            forget_old(&mut recent);
+            if recent.is_empty() {
+                return;
+            }
+            let mut overtaken = Vec::new();
+            for key in keys {
+                let hash = key_hash(index.name(), key);
+                let mut found = false;
+                for (_, hashes) in recent.iter_mut() {
+                    let before = hashes.len();
+                    hashes.retain(|h| *h != hash);
+                    found |= hashes.len() != before;
+                }
+                if found {
+                    overtaken.push((*key).to_owned());
+                }
+            }
+            overtaken
+        };
+        if overtaken.is_empty() {
+            return;
+        }
+        let (shared, hub, purpose) = (Arc::clone(shared), self.hub.clone(), self.purpose.clone());
+        tokio::spawn(async move {
+            let keys: Vec<&str> = overtaken.iter().map(String::as_str).collect();
+            match shared.invalidate(index, &keys).await {
+                Ok(()) => {
+                    tracing::debug!(
+                        purpose,
+                        connector = shared.connector(),
+                        keys = keys.len(),
+                        "took back a set that another process's invalidation overtook"
+                    );
+                    hub.announce(&purpose, (Kind::Invalidate, false), index.name(), &keys)
+                        .await;
+                }
+                Err(error) => tracing::warn!(
+                    purpose,
+                    connector = shared.connector(),
+                    %error,
+                    "could not take back a set that another process's invalidation overtook"
+                ),
+            }
+        });
+    }
+
     /// Applies a change made here (now, or delivered later by a decorator below).
     fn apply_change(&self, change: &Change<I>) {
         let _ = match change {
@@ -122,6 +218,9 @@ impl<I: Index, V: Entry<I>> Receiver for Level<I, V> {
         match (message.kind, index) {
             (Kind::Invalidate, Some(index)) => {
                 let _ = self.invalidate(index, &keys);
+                if !message.replaced {
+                    self.retract_overtaken(index, &keys);
+                }
             }
             (Kind::Delete, Some(index)) => {
                 let _ = self.delete(index, &keys);
@@ -176,6 +275,9 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             fence: Fence::default(),
             received: exported(NEAR_RECEIVED),
             sent: exported(NEAR_SENT),
+            shared: shared.clone(),
+            hub: hub.clone(),
+            recent_sets: Mutex::new(VecDeque::new()),
         });
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&level) as Weak<dyn Receiver>;
         hub.register(purpose, receiver);
@@ -276,7 +378,8 @@ async fn announce<I: Index, V: Entry<I>>(hub: &Hub, level: &Level<I, V>, change:
     };
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     level.sent.increment();
-    hub.announce(&level.purpose, kind, index, &keys).await;
+    hub.announce(&level.purpose, (kind, false), index, &keys)
+        .await;
 }
 
 #[async_trait]
@@ -358,6 +461,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             return Err(error);
         }
         let address = Arc::as_ptr(&value) as usize;
+        level.note_set(hashes.clone());
         level
             .fence
             .set(hashes, address, || level.memory.set_now(value));
@@ -371,7 +475,12 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             if !keys.is_empty() {
                 level.sent.increment();
                 self.hub
-                    .announce(&level.purpose, Kind::Invalidate, index.name(), &keys)
+                    .announce(
+                        &level.purpose,
+                        (Kind::Invalidate, true),
+                        index.name(),
+                        &keys,
+                    )
                     .await;
             }
         }

@@ -196,15 +196,22 @@ impl Hub {
         list.push(receiver);
     }
 
-    /// Tells every other process that `kind` happened to `keys` of `index` in `purpose`.
-    /// Never fails: a message that cannot be sent is logged, counted and sent again with the
-    /// next heartbeat.
-    pub(crate) async fn announce(&self, purpose: &str, kind: Kind, index: &str, keys: &[&str]) {
+    /// Tells every other process that `kind` happened to `keys` of `index` in `purpose`
+    /// (`replaced`: the invalidation a set announces for the keys its object took). Never
+    /// fails: a message that cannot be sent is logged, counted and sent again with the next
+    /// heartbeat.
+    pub(crate) async fn announce(
+        &self,
+        purpose: &str,
+        (kind, replaced): (Kind, bool),
+        index: &str,
+        keys: &[&str],
+    ) {
         let inner = &self.inner;
         let messages = Message::split(
             inner.origin,
             purpose,
-            kind,
+            (kind, replaced),
             index,
             keys,
             inner.channel.max_message(),
@@ -276,8 +283,14 @@ impl Inner {
             let purposes: std::collections::BTreeSet<String> =
                 retry.drain(..).map(|(purpose, _)| purpose).collect();
             for purpose in purposes {
-                let truncate =
-                    Message::split(self.origin, &purpose, Kind::Truncate, "", &[], usize::MAX);
+                let truncate = Message::split(
+                    self.origin,
+                    &purpose,
+                    (Kind::Truncate, false),
+                    "",
+                    &[],
+                    usize::MAX,
+                );
                 for message in truncate {
                     retry.push_back((purpose.clone(), message));
                 }

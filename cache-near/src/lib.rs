@@ -5,5 +5,5 @@ mod fence;
 mod hub;
 mod message;
 
-pub use cache::{NearCache, NearStats};
+pub use cache::{NearCache, NearStats, RETRACT_WINDOW};
 pub use hub::{ChannelState, HEARTBEAT, Hub, HubStats, RESUBSCRIBE_AFTER, SILENCE};

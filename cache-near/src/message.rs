@@ -3,8 +3,9 @@
 //!
 //! A message is a small JSON object — `{"o":origin,"p":purpose,"k":kind,"x":index,"s":[keys]}`
 //! — naming keys, never values. `kind` is `i` (invalidate: also what a set announces for the
-//! keys the new object took), `d` (delete), `t` (truncate) or `h` (a heartbeat, with a
-//! sequence number `n` instead of keys).
+//! keys the new object took, then with `"r":true`), `d` (delete), `t` (truncate) or `h` (a
+//! heartbeat, with a sequence number `n` instead of keys). Receivers ignore fields they do not
+//! know, so a field added later is no break between releases.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,13 @@ pub(crate) struct Message {
     /// A heartbeat's sequence number.
     #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
     pub(crate) seq: u64,
+    /// An invalidation a set announces (the keys a new object took), not an invalidation.
+    #[serde(rename = "r", default, skip_serializing_if = "is_false")]
+    pub(crate) replaced: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -60,6 +68,7 @@ impl Message {
             index: String::new(),
             keys: Vec::new(),
             seq,
+            replaced: false,
         }
     }
 
@@ -74,13 +83,14 @@ impl Message {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// `kind` of `keys` under `index` in `purpose`, as messages of at most `max` bytes each. A
-    /// key too long to fit a message on its own turns the whole change into a truncate of
-    /// the object cache, which is always correct (and the only way to say it).
+    /// `kind` of `keys` under `index` in `purpose` (by a set when `replaced`), as messages of
+    /// at most `max` bytes each. A key too long to fit a message on its own turns the whole
+    /// change into a truncate of the object cache, which is always correct (and the only way
+    /// to say it).
     pub(crate) fn split(
         origin: u64,
         purpose: &str,
-        kind: Kind,
+        (kind, replaced): (Kind, bool),
         index: &str,
         keys: &[&str],
         max: usize,
@@ -92,6 +102,7 @@ impl Message {
             index: index.to_owned(),
             keys: Vec::new(),
             seq: 0,
+            replaced,
         };
         if kind == Kind::Truncate || kind == Kind::Heartbeat {
             return vec![empty.encode()];
@@ -107,6 +118,7 @@ impl Message {
                 let truncate = Message {
                     kind: Kind::Truncate,
                     index: String::new(),
+                    replaced: false,
                     ..empty
                 };
                 return vec![truncate.encode()];
@@ -145,7 +157,14 @@ mod tests {
     #[test]
     fn messages_round_trip_with_any_key() {
         let keys = ["a", "b\0c", "\"quoted\"", "日本", ""];
-        let messages = Message::split(7, "instance", Kind::Invalidate, "host", &keys, 8_000);
+        let messages = Message::split(
+            7,
+            "instance",
+            (Kind::Invalidate, false),
+            "host",
+            &keys,
+            8_000,
+        );
         assert_eq!(messages.len(), 1);
         let m = Message::decode(&messages[0]).unwrap();
         assert_eq!(
@@ -164,7 +183,7 @@ mod tests {
             .map(|i| format!("tenant-{i}.example.com"))
             .collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let messages = Message::split(1, "org", Kind::Delete, "domain", &refs, 7_900);
+        let messages = Message::split(1, "org", (Kind::Delete, false), "domain", &refs, 7_900);
         assert!(messages.len() > 1);
         let mut seen = Vec::new();
         for bytes in &messages {
@@ -179,7 +198,14 @@ mod tests {
     #[test]
     fn a_key_longer_than_a_message_becomes_a_truncate() {
         let huge = "k".repeat(10_000);
-        let messages = Message::split(1, "org", Kind::Invalidate, "id", &["a", &huge], 7_900);
+        let messages = Message::split(
+            1,
+            "org",
+            (Kind::Invalidate, false),
+            "id",
+            &["a", &huge],
+            7_900,
+        );
         assert_eq!(messages.len(), 1);
         let m = Message::decode(&messages[0]).unwrap();
         assert_eq!(m.kind, Kind::Truncate);

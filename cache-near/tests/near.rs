@@ -9,7 +9,9 @@ use std::time::Duration;
 use cache_core::testkit::{Fixture, LocalChannel, TestCache, TestEntry, TestIndex};
 use cache_core::{Cache, CacheSettings, ManualClock, Result, async_trait};
 use cache_memory::{MemoryCache, MemoryConfig, MemoryConnector};
-use cache_near::{ChannelState, HEARTBEAT, Hub, NearCache, RESUBSCRIBE_AFTER, SILENCE};
+use cache_near::{
+    ChannelState, HEARTBEAT, Hub, NearCache, RESUBSCRIBE_AFTER, RETRACT_WINDOW, SILENCE,
+};
 
 use TestIndex::{Id, Name};
 
@@ -359,6 +361,52 @@ async fn a_publish_that_hangs_does_not_delay_the_silence_check() {
         p.b.hub().state(),
         ChannelState::Healthy,
         "back once publishing works"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_set_that_lands_after_an_invalidation_it_has_not_heard_of_is_taken_back() {
+    let p = pair().await;
+    p.a.set(entry("1", &["one"], 1)).await.unwrap();
+    // Messages now take 300 ms (still a healthy channel).
+    p.channel.set_lag(Duration::from_millis(300));
+    p.a.invalidate(Id, &["1"]).await.unwrap();
+    // Revision 1 is outdated now; b, which has not heard of it yet, sets it again (as a load
+    // that read the source before the change would).
+    p.b.set(entry("1", &["one"], 1)).await.unwrap();
+    assert!(
+        p.shared
+            .inner
+            .get_ready(Id, "1")
+            .unwrap()
+            .unwrap()
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        p.shared
+            .inner
+            .get_ready(Id, "1")
+            .unwrap()
+            .unwrap()
+            .is_none(),
+        "b took its set back once a's invalidation arrived"
+    );
+    assert!(p.a.get(Name, "one").await.unwrap().is_none());
+    assert!(p.b.get(Id, "1").await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn sets_in_two_processes_do_not_take_each_other_back() {
+    let p = pair().await;
+    p.a.set(entry("1", &["one"], 1)).await.unwrap();
+    p.b.set(entry("1", &["one"], 2)).await.unwrap();
+    tokio::time::sleep(RETRACT_WINDOW).await;
+    let kept = p.shared.inner.get_ready(Id, "1").unwrap().unwrap();
+    assert_eq!(
+        kept.map(|e| e.revision),
+        Some(2),
+        "a set's announcement is not an invalidation to take a set back for"
     );
 }
 
