@@ -493,13 +493,13 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             Some(shared) => shared.invalidate(index, keys).await,
             None => Ok(()),
         };
-        // Memory drops them whatever the shared level said; the others hear of it once it is
-        // in effect (now, or when a breaker below delivers it: `delivered_listener`).
+        // Memory drops them whatever the shared level said, and so do the others: a failed
+        // change may have taken effect all the same (a timeout after the server applied it),
+        // and dropping memory copies is always safe. A breaker below that kept it announces
+        // it again once delivered (`delivered_listener`).
         self.level.invalidate(index, keys)?;
-        if outcome.is_ok() {
-            let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-            announce(&self.hub, &self.level, &Change::Invalidate(index, owned)).await;
-        }
+        let owned = keys.iter().map(|k| (*k).to_owned()).collect();
+        announce(&self.hub, &self.level, &Change::Invalidate(index, owned)).await;
         outcome
     }
 
@@ -510,10 +510,9 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             None => Ok(()),
         };
         self.level.delete(index, keys)?;
-        if outcome.is_ok() {
-            let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-            announce(&self.hub, &self.level, &Change::Delete(index, owned)).await;
-        }
+        // Announced whatever the shared level said (see `invalidate`).
+        let owned = keys.iter().map(|k| (*k).to_owned()).collect();
+        announce(&self.hub, &self.level, &Change::Delete(index, owned)).await;
         outcome
     }
 
@@ -523,9 +522,8 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             None => Ok(()),
         };
         self.level.clear();
-        if outcome.is_ok() {
-            announce(&self.hub, &self.level, &Change::Truncate).await;
-        }
+        // Announced whatever the shared level said (see `invalidate`).
+        announce(&self.hub, &self.level, &Change::Truncate).await;
         outcome
     }
 
