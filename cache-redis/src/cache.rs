@@ -38,7 +38,7 @@ impl Scripts {
             set: with_common(include_str!("lua/set.lua")),
             invalidate: with_common(include_str!("lua/invalidate.lua")),
             renew: with_common(include_str!("lua/renew.lua")),
-            truncate: Script::new(include_str!("lua/truncate.lua")),
+            truncate: with_common(include_str!("lua/truncate.lua")),
         }
     }
 }

@@ -272,3 +272,77 @@ async fn a_failed_set_leaves_no_older_object() {
     ))
     .await;
 }
+
+/// Every index key of `purpose` whose object's record is gone: a ghost (an invalidation
+/// through another key of its object could no longer find it).
+async fn ghosts(conn: &mut redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for key in keys_of(conn, purpose).await {
+        if !key.contains("}:i:") {
+            continue;
+        }
+        let head: Vec<u8> = redis::cmd("GETRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(36)
+            .query_async(conn)
+            .await
+            .unwrap();
+        if head.len() < 37 {
+            continue; // expired or removed meanwhile
+        }
+        let id = String::from_utf8_lossy(&head[4..36]).into_owned();
+        let record = format!("oc2{{{purpose}}}:o:{id}");
+        let exists: bool = conn.exists(&record).await.unwrap();
+        if !exists {
+            found.push(key);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncate_racing_with_sets_leaves_no_ghost() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let purpose = unique_purpose("truncate_race");
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        &purpose,
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    let mut conn = raw(&url).await;
+    for round in 0..3 {
+        // Enough keys that a truncate takes many SCAN batches.
+        for i in 0..3_000 {
+            cache
+                .set(entry(&format!("o{i}"), &[&format!("n{i}")]))
+                .await
+                .unwrap();
+        }
+        let writer = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                for i in 0..2_000 {
+                    let n = (i * 7) % 3_000;
+                    let _ = cache
+                        .set(entry(
+                            &format!("o{n}"),
+                            &[&format!("n{n}"), &format!("r{round}-{i}")],
+                        ))
+                        .await;
+                }
+            })
+        };
+        cache.truncate().await.unwrap();
+        writer.await.unwrap();
+        let ghosts = ghosts(&mut conn, &purpose).await;
+        assert!(
+            ghosts.is_empty(),
+            "round {round}: {} index keys outlived their object's record, e.g. {:?}",
+            ghosts.len(),
+            ghosts.first()
+        );
+        cache.truncate().await.unwrap();
+    }
+}
