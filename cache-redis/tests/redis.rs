@@ -60,8 +60,9 @@ async fn every_key_has_a_ttl_and_nothing_outlives_expiry() {
     assert!(!keys.is_empty());
     for key in &keys {
         let ttl: i64 = conn.pttl(key).await.unwrap();
+        // -2: expired since the scan found it (a slow, loaded server); -1 would be no TTL.
         assert!(
-            ttl > 0 && ttl <= 400,
+            ttl == -2 || (ttl > 0 && ttl <= 400),
             "{key} has PTTL {ttl}; every key must expire"
         );
     }
