@@ -31,6 +31,9 @@ pub const SILENCE: Duration = Duration::from_secs(1);
 /// A hub silent for this long drops its subscription and subscribes again (at most this
 /// often).
 pub const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
+/// The longest a change waits for its announcement (all of its messages); what is not
+/// published by then is sent again with the next heartbeat.
+pub const ANNOUNCE_LIMIT: Duration = Duration::from_millis(500);
 /// How often the watchdog looks at the silence.
 const WATCH: Duration = Duration::from_millis(100);
 /// Send times of the latest heartbeats kept, to date the one that comes back.
@@ -216,8 +219,11 @@ impl Hub {
             keys,
             inner.channel.max_message(),
         );
+        // The caller waits at most ANNOUNCE_LIMIT for all of it, whatever the transport's own
+        // timeouts: what is not out by then is sent again with the next heartbeat.
+        let deadline = Instant::now() + ANNOUNCE_LIMIT;
         for message in messages {
-            inner.send(purpose, message).await;
+            inner.send(purpose, message, deadline).await;
         }
     }
 }
@@ -257,8 +263,16 @@ impl Inner {
         Message::heartbeat(self.origin, seq).encode()
     }
 
-    async fn send(&self, purpose: &str, message: Vec<u8>) {
-        match self.channel.publish(message.clone()).await {
+    async fn send(&self, purpose: &str, message: Vec<u8>, deadline: Instant) {
+        let published = tokio::time::timeout_at(deadline, self.channel.publish(message.clone()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(cache_core::Error::timeout(format!(
+                    "{} channel: not published within {ANNOUNCE_LIMIT:?}",
+                    self.channel.transport()
+                )))
+            });
+        match published {
             Ok(()) => self.sent.increment(),
             Err(error) => {
                 self.send_failures.increment();

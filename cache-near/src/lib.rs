@@ -6,4 +6,4 @@ mod hub;
 mod message;
 
 pub use cache::{NearCache, NearStats, RETRACT_WINDOW};
-pub use hub::{ChannelState, HEARTBEAT, Hub, HubStats, RESUBSCRIBE_AFTER, SILENCE};
+pub use hub::{ANNOUNCE_LIMIT, ChannelState, HEARTBEAT, Hub, HubStats, RESUBSCRIBE_AFTER, SILENCE};

@@ -10,7 +10,8 @@ use cache_core::testkit::{Fixture, LocalChannel, TestCache, TestEntry, TestIndex
 use cache_core::{Cache, CacheSettings, ManualClock, Result, async_trait};
 use cache_memory::{MemoryCache, MemoryConfig, MemoryConnector};
 use cache_near::{
-    ChannelState, HEARTBEAT, Hub, NearCache, RESUBSCRIBE_AFTER, RETRACT_WINDOW, SILENCE,
+    ANNOUNCE_LIMIT, ChannelState, HEARTBEAT, Hub, NearCache, RESUBSCRIBE_AFTER, RETRACT_WINDOW,
+    SILENCE,
 };
 
 use TestIndex::{Id, Name};
@@ -407,6 +408,27 @@ async fn sets_in_two_processes_do_not_take_each_other_back() {
         kept.map(|e| e.revision),
         Some(2),
         "a set's announcement is not an invalidation to take a set back for"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_announcement_that_hangs_holds_the_caller_at_most_the_limit() {
+    let p = pair().await;
+    p.a.set(entry("1", &["one"], 1)).await.unwrap();
+    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.channel.set_stuck(true);
+    let started = tokio::time::Instant::now();
+    p.a.invalidate(Id, &["1"]).await.unwrap();
+    assert!(
+        started.elapsed() <= ANNOUNCE_LIMIT + HEARTBEAT,
+        "the call waited {:?} for a publish that hangs",
+        started.elapsed()
+    );
+    p.channel.set_stuck(false);
+    tokio::time::sleep(RESUBSCRIBE_AFTER + SILENCE).await;
+    assert!(
+        p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        "sent again once publishing works"
     );
 }
 
