@@ -23,8 +23,9 @@ use crate::message::{Kind, Message};
 ///   reads the shared level and fills memory (unless a change overtook the read). While the
 ///   hub is not healthy, every get reads the shared level and nothing is filled.
 /// - **set / invalidate / delete / truncate**: the shared level first, then memory, then an
-///   announcement to the other processes (awaited, at most [`ANNOUNCE_LIMIT`](crate::ANNOUNCE_LIMIT); a failed
-///   announcement is logged and sent again, never an error of the call).
+///   announcement to the other processes (awaited, at most
+///   [`ANNOUNCE_LIMIT`](crate::ANNOUNCE_LIMIT); a failed announcement is logged and sent
+///   again, never an error of the call).
 ///
 /// Without a shared level (the memory connector with a channel), a miss is a miss and an
 /// unhealthy hub turns every get into a miss until it is back.
