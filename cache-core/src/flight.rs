@@ -75,6 +75,39 @@ impl<I: Hash + Eq + Copy, V> Flights<I, V> {
         Seat::Started(sender, receiver)
     }
 
+    /// Forgets the flight of `(index, key)` begun in `generation` without a result: its
+    /// task ended without landing (the load panicked, or the runtime shut down). Its waiters
+    /// see it [abandoned](Outcome::Abandoned) and the next miss starts a new flight.
+    fn abandon<E: 'static>(&self, index: I, key: &str, generation: Generation) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = (index, key.to_owned(), TypeId::of::<E>());
+        if running
+            .get(&id)
+            .is_some_and(|(_, begun)| *begun == generation)
+        {
+            running.remove(&id);
+        }
+    }
+
+    /// A guard for a started flight's task: unless [`disarm`](Crew::disarm)ed (the flight is
+    /// about to land), dropping it abandons the flight — so a load that panics never leaves
+    /// its key answering "absent" to every later miss.
+    pub(crate) fn crew<E: 'static>(
+        &self,
+        index: I,
+        key: &str,
+        generation: Generation,
+    ) -> Crew<'_, I, V, E> {
+        Crew {
+            flights: self,
+            index,
+            key: key.to_owned(),
+            generation,
+            armed: true,
+            error: std::marker::PhantomData,
+        }
+    }
+
     /// Whether a flight of `(index, key)` runs (for errors of type `E`).
     pub(crate) fn is_running<E: 'static>(&self, index: I, key: &str) -> bool {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -105,22 +138,53 @@ impl<I: Hash + Eq + Copy, V> Flights<I, V> {
     }
 }
 
-/// Waits for the flight `receiver` belongs to and returns its result, with the error as the
-/// caller's type. A flight whose task ended without landing (its runtime shut down) reads as
-/// no object.
-pub(crate) async fn wait<V, E: Send + Sync + 'static>(
-    mut receiver: Arrivals<V>,
-) -> Result<Option<Arc<V>>, Arc<E>> {
+/// See [`Flights::crew`].
+pub(crate) struct Crew<'a, I: Hash + Eq + Copy, V, E: 'static> {
+    flights: &'a Flights<I, V>,
+    index: I,
+    key: String,
+    generation: Generation,
+    armed: bool,
+    error: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<I: Hash + Eq + Copy, V, E: 'static> Crew<'_, I, V, E> {
+    /// The flight lands normally: nothing to abandon.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<I: Hash + Eq + Copy, V, E: 'static> Drop for Crew<'_, I, V, E> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flights
+                .abandon::<E>(self.index, &self.key, self.generation);
+        }
+    }
+}
+
+/// How a flight ended for a caller waiting on it.
+pub(crate) enum Outcome<V, E> {
+    /// Its result: the object (or none), or the load's error.
+    Landed(Result<Option<Arc<V>>, Arc<E>>),
+    /// Its task ended without a result (the load panicked, or the runtime shut down).
+    Abandoned,
+}
+
+/// Waits for the flight `receiver` belongs to and returns how it ended, with the error as
+/// the caller's type.
+pub(crate) async fn wait<V, E: Send + Sync + 'static>(mut receiver: Arrivals<V>) -> Outcome<V, E> {
     let landed = match receiver.wait_for(Option::is_some).await {
         Ok(landed) => landed.clone(),
-        Err(_) => return Ok(None),
+        Err(_) => return Outcome::Abandoned,
     };
     match landed {
-        Some(Ok(found)) => Ok(found),
-        Some(Err(error)) => Err(error
+        Some(Ok(found)) => Outcome::Landed(Ok(found)),
+        Some(Err(error)) => Outcome::Landed(Err(error
             .downcast::<E>()
-            .expect("flights are keyed by their error type")),
-        None => Ok(None),
+            .expect("flights are keyed by their error type"))),
+        None => Outcome::Abandoned,
     }
 }
 

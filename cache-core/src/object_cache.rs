@@ -369,7 +369,9 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// - **One load per key at a time** (single flight): concurrent misses of the same key in
     ///   this process run one load and all get its result — the object, or the load's error
     ///   (shared as `Arc<E>`, never cached). The load runs as a task of its own: a caller that
-    ///   gives up (is dropped) never stops it, and never leaves the others waiting.
+    ///   gives up (is dropped) never stops it, and never leaves the others waiting. A load that
+    ///   panics panics in the caller whose load it was; the callers waiting on it run their
+    ///   own, and the key is free for the next miss.
     /// - **No outdated load is cached** (the cache-aside race): if an invalidate, delete,
     ///   truncate or backend switch of this object cache starts while the load runs — or, on
     ///   a near cache, another process's announced change of one of the loaded object's keys
@@ -435,7 +437,9 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                     backend.metrics.refreshes.increment(1);
                     let (this, key) = (self.clone(), key.to_owned());
                     tokio::spawn(async move {
+                        let crew = this.inner.flights.crew::<E>(index, &key, now);
                         let landed = this.fly(index, &key, load, now).await;
+                        crew.disarm();
                         this.inner
                             .flights
                             .land::<E>(index, &key, now, sender, landed);
@@ -446,21 +450,51 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         } else if let Some(hit) = self.get(index, key).await {
             return Ok(Some(hit));
         }
-        let generation = (before, token);
-        let receiver = match self.inner.flights.seat::<E>(index, key, generation) {
-            Seat::Joined(receiver) => receiver,
-            Seat::Started(sender, receiver) => {
-                let (this, key) = (self.clone(), key.to_owned());
-                tokio::spawn(async move {
-                    let landed = this.fly(index, &key, load, generation).await;
-                    this.inner
-                        .flights
-                        .land::<E>(index, &key, generation, sender, landed);
-                });
-                receiver
+        let mut generation = (before, token);
+        let mut load = Some(load);
+        loop {
+            let (receiver, task) = match self.inner.flights.seat::<E>(index, key, generation) {
+                Seat::Joined(receiver) => (receiver, None),
+                Seat::Started(sender, receiver) => {
+                    let load = load
+                        .take()
+                        .expect("a caller starts at most one flight: it waits for its own");
+                    let (this, key) = (self.clone(), key.to_owned());
+                    let task = tokio::spawn(async move {
+                        let crew = this.inner.flights.crew::<E>(index, &key, generation);
+                        let landed = this.fly(index, &key, load, generation).await;
+                        crew.disarm();
+                        this.inner
+                            .flights
+                            .land::<E>(index, &key, generation, sender, landed);
+                    });
+                    (receiver, Some(task))
+                }
+            };
+            match flight::wait::<V, E>(receiver).await {
+                flight::Outcome::Landed(result) => return result,
+                // Our own load ended without a result: its panic is ours (as if it had run
+                // inline); a runtime shutting down answers none.
+                flight::Outcome::Abandoned if let Some(task) = task => {
+                    return match task.await {
+                        Err(error) if error.is_panic() => {
+                            std::panic::resume_unwind(error.into_panic())
+                        }
+                        _ => Ok(None),
+                    };
+                }
+                // Someone else's load panicked: run ours (the key is free again).
+                flight::Outcome::Abandoned => {
+                    if load.is_none() {
+                        return Ok(None);
+                    }
+                    generation = (
+                        self.inner.changes.load(Ordering::SeqCst),
+                        self.inner.backend.load().cache.change_token(),
+                    );
+                }
             }
-        };
-        flight::wait::<V, E>(receiver).await
+        }
     }
 
     /// A get with the object's age, counted like [`get`](Self::get).

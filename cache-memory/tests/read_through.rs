@@ -468,3 +468,49 @@ async fn a_loaded_object_never_lands_after_an_invalidation_that_returned() {
     );
     assert!(users.get(Id, "7").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_panics_reaches_its_caller_and_never_poisons_the_key() {
+    let (_, cache) = object_cache(&CacheSettings::default());
+    let source = Arc::new(Source::default());
+    // The first caller's load panics after 60 ms; a second caller joins its flight meanwhile.
+    let first = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load(Id, "1", || async {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    if true {
+                        panic!("the loader failed in a way nobody expected");
+                    }
+                    Ok::<Option<TestEntry>, String>(None)
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = {
+        let (cache, load) = (cache.clone(), source.loader("1"));
+        tokio::spawn(async move { cache.get_or_load(Id, "1", load).await })
+    };
+    let panicked = first
+        .await
+        .expect_err("the panic reaches the caller whose load it was");
+    assert!(panicked.is_panic());
+    let joined = second.await.unwrap().unwrap();
+    assert_eq!(
+        joined.map(|e| e.id.clone()).as_deref(),
+        Some("1"),
+        "a caller that joined the panicked flight runs its own load"
+    );
+    // The key is not poisoned: the next miss loads (here: a hit of what the second set).
+    cache.invalidate(Id, &["1"]).await.unwrap();
+    let again = cache
+        .get_or_load(Id, "1", source.loader("1"))
+        .await
+        .unwrap();
+    assert!(
+        again.is_some(),
+        "loaded again after the panic, not answered absent"
+    );
+}
