@@ -33,17 +33,37 @@ pub const DEFAULTS_YAML: &str = include_str!("../defaults.yaml");
 /// assert_eq!(config.instance.max_age, std::time::Duration::from_secs(1));
 /// # Ok::<(), cache_config::ConfigError>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Loader {
     layers: Vec<Source>,
     env_prefix: Option<String>,
     purposes: Vec<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Source {
     Text(String),
     File(PathBuf),
+}
+
+/// Shows files by path and text layers by size only: a layer may hold passwords.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Text(text) => write!(f, "Text({} bytes)", text.len()),
+            Source::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("layers", &self.layers)
+            .field("env_prefix", &self.env_prefix)
+            .field("purposes", &self.purposes)
+            .finish()
+    }
 }
 
 impl Loader {

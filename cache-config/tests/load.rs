@@ -703,3 +703,16 @@ fn tls_blocks_load_for_both_connectors() {
         Ok(())
     });
 }
+
+#[test]
+fn a_loader_never_shows_the_text_it_was_given() {
+    let loader = Loader::new()
+        .yaml("Caches: { Connectors: { Redis: { Enabled: true, Password: s3cret-pw } } }")
+        .file("/etc/app/caches.yaml");
+    let shown = format!("{loader:?}");
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+    assert!(
+        shown.contains("/etc/app/caches.yaml"),
+        "files are named: {shown}"
+    );
+}

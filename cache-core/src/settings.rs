@@ -426,17 +426,31 @@ impl TlsFiles {
     }
 }
 
-/// A connection URL with its password replaced by `***`, for `Debug`, logs and errors:
-/// `scheme://user:secret@host` → `scheme://user:***@host`, `scheme://token@host` →
-/// `scheme://***@host`. Text that is not such a URL is returned as it is.
+/// A connection URL (or libpq connection string) with its secrets replaced by `***`, for
+/// `Debug`, logs and errors: `scheme://user:secret@host` → `scheme://user:***@host`,
+/// `scheme://token@host` → `scheme://***@host`, and the value of every `password=` or
+/// `sslpassword=` setting, in a query string or a `key=value` connection string.
 ///
 /// ```
 /// use cache_core::settings::redact_url;
 /// assert_eq!(redact_url("redis://app:s3cret@cache:6379/2"), "redis://app:***@cache:6379/2");
 /// assert_eq!(redact_url("postgres://cache@db/app"), "postgres://***@db/app");
 /// assert_eq!(redact_url("redis://localhost:6379"), "redis://localhost:6379");
+/// assert_eq!(
+///     redact_url("postgres://db/app?sslmode=require&password=s3cret&user=app"),
+///     "postgres://db/app?sslmode=require&password=***&user=app"
+/// );
+/// assert_eq!(
+///     redact_url("host=db user=app password='s3 cr\\'et' sslpassword=k3y dbname=app"),
+///     "host=db user=app password=*** sslpassword=*** dbname=app"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    redact_password_settings(&redact_user_info(url))
+}
+
+/// `scheme://user:password@host...` with the password (or a lone user info) hidden.
+fn redact_user_info(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -447,6 +461,54 @@ pub fn redact_url(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => format!("{scheme}://***@{host}"),
     }
+}
+
+/// Hides the value of every `password=` / `sslpassword=` setting, in a query string
+/// (`?password=...&...`) or a libpq connection string (`host=db password='...'`).
+fn redact_password_settings(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(KEY) {
+        let at = from + found;
+        let value = at + KEY.len();
+        from = value;
+        // The setting's name starts after a separator; it is `password` or `sslpassword`.
+        let name_start = lower[..at]
+            .rfind(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .map_or(0, |i| i + 1);
+        let name = &lower[name_start..at];
+        if !(name.is_empty() || name == "ssl") {
+            continue;
+        }
+        let rest = &text[value..];
+        let end = if rest.starts_with('\'') {
+            // A quoted libpq value: up to the closing quote, `\'` and `\\` escaped.
+            let mut i = 1;
+            while i < rest.len() {
+                match rest.as_bytes()[i] {
+                    b'\\' => i += 2,
+                    b'\'' => {
+                        i += 1;
+                        break;
+                    }
+                    _ => i += 1,
+                }
+            }
+            i.min(rest.len())
+        } else {
+            rest.find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+                .unwrap_or(rest.len())
+        };
+        out.push_str(&text[done..value]);
+        out.push_str("***");
+        done = value + end;
+        from = done.max(from);
+    }
+    out.push_str(&text[done..]);
+    out
 }
 
 /// Serde support for durations written as `1h`, `10m`, `60s`, `500ms`, `1h30m`, or a bare `0`.

@@ -389,6 +389,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(key, "URL");
         assert!(!message.contains("s3cret"), "{message}");
+        // The password as a query setting, or in a libpq key=value string.
+        for url in [
+            "postgres://app@db:5432/app?password=s3cret&sslmode=bogus",
+            "host=db user=app password=s3cret sslmode=bogus",
+            "host=db user=app password='s3 cret' sslmode=bogus",
+        ] {
+            let c = PostgresConfig::with_url(url);
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("s3 cret"),
+                "{shown}"
+            );
+            let (_, message) = c.validate().unwrap_err();
+            assert!(
+                !message.contains("s3cret") && !message.contains("s3 cret"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
