@@ -716,3 +716,46 @@ fn a_loader_never_shows_the_text_it_was_given() {
         "files are named: {shown}"
     );
 }
+
+/// The negative values go-redis documents (and the reference's defaults write, e.g.
+/// `ConnMaxLifetime: -1`) load: each as what 0 means for its key. A negative cache duration
+/// stays an error.
+#[cfg(feature = "redis")]
+#[test]
+fn the_references_negative_redis_values_load_as_off() {
+    let config = load(
+        "Caches:
+  Connectors:
+    Redis:
+      Enabled: true
+      MaxRetries: -1
+      MinRetryBackoff: -1
+      MaxRetryBackoff: -1
+      ReadTimeout: -1
+      WriteTimeout: -2
+      ConnMaxIdleTime: -1
+      ConnMaxLifetime: -1
+",
+    )
+    .unwrap();
+    let redis = &config.connectors.redis;
+    assert_eq!(
+        redis.conn_max_lifetime,
+        Duration::ZERO,
+        "never replaced by age"
+    );
+    assert_eq!(redis.conn_max_idle_time, Duration::ZERO, "idle ones kept");
+    let effective = redis.clone().with_default_timeouts();
+    assert_eq!(
+        (effective.read_timeout, effective.write_timeout),
+        (Duration::from_secs(3), Duration::from_secs(3)),
+        "no unbounded operation: the default limit"
+    );
+    let error = load("Caches: { Instance: { MaxAge: -1h } }").unwrap_err();
+    assert!(
+        error.to_string().contains("Caches.Instance.MaxAge"),
+        "{error}"
+    );
+    let error = load("Caches: { Connectors: { Redis: { ConnMaxLifetime: -x } } }").unwrap_err();
+    assert!(error.to_string().contains("ConnMaxLifetime"), "{error}");
+}

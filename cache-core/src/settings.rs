@@ -593,6 +593,78 @@ pub mod duration {
     }
 }
 
+/// Serde support for the durations of settings kept from go-redis, whose documentation gives
+/// negative values a meaning (`-1`: no limit, or the check switched off; `-2`: no deadline
+/// set): like [`duration`], but any negative value reads as 0 — what the field documents 0 to
+/// mean. The reference's files write e.g. `ConnMaxLifetime: -1`, and load unchanged.
+///
+/// Use with `#[serde(with = "cache_core::settings::duration_or_off")]`; only on fields whose
+/// 0 means "off", never on MaxAge-like settings (a negative one stays an error there).
+pub mod duration_or_off {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    /// Deserializes a duration, a negative one as 0.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = text_of::deserialize(deserializer)?;
+        let text = text.trim();
+        match text.strip_prefix('-') {
+            Some(number) if number.starts_with(|c: char| c.is_ascii_digit()) => Ok(Duration::ZERO),
+            Some(_) => Err(serde::de::Error::custom(format!(
+                "{text:?} is not a duration; write e.g. \"10m\", 0, or -1 (off)"
+            ))),
+            None => super::duration::parse(text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// Serializes like [`duration`](super::duration).
+    pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        super::duration::serialize(d, serializer)
+    }
+
+    /// Reads a number or a string as its text.
+    mod text_of {
+        use serde::de::{self, Visitor};
+        use std::fmt;
+
+        pub(super) fn deserialize<'de, D: de::Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<String, D::Error> {
+            deserializer.deserialize_any(TextVisitor)
+        }
+
+        struct TextVisitor;
+
+        impl Visitor<'_> for TextVisitor {
+            type Value = String;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"10m\", 0, or -1 (off)")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(v.to_owned())
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(v.to_string())
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(v.to_string())
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                if v == 0.0 {
+                    Ok("0".to_owned())
+                } else {
+                    Ok(v.to_string())
+                }
+            }
+        }
+    }
+}
+
 /// Serde support for text settings (passwords, names, URLs) that a configuration layer may
 /// hand over as a number or a boolean: `Password: 987654` in YAML or
 /// `..._PASSWORD=12345` in the environment is the text `"987654"`, not a type error.

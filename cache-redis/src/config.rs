@@ -12,7 +12,7 @@ use std::time::Duration;
 use cache_core::{BreakerSettings, TlsFiles};
 
 use crate::topology::{ClusterConfig, SentinelConfig, Topology, tcp_address};
-use cache_core::settings::{duration, text};
+use cache_core::settings::{duration, duration_or_off, text};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use serde::{Deserialize, Serialize};
 
@@ -60,11 +60,12 @@ pub struct RedisConfig {
     /// Idle connections kept ready. Default 0.
     #[serde(rename = "minidleconns")]
     pub min_idle_conns: u32,
-    /// Idle connections are closed after this. Default `30m`; 0 keeps them.
-    #[serde(rename = "connmaxidletime", with = "duration")]
+    /// Idle connections are closed after this. Default `30m`; 0 (or the reference's -1) keeps
+    /// them.
+    #[serde(rename = "connmaxidletime", with = "duration_or_off")]
     pub conn_max_idle_time: Duration,
-    /// Connections are replaced after this age. Default 0: never.
-    #[serde(rename = "connmaxlifetime", with = "duration")]
+    /// Connections are replaced after this age. Default 0 (or the reference's -1): never.
+    #[serde(rename = "connmaxlifetime", with = "duration_or_off")]
     pub conn_max_lifetime: Duration,
     /// Longest wait for a connection from a full pool; 0 means `ReadTimeout` + 1s.
     #[serde(rename = "pooltimeout", with = "duration")]
@@ -72,11 +73,13 @@ pub struct RedisConfig {
     /// Longest wait to connect. Default `5s`.
     #[serde(rename = "dialtimeout", with = "duration")]
     pub dial_timeout: Duration,
-    /// Longest a read (get) may take before it counts as failed. Default `3s`.
-    #[serde(rename = "readtimeout", with = "duration")]
+    /// Longest a read (get) may take before it counts as failed. Default `3s`, also for 0
+    /// and for the reference's -1 / -2 (no limit: every operation here is bounded).
+    #[serde(rename = "readtimeout", with = "duration_or_off")]
     pub read_timeout: Duration,
-    /// Longest a write (set, invalidate, delete, truncate batch) may take. Default `3s`.
-    #[serde(rename = "writetimeout", with = "duration")]
+    /// Longest a write (set, invalidate, delete, truncate batch) may take. Default `3s`, also
+    /// for 0 and for the reference's -1 / -2.
+    #[serde(rename = "writetimeout", with = "duration_or_off")]
     pub write_timeout: Duration,
     /// Accepted for the reference's files; no effect (no CLIENT SETNAME is sent).
     #[serde(rename = "clientname", with = "text")]
@@ -87,11 +90,11 @@ pub struct RedisConfig {
     /// Accepted for the reference's files; no effect (a failed operation is a miss, not retried).
     #[serde(rename = "maxretries")]
     pub max_retries: i64,
-    /// Accepted for the reference's files; no effect (no retries).
-    #[serde(rename = "minretrybackoff", with = "duration")]
+    /// Accepted for the reference's files (-1 too); no effect (no retries).
+    #[serde(rename = "minretrybackoff", with = "duration_or_off")]
     pub min_retry_backoff: Duration,
-    /// Accepted for the reference's files; no effect (no retries).
-    #[serde(rename = "maxretrybackoff", with = "duration")]
+    /// Accepted for the reference's files (-1 too); no effect (no retries).
+    #[serde(rename = "maxretrybackoff", with = "duration_or_off")]
     pub max_retry_backoff: Duration,
     /// Accepted for the reference's files; no effect (the pool's order is its own).
     #[serde(rename = "poolfifo")]
@@ -140,8 +143,8 @@ impl Default for RedisConfig {
             conn_max_lifetime: Duration::ZERO,
             pool_timeout: Duration::ZERO,
             dial_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(3),
-            write_timeout: Duration::from_secs(3),
+            read_timeout: Self::DEFAULT_TIMEOUT,
+            write_timeout: Self::DEFAULT_TIMEOUT,
             client_name: String::new(),
             db_offset: 0,
             max_retries: 0,
@@ -174,6 +177,22 @@ impl RedisConfig {
             0 => self.pool_size,
             cap => self.pool_size.min(cap),
         }
+    }
+
+    /// The default of `ReadTimeout` and `WriteTimeout`, also what 0 (and the reference's -1 /
+    /// -2) means for them.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+    /// This configuration with a zero `ReadTimeout` / `WriteTimeout` set to
+    /// [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT), as go-redis reads 0 (what the connector
+    /// runs with).
+    pub fn with_default_timeouts(mut self) -> Self {
+        for timeout in [&mut self.read_timeout, &mut self.write_timeout] {
+            if timeout.is_zero() {
+                *timeout = Self::DEFAULT_TIMEOUT;
+            }
+        }
+        self
     }
 
     /// How long an operation may wait for a pooled connection.

@@ -88,6 +88,7 @@ impl RedisConnector {
     /// reachable. Fails only on a malformed URL. Call it inside a Tokio runtime (the pool
     /// runs a background task).
     pub fn new(config: RedisConfig, version: &str) -> Result<Self> {
+        let config = config.with_default_timeouts();
         let topology = config.topology().map_err(|(key, message)| {
             Error::config(format!("Caches.Connectors.Redis.{key}: {message}"))
         })?;
