@@ -229,11 +229,11 @@ impl Db {
         let result = match &self.pool {
             Pool::Own(pool) => {
                 let connection = self.own_connection(pool).await?;
-                retry_conflicts(|| connection.client.batch_execute(&script)).await
+                retry_conflicts(|| in_transaction(&connection.client, &script)).await
             }
             Pool::Application(pool) => {
                 let connection = self.checkout(pool.lend(), pg_error).await?;
-                retry_conflicts(|| connection.batch_execute(&script)).await
+                retry_conflicts(|| in_transaction(&connection, &script)).await
             }
         };
         result.map_err(pg_error)
@@ -271,6 +271,21 @@ impl Db {
         )
         .await
     }
+}
+
+/// Runs `script` (`BEGIN; ...; COMMIT;`); when it fails, rolls the transaction back, so the
+/// connection goes back to its pool usable (a failed statement skips the rest of a script,
+/// its COMMIT too, and would leave the session in an aborted transaction).
+async fn in_transaction(
+    client: &Client,
+    script: &str,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let result = client.batch_execute(script).await;
+    if result.is_err() {
+        // Outside a transaction (it failed before BEGIN) this is only a warning.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
 }
 
 /// Runs `op` again when it lost a deadlock or serialisation conflict (a concurrent writer of

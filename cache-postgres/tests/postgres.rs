@@ -353,6 +353,41 @@ async fn a_blocked_statement_gives_up_at_the_statement_timeout() {
     db.drop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_setup_leaves_its_connection_usable() {
+    let Some(db) = Db::new("failed_setup").await else {
+        return;
+    };
+    let config = PostgresConfig {
+        statement_timeout: Duration::from_millis(300),
+        pool_size: 1,
+        ..db.config()
+    };
+    let connector = PostgresConnector::new(&config, "v1").unwrap();
+    // Another session runs a setup (holds its lock): this one gives up at the timeout.
+    let (holder, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}, 0)",
+            0x0CAC_4E00
+        ))
+        .await
+        .unwrap();
+    let error = connector.setup().await.unwrap_err();
+    eprintln!("setup failed as it should: {error}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    // The pool's one connection is not left inside the aborted transaction.
+    connector
+        .setup()
+        .await
+        .expect("setup works once the lock is free");
+    let c = cache(&connector, "after", &CacheSettings::default());
+    c.set(entry("1", &[])).await.unwrap();
+    assert!(c.get(Id, "1").await.unwrap().is_some());
+    db.drop().await;
+}
+
 /// Statements of this test's cache waiting for a lock on its entries table.
 async fn waiting_statements(db: &Db) -> i64 {
     db.count(
