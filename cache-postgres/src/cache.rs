@@ -191,10 +191,28 @@ where
         }
         if !renew.is_empty() {
             // Rare (once per tenth of LastUsage per object): the only hits that write a row.
-            self.shared
+            // Best effort: a renewal that fails never turns the hits it follows into errors.
+            if let Err(error) = self
+                .shared
                 .db
-                .query(Stmt::Renew, &[&renew, &self.renew_after_ms])
-                .await?;
+                .query(
+                    Stmt::Renew,
+                    &[
+                        &renew,
+                        &self.renew_after_ms,
+                        &self.max_age_ms,
+                        &self.last_usage_ms,
+                    ],
+                )
+                .await
+            {
+                tracing::debug!(
+                    purpose = %self.purpose,
+                    connector = CONNECTOR,
+                    %error,
+                    "renewing LastUsage failed; the next hit tries again"
+                );
+            }
         }
         Ok(found)
     }

@@ -18,7 +18,8 @@ pub(crate) enum Stmt {
     /// [`Get`](Stmt::Get) for many keys of one index at once (`keys[]` for `key`): a row per
     /// key found.
     GetMany,
-    /// `(ids[], renew_after_ms)`: writes LastUsage, unless another hit just did.
+    /// `(ids[], renew_after_ms, max_age_ms, last_usage_ms)`: writes LastUsage of objects still
+    /// alive, unless another hit just did.
     Renew,
     /// `(purpose, version, payload, indices[], keys[])`: the `set_entries` function.
     Set,
@@ -77,7 +78,7 @@ impl Stmt {
                 Type::INT8,
                 Type::INT8,
             ],
-            Stmt::Renew => &[Type::INT8_ARRAY, Type::INT8],
+            Stmt::Renew => &[Type::INT8_ARRAY, Type::INT8, Type::INT8, Type::INT8],
             Stmt::Set => &[
                 Type::TEXT,
                 Type::TEXT,
@@ -148,10 +149,14 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
             ),
             "",
         ),
-        // Every row of the objects (all their keys), unless another hit just did.
+        // Every row of the objects (all their keys), unless another hit just did — and only
+        // while the object is alive ($3 MaxAge, $4 LastUsage): a renewal never revives rows
+        // of an object that expired since the hit (and may be half pruned already).
         Stmt::Renew => format!(
             "UPDATE {s}.entries SET last_used_at = now()
-             WHERE object_id = ANY($1) AND last_used_at <= now() - $2 * {MS}"
+             WHERE object_id = ANY($1) AND last_used_at <= now() - $2 * {MS}
+               AND ($3 = 0 OR created_at > now() - $3 * {MS})
+               AND ($4 = 0 OR last_used_at > now() - $4 * {MS})"
         ),
         Stmt::Set => format!("SELECT {s}.set_entries($1, $2, $3, $4, $5)"),
         Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
