@@ -173,12 +173,11 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
             )
             SELECT count(DISTINCT object_id) FROM gone"
         ),
+        // By primary key, not by the rows' ctids: a row a concurrent renewal just updated has
+        // a new ctid, and would be skipped on servers that recheck TID scans.
         Stmt::Delete => format!(
-            "DELETE FROM {s}.entries d
-             WHERE d.ctid = ANY(ARRAY(
-                SELECT k.ctid FROM unnest($3::text[]) AS u(key)
-                CROSS JOIN LATERAL ({key_lookup}) k
-             ))"
+            "DELETE FROM {s}.entries
+             WHERE purpose = $1 AND index_name = $2 AND key = ANY($3::text[])"
         ),
         Stmt::Truncate => format!("DELETE FROM {s}.entries WHERE purpose = $1"),
         // The batch is collected into an array first, so the delete is a TID lookup of
