@@ -4,8 +4,10 @@
 //! Events of the caches carry a `purpose` field (the object cache's name) and a `connector`
 //! field; [`log_layer`] gives every object cache its own output, filtered by that cache's
 //! `Log.Level`, formatted as its `Log.Formatter.Format` says (text or JSON), with file and line
-//! when `Log.AddSource` is set. Events of other code pass untouched to the application's other
-//! layers.
+//! when `Log.AddSource` is set. Events of the cache crates that belong to no one object cache
+//! (a connector's circuit breaker changing state, a TLS setting that skips verification, kept
+//! invalidations over their budget) are written as text at warn and above. Events of other
+//! code pass untouched to the application's other layers.
 
 use std::fmt;
 
@@ -49,11 +51,37 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Clone + Send + Sync + 'static,
 {
-    let layers: Vec<Box<dyn Layer<S> + Send + Sync>> = config
+    let mut layers: Vec<Box<dyn Layer<S> + Send + Sync>> = config
         .object_caches()
         .map(|(purpose, settings)| purpose_layer(purpose, &settings.log, writer.clone()))
         .collect();
+    layers.push(Box::new(
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_target(true)
+            .with_filter(ConnectorFilter),
+    ));
     Box::new(layers)
+}
+
+/// Lets through the events of the cache crates that name no object cache (no `purpose`
+/// field: a connector's or the process's), at warn and above.
+struct ConnectorFilter;
+
+impl<S> Filter<S> for ConnectorFilter {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        !metadata.is_event()
+            || (PurposeFilter::from_cache_crates(metadata) && *metadata.level() <= Level::WARN)
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
+        !event
+            .metadata()
+            .fields()
+            .iter()
+            .any(|f| f.name() == "purpose")
+    }
 }
 
 fn purpose_layer<S, W>(

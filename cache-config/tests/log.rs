@@ -98,3 +98,20 @@ fn each_cache_logs_at_its_own_level_and_format() {
         "exactly one line per shown event: {text}"
     );
 }
+
+#[test]
+fn warnings_of_no_one_cache_are_written_too() {
+    let config = Loader::new().load().unwrap();
+    let out = Captured::default();
+    let subscriber =
+        tracing_subscriber::registry().with(log_layer_with_writer(&config, out.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(target: "cache_breaker::breaker", connector = "redis", "breaker-opened");
+        tracing::info!(target: "cache_breaker::breaker", connector = "redis", "breaker-info");
+        tracing::warn!(target: "somebody_else", "foreign-warn");
+    });
+    let text = out.text();
+    assert!(text.contains("breaker-opened"), "{text}");
+    assert!(!text.contains("breaker-info"), "below warn: {text}");
+    assert!(!text.contains("foreign-warn"), "not the caches': {text}");
+}

@@ -133,7 +133,7 @@ struct Job {
 
 impl Job {
     async fn run(self, first_delay: Duration, mut stopped: watch::Receiver<bool>) {
-        let mut next = Instant::now() + first_delay;
+        let mut next = after(first_delay);
         loop {
             tokio::select! {
                 biased;
@@ -145,7 +145,7 @@ impl Job {
                 _ = stopped.wait_for(|stop| *stop) => return,
                 () = self.run_once() => {}
             }
-            next = Instant::now() + self.settings.interval;
+            next = after(self.settings.interval);
         }
     }
 
@@ -190,11 +190,25 @@ impl Job {
     }
 }
 
+/// The instant `delay` from now; an interval too long to represent (e.g. `400000000000y`)
+/// means a run in a century — never a panic that would stop pruning silently.
+fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use async_trait::async_trait;
     use std::sync::Mutex;
+
+    #[test]
+    fn an_interval_too_long_to_represent_is_a_century_not_a_panic() {
+        let later = after(Duration::MAX);
+        assert!(later > Instant::now() + Duration::from_secs(50 * 365 * 24 * 3600));
+    }
 
     /// A prune that takes `takes`, records when each run started and finished, and fails when
     /// asked to.
