@@ -348,8 +348,8 @@ type NearStatsFn = Box<dyn Fn() -> Option<()> + Send + Sync>;
 
 /// What [`Caches`] keeps of one object cache to rebuild it on a new configuration.
 struct Registered {
-    /// Builds a backend from these connectors and settings and swaps it into the object cache;
-    /// returns the new backend's prune capability and schedule, and its near-cache figures.
+    /// Builds a backend from these connectors and settings, ready to be swapped into the
+    /// object cache (see [`Prepared`]).
     rebuild: Rebuild,
     pruner: Option<Pruner>,
     #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
@@ -358,14 +358,21 @@ struct Registered {
 
 /// A prune capability and the schedule to run it on.
 type PruneJob = (Arc<dyn Prune>, cache_core::AutoPrune);
-type Rebuild = Box<
-    dyn Fn(
-            &Connectors,
-            &CacheSettings,
-        ) -> Result<(Option<PruneJob>, Option<NearStatsFn>), ConfigError>
-        + Send
-        + Sync,
->;
+type Rebuild =
+    Box<dyn Fn(&Connectors, &CacheSettings) -> Result<Prepared, ConfigError> + Send + Sync>;
+
+/// A truncate of a backend on its way.
+type Truncating =
+    std::pin::Pin<Box<dyn std::future::Future<Output = cache_core::Result<()>> + Send>>;
+
+/// A backend built for a new configuration, not in use yet: [`Prepared::empty`] truncates it
+/// (a shared backend the cache switches onto may hold what was invalidated while the cache
+/// used another connector), [`Prepared::commit`] swaps it in and returns its prune capability
+/// and schedule, and its near-cache figures.
+struct Prepared {
+    empty: Box<dyn FnOnce() -> Truncating + Send>,
+    commit: Box<dyn FnOnce() -> (Option<PruneJob>, Option<NearStatsFn>) + Send>,
+}
 
 struct State {
     config: CachesConfig,
@@ -417,6 +424,8 @@ struct State {
 pub struct Caches {
     version: String,
     state: Mutex<State>,
+    /// One reconfiguration at a time (it waits on the backends between its steps).
+    reconfiguring: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -440,6 +449,7 @@ impl Caches {
     pub fn start(config: &CachesConfig, version: impl Into<String>) -> Result<Self, ConfigError> {
         let version = version.into();
         Ok(Caches {
+            reconfiguring: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 config: config.clone(),
                 connectors: Connectors::new(&config.connectors, &version)?,
@@ -494,8 +504,15 @@ impl Caches {
             let (cache, indices, purpose) = (cache.clone(), indices.to_vec(), purpose.clone());
             Box::new(move |connectors: &Connectors, settings: &CacheSettings| {
                 let backend = connectors.backend::<I, V>(&purpose, &indices, settings)?;
-                cache.replace_with(backend.cache, settings.read_through());
-                Ok((backend.prune, backend.near))
+                let (read, target) = (settings.read_through(), Arc::clone(&backend.cache));
+                let cache = cache.clone();
+                Ok(Prepared {
+                    empty: Box::new(move || Box::pin(async move { target.truncate().await })),
+                    commit: Box::new(move || {
+                        cache.replace_with(backend.cache, read);
+                        (backend.prune, backend.near)
+                    }),
+                })
             })
         };
         state.caches.insert(
@@ -510,12 +527,16 @@ impl Caches {
     }
 
     /// Switches to `config` without a restart: every object cache whose connector or settings
-    /// changed gets a new, empty backend (readers are never blocked; operations already
-    /// running finish on the old one), pruners follow, and connectors no longer used are
-    /// dropped. Object caches whose settings did not change keep their contents.
+    /// changed gets a new backend (readers are never blocked; operations already running
+    /// finish on the old one), pruners follow, and connectors no longer used are dropped. A
+    /// cache that switches to another connector starts there empty (a shared backend is
+    /// truncated first: it may hold objects invalidated while the cache was elsewhere).
+    /// Object caches whose settings did not change keep their contents.
     ///
-    /// Nothing changes if any object cache cannot be built from `config`.
+    /// Nothing changes if any object cache cannot be built from `config`, or a shared backend
+    /// a cache switches onto cannot be emptied.
     pub async fn reconfigure(&self, config: &CachesConfig) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.reconfiguring.lock().await;
         let stopped = {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -541,16 +562,48 @@ impl Caches {
                 None
             };
             let connectors = new_connectors.as_ref().unwrap_or(&state.connectors);
-            let mut stopped = Vec::new();
+            // Every new backend is built before any is swapped in: nothing changes on error.
+            let mut prepared = Vec::new();
             for (purpose, settings) in changes {
-                let registered = state
-                    .caches
-                    .get_mut(&purpose)
-                    .expect("changes come from the registered caches");
-                let (prune, near) = (registered.rebuild)(connectors, &settings)?;
-                stopped.extend(registered.pruner.take());
-                registered.pruner = start_pruner(&purpose, &settings, prune);
-                registered.near = near;
+                let registered = &state.caches[&purpose];
+                let built = (registered.rebuild)(connectors, &settings)?;
+                let switched = state
+                    .config
+                    .settings(&purpose)
+                    .is_none_or(|old| old.connector_name() != settings.connector_name());
+                prepared.push((purpose, settings, built, switched));
+            }
+            (prepared, new_connectors)
+        };
+        let (prepared, new_connectors) = stopped;
+        // A cache switching onto a connector starts on an empty backend there: what it holds
+        // may have been invalidated while the cache used another one.
+        let mut ready = Vec::new();
+        for (purpose, settings, built, switched) in prepared {
+            if switched && !settings.connector_name().is_empty() {
+                (built.empty)().await.map_err(|error| {
+                    ConfigError::new(
+                        format!("Caches.{}", keys::documented(&purpose)),
+                        format!(
+                            "could not empty the cache on {} before switching to it: {error}",
+                            settings.connector_name()
+                        ),
+                    )
+                })?;
+            }
+            ready.push((purpose, settings, built.commit));
+        }
+        let stopped = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let mut stopped = Vec::new();
+            for (purpose, settings, commit) in ready {
+                let (prune, near) = commit();
+                if let Some(registered) = state.caches.get_mut(&purpose) {
+                    stopped.extend(registered.pruner.take());
+                    registered.pruner = start_pruner(&purpose, &settings, prune);
+                    registered.near = near;
+                }
             }
             if let Some(connectors) = new_connectors {
                 state.connectors = connectors;

@@ -407,3 +407,40 @@ async fn near_caches_and_memory_with_a_channel_are_built_from_the_configuration(
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// A cache switched from Redis to memory and back starts on an empty Redis cache: an object
+/// invalidated while it ran on memory is not served from what Redis kept.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_cache_switched_back_to_redis_serves_nothing_invalidated_meanwhile() {
+    let Some(url) = cache_core::testkit::server_url("CACHE_TEST_REDIS_URL") else {
+        return;
+    };
+    let purpose = cache_core::testkit::unique_purpose("config-switch");
+    let config = |connector: &str| {
+        Loader::new()
+            .yaml(format!(
+                "Caches: {{ Memory: {{ Enabled: true }}, Redis: {{ Enabled: true, URL: \"{url}\" }}, \
+                 {purpose}: {{ Connector: {connector}, MaxAge: 1h }} }}"
+            ))
+            .purpose(purpose.as_str())
+            .load()
+            .unwrap()
+    };
+    let caches = Caches::start(&config("redis"), "v1").unwrap();
+    let orgs = caches
+        .object_cache::<OrgIndex, Org>(&purpose, INDICES)
+        .unwrap();
+    orgs.set(org()).await;
+    caches.reconfigure(&config("memory")).await.unwrap();
+    assert_eq!(orgs.connector(), "memory");
+    // The organization changes while the cache runs on memory.
+    orgs.invalidate(OrgIndex::Id, &["1"]).await.unwrap();
+    caches.reconfigure(&config("redis")).await.unwrap();
+    assert_eq!(orgs.connector(), "redis");
+    assert!(
+        orgs.get(OrgIndex::Name, "acme.example").await.is_none(),
+        "Redis still held the organization invalidated while the cache ran on memory"
+    );
+    caches.shutdown().await;
+}
