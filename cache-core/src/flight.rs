@@ -75,10 +75,11 @@ impl<I: Hash + Eq + Copy, V> Flights<I, V> {
         Seat::Started(sender, receiver)
     }
 
-    /// Forgets the flight of `(index, key)` begun in `generation` without a result: its
-    /// task ended without landing (the load panicked, or the runtime shut down). Its waiters
-    /// see it [abandoned](Outcome::Abandoned) and the next miss starts a new flight.
-    fn abandon<E: 'static>(&self, index: I, key: &str, generation: Generation) {
+    /// Forgets the flight of `(index, key)` begun in `generation` (a newer flight of the key
+    /// runs on): the next miss starts a new one. A flight forgotten without landing (its task
+    /// ended early: the load panicked, or the runtime shut down) is
+    /// [abandoned](Outcome::Abandoned) for its waiters.
+    fn forget<E: 'static>(&self, index: I, key: &str, generation: Generation) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let id = (index, key.to_owned(), TypeId::of::<E>());
         if running
@@ -125,15 +126,7 @@ impl<I: Hash + Eq + Copy, V> Flights<I, V> {
         sender: watch::Sender<Option<Landed<V>>>,
         landed: Landed<V>,
     ) {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let id = (index, key.to_owned(), TypeId::of::<E>());
-        if running
-            .get(&id)
-            .is_some_and(|(_, begun)| *begun == generation)
-        {
-            running.remove(&id);
-        }
-        drop(running);
+        self.forget::<E>(index, key, generation);
         let _ = sender.send(Some(landed));
     }
 }
@@ -159,7 +152,7 @@ impl<I: Hash + Eq + Copy, V, E: 'static> Drop for Crew<'_, I, V, E> {
     fn drop(&mut self) {
         if self.armed {
             self.flights
-                .abandon::<E>(self.index, &self.key, self.generation);
+                .forget::<E>(self.index, &self.key, self.generation);
         }
     }
 }

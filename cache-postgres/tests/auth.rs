@@ -3,10 +3,8 @@
 //! URL-special characters works through `User` / `Password` and inside a URL, and a wrong
 //! password fails clearly — without the password in the error.
 
-use std::sync::Arc;
-
 use cache_core::testkit::{TestEntry, TestIndex, unique_purpose};
-use cache_core::{Cache, CacheSettings, ErrorKind};
+use cache_core::{CacheSettings, ErrorKind};
 use cache_postgres::{PostgresConfig, PostgresConnector};
 
 /// The role `cargo xtask test`'s servers authenticate by password (SCRAM).
@@ -44,14 +42,7 @@ async fn round_trip(config: &PostgresConfig) {
         TestIndex::BUILT,
         &CacheSettings::default(),
     );
-    let entry = Arc::new(TestEntry::new("1", &["one"]));
-    cache.set(Arc::clone(&entry)).await.unwrap();
-    assert_eq!(
-        cache.get(TestIndex::Name, "one").await.unwrap().as_deref(),
-        Some(&*entry)
-    );
-    cache.invalidate(TestIndex::Id, &["1"]).await.unwrap();
-    assert!(cache.get(TestIndex::Name, "one").await.unwrap().is_none());
+    cache_core::testkit::round_trip(&*cache).await;
 }
 
 #[tokio::test]

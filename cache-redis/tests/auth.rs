@@ -54,14 +54,7 @@ async fn an_acl_user_with_an_awkward_password_works() {
         TestIndex::BUILT,
         &CacheSettings::default(),
     );
-    let entry = Arc::new(TestEntry::new("1", &["one"]));
-    cache.set(Arc::clone(&entry)).await.unwrap();
-    assert_eq!(
-        cache.get(TestIndex::Name, "one").await.unwrap().as_deref(),
-        Some(&*entry)
-    );
-    cache.invalidate(TestIndex::Id, &["1"]).await.unwrap();
-    assert!(cache.get(TestIndex::Name, "one").await.unwrap().is_none());
+    cache_core::testkit::round_trip(&*cache).await;
 }
 
 #[tokio::test]

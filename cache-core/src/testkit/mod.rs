@@ -223,6 +223,20 @@ pub fn unique_purpose(case: &str) -> String {
     format!("{case}-{run:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The smallest proof that a cache works end to end (a connection, credentials, an address
+/// to check): sets an object under an id and a name, reads it back through the name,
+/// invalidates it through the id, and finds it gone through the name. Panics on any error.
+pub async fn round_trip(cache: &dyn crate::Cache<TestIndex, TestEntry>) {
+    let entry = std::sync::Arc::new(TestEntry::new("1", &["one"]));
+    cache.set(std::sync::Arc::clone(&entry)).await.unwrap();
+    assert_eq!(
+        cache.get(TestIndex::Name, "one").await.unwrap().as_deref(),
+        Some(&*entry)
+    );
+    cache.invalidate(TestIndex::Id, &["1"]).await.unwrap();
+    assert!(cache.get(TestIndex::Name, "one").await.unwrap().is_none());
+}
+
 /// The runtime each generated test runs on: 2 worker threads, I/O and time enabled.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
