@@ -617,7 +617,7 @@ pub mod duration_or_off {
         }
     }
 
-    /// Serializes like [`duration`](super::duration).
+    /// Serializes like [`duration`].
     pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         super::duration::serialize(d, serializer)
     }
