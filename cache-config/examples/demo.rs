@@ -32,92 +32,23 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cache_config::{Caches, Loader};
-use cache_core::{Entry, Index, ObjectCache};
+use cache_core::{Entry, ObjectCache};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-const INSTANCES: usize = 20;
-const DOMAINS_PER_INSTANCE: usize = 3;
-const ORGS_PER_INSTANCE: usize = 100;
+/// The service's own types (shared with `near_demo`).
+#[path = "common/service.rs"]
+mod service;
+use service::*;
+
 /// How long the source of truth takes to answer one query.
 const SOURCE_LATENCY: Duration = Duration::from_micros(500);
-/// Time between two admin changes.
-const CHANGE_EVERY: Duration = Duration::from_millis(2);
 /// When the source of truth goes down, after the start.
 const OUTAGE_AFTER: Duration = Duration::from_secs(2);
 /// How long it stays down.
 const OUTAGE: Duration = Duration::from_secs(3);
-
-// ---- the service's own types --------------------------------------------------------------
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum InstanceIndex {
-    Id,
-    Host,
-}
-
-impl Index for InstanceIndex {
-    fn name(self) -> &'static str {
-        match self {
-            InstanceIndex::Id => "id",
-            InstanceIndex::Host => "host",
-        }
-    }
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Instance {
-    id: String,
-    hosts: Vec<String>,
-    name: String,
-    revision: u64,
-}
-
-impl Entry<InstanceIndex> for Instance {
-    fn keys(&self, index: InstanceIndex) -> Vec<String> {
-        match index {
-            InstanceIndex::Id => vec![self.id.clone()],
-            InstanceIndex::Host => self.hosts.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum OrgIndex {
-    Id,
-    PrimaryDomain,
-}
-
-impl Index for OrgIndex {
-    fn name(self) -> &'static str {
-        match self {
-            OrgIndex::Id => "id",
-            OrgIndex::PrimaryDomain => "primary_domain",
-        }
-    }
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Organization {
-    instance_id: String,
-    id: String,
-    primary_domain: String,
-    name: String,
-    revision: u64,
-}
-
-impl Entry<OrgIndex> for Organization {
-    /// Tenant-scoped keys: `<instance>-<org id>`, `<instance>-<domain>`.
-    fn keys(&self, index: OrgIndex) -> Vec<String> {
-        let key = match index {
-            OrgIndex::Id => &self.id,
-            OrgIndex::PrimaryDomain => &self.primary_domain,
-        };
-        vec![format!("{}-{}", self.instance_id, key)]
-    }
-}
 
 // ---- the simulated source of truth --------------------------------------------------------
 
@@ -515,16 +446,26 @@ async fn main() {
 
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
+    // A change (the database write, the invalidation, the read back) is whole before the
+    // database goes down: one that began just before would leave its object invalidated with
+    // no copy to answer from while the database is down — failures the demo does not simulate.
+    let changing = Arc::new(tokio::sync::Mutex::new(()));
     let admin = {
-        let service = Arc::clone(&service);
-        let done = Arc::clone(&done);
+        let (service, done, changing) = (
+            Arc::clone(&service),
+            Arc::clone(&done),
+            Arc::clone(&changing),
+        );
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(1);
             let mut changes: HashMap<&'static str, u64> = HashMap::new();
             while !done.load(Ordering::Relaxed) {
-                // Nobody changes a database that is down.
-                if !service.source.down.load(Ordering::Relaxed) {
-                    *changes.entry(service.change(&mut rng).await).or_default() += 1;
+                {
+                    let _change = changing.lock().await;
+                    // Nobody changes a database that is down.
+                    if !service.source.down.load(Ordering::Relaxed) {
+                        *changes.entry(service.change(&mut rng).await).or_default() += 1;
+                    }
                 }
                 tokio::time::sleep(CHANGE_EVERY).await;
             }
@@ -535,7 +476,10 @@ async fn main() {
         let source = Arc::clone(&service.source);
         tokio::spawn(async move {
             tokio::time::sleep(OUTAGE_AFTER).await;
-            source.down.store(true, Ordering::Relaxed);
+            {
+                let _no_change = changing.lock().await;
+                source.down.store(true, Ordering::Relaxed);
+            }
             tokio::time::sleep(OUTAGE).await;
             source.down.store(false, Ordering::Relaxed);
         })

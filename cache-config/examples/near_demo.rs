@@ -44,8 +44,14 @@ fn main() {
     std::process::exit(2);
 }
 
+/// The service's own types (shared with `demo`).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+#[path = "common/service.rs"]
+mod service;
+
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod demo {
+    use super::service::*;
     use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,13 +65,8 @@ mod demo {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    const INSTANCES: usize = 20;
-    const DOMAINS_PER_INSTANCE: usize = 3;
-    const ORGS_PER_INSTANCE: usize = 100;
     /// Instances are objects `0..INSTANCES`, organizations the ones after.
     const OBJECTS: usize = INSTANCES + INSTANCES * ORGS_PER_INSTANCE;
-    /// Time between two admin changes.
-    const CHANGE_EVERY: Duration = Duration::from_millis(2);
     /// A read that begins this long after the invalidation of the revision it returns is stale.
     const BOUND_US: u64 = 100_000;
     /// Between the admin's "ready" and the start of the run: time for every process to subscribe.
@@ -74,59 +75,6 @@ mod demo {
     const WAIT_LIMIT: Duration = Duration::from_secs(90);
     /// Start times of the last reads of each revision kept per worker (to count stale reads).
     const RECENT: usize = 8;
-
-    // ---- the service's own types ----------------------------------------------------------
-
-    cache_config::index! {
-        enum InstanceIndex {
-            Id => "id",
-            Host => "host",
-        }
-    }
-
-    #[derive(Clone, Debug, Serialize, Deserialize)]
-    struct Instance {
-        id: String,
-        hosts: Vec<String>,
-        name: String,
-        revision: u64,
-    }
-
-    impl Entry<InstanceIndex> for Instance {
-        fn keys(&self, index: InstanceIndex) -> Vec<String> {
-            match index {
-                InstanceIndex::Id => vec![self.id.clone()],
-                InstanceIndex::Host => self.hosts.clone(),
-            }
-        }
-    }
-
-    cache_config::index! {
-        enum OrgIndex {
-            Id => "id",
-            PrimaryDomain => "primary_domain",
-        }
-    }
-
-    #[derive(Clone, Debug, Serialize, Deserialize)]
-    struct Organization {
-        instance_id: String,
-        id: String,
-        primary_domain: String,
-        name: String,
-        revision: u64,
-    }
-
-    impl Entry<OrgIndex> for Organization {
-        /// Tenant-scoped keys: `<instance>-<org id>`, `<instance>-<domain>`.
-        fn keys(&self, index: OrgIndex) -> Vec<String> {
-            let key = match index {
-                OrgIndex::Id => &self.id,
-                OrgIndex::PrimaryDomain => &self.primary_domain,
-            };
-            vec![format!("{}-{}", self.instance_id, key)]
-        }
-    }
 
     // The fixed parts of every object, the same in every process.
 
