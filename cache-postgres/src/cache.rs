@@ -217,6 +217,29 @@ where
         Ok(found)
     }
 
+    /// The live object behind `key` under `index`, with its age (a get).
+    async fn read(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        let position = self.position(index)?;
+        let found = self.reads[position]
+            .get(&stored(key), |keys| self.lookup(index.name(), keys))
+            .await?;
+        let Some(payload) = found else {
+            return Ok(None);
+        };
+        match codec::decode_hit::<V>(&payload.bytes, &self.purpose, CONNECTOR) {
+            Some(value) => Ok(Some(Hit {
+                value,
+                age: Some(std::time::Duration::from_millis(
+                    u64::try_from(payload.age_ms).unwrap_or(0),
+                )),
+            })),
+            None => {
+                self.invalidate(index, &[key]).await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Removes the rows of expired objects in batches of [`PRUNE_BATCH`] rows, and says how
     /// much went. Never renews LastUsage.
     pub async fn prune_report(&self) -> Result<PruneReport> {
@@ -260,29 +283,12 @@ where
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
-        Ok(self.get_entry(index, key).await?.map(|hit| hit.value))
+        // `read` directly: through `get_entry` would box a second future per get.
+        Ok(self.read(index, key).await?.map(|hit| hit.value))
     }
 
     async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
-        let position = self.position(index)?;
-        let found = self.reads[position]
-            .get(&stored(key), |keys| self.lookup(index.name(), keys))
-            .await?;
-        let Some(payload) = found else {
-            return Ok(None);
-        };
-        match codec::decode_hit::<V>(&payload.bytes, &self.purpose, CONNECTOR) {
-            Some(value) => Ok(Some(Hit {
-                value,
-                age: Some(std::time::Duration::from_millis(
-                    u64::try_from(payload.age_ms).unwrap_or(0),
-                )),
-            })),
-            None => {
-                self.invalidate(index, &[key]).await?;
-                Ok(None)
-            }
-        }
+        self.read(index, key).await
     }
 
     async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {

@@ -365,7 +365,8 @@ where
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
-        Ok(self.get_entry(index, key).await?.map(|hit| hit.value))
+        // `fetch` directly: through `get_entry` would box a second future per get.
+        Ok(self.fetch(index, key, false).await?.map(|hit| hit.value))
     }
 
     /// One plain `GET` of the index key, which holds the whole object.
