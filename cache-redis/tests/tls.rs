@@ -41,16 +41,19 @@ fn config(url: String, tls: TlsFiles) -> RedisConfig {
     }
 }
 
+/// The conformance fixture on a connector made with `config`.
+fn fixture_on(config: RedisConfig) -> impl Fixture {
+    let connector = RedisConnector::new(config, "test-v1").expect("a valid TLS configuration");
+    RealTimeFixture::new(false, move |purpose, indices, settings| {
+        connector.cache(purpose, indices, settings) as TestCache
+    })
+}
+
 async fn fixture() -> Option<impl Fixture> {
-    let connector = RedisConnector::new(
-        config(var("CACHE_TEST_REDIS_TLS_URL")?, tls(false)?),
-        "test-v1",
-    )
-    .expect("a valid TLS configuration");
-    Some(RealTimeFixture::new(
-        false,
-        move |purpose, indices, settings| connector.cache(purpose, indices, settings) as TestCache,
-    ))
+    Some(fixture_on(config(
+        var("CACHE_TEST_REDIS_TLS_URL")?,
+        tls(false)?,
+    )))
 }
 
 cache_core::conformance_suite!(fixture);
@@ -172,14 +175,7 @@ mod cluster {
     }
 
     async fn fixture() -> Option<impl Fixture> {
-        let connector = RedisConnector::new(config(tls(false)?)?, "test-v1")
-            .expect("a valid TLS cluster configuration");
-        Some(RealTimeFixture::new(
-            false,
-            move |purpose, indices, settings| {
-                connector.cache(purpose, indices, settings) as TestCache
-            },
-        ))
+        Some(fixture_on(config(tls(false)?)?))
     }
 
     cache_core::conformance_suite!(fixture);
@@ -215,14 +211,7 @@ mod sentinel {
     }
 
     async fn fixture() -> Option<impl Fixture> {
-        let connector = RedisConnector::new(config(tls(false)?)?, "test-v1")
-            .expect("a valid TLS sentinel configuration");
-        Some(RealTimeFixture::new(
-            false,
-            move |purpose, indices, settings| {
-                connector.cache(purpose, indices, settings) as TestCache
-            },
-        ))
+        Some(fixture_on(config(tls(false)?)?))
     }
 
     cache_core::conformance_suite!(fixture);
