@@ -80,7 +80,12 @@ impl fmt::Display for ErrorKind {
 /// source, and whether it is **temporary**: a temporary error says the backend itself is
 /// unhealthy (the circuit breaker counts it as a failure); a permanent one says the request
 /// was wrong (an unknown index, an undecodable value) and retrying it will not help.
-pub struct Error {
+///
+/// One pointer wide (the details are boxed), so a `Result` of a hit stays two words and a
+/// cache's hot path never moves an error's worth of bytes.
+pub struct Error(Box<Details>);
+
+struct Details {
     kind: ErrorKind,
     temporary: bool,
     message: String,
@@ -93,12 +98,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind`; temporary when the kind usually is.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Details {
             kind,
             temporary: kind.is_temporary_by_default(),
             message: message.into(),
             source: None,
-        }
+        }))
     }
 
     /// The backend could not be reached.
@@ -144,44 +149,44 @@ impl Error {
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
     /// Overrides whether this error is temporary.
     pub fn set_temporary(mut self, temporary: bool) -> Self {
-        self.temporary = temporary;
+        self.0.temporary = temporary;
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Whether the backend is unhealthy (counted as a failure by the circuit breaker), as
     /// opposed to a request that was wrong in itself.
     pub fn is_temporary(&self) -> bool {
-        self.temporary
+        self.0.temporary
     }
 
     /// The message, without the kind and the source.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The message and its causes (see [`causes`]), without the kind.
     pub fn explanation(&self) -> String {
-        match &self.source {
-            Some(source) => format!("{}: {}", self.message, causes(source.as_ref())),
-            None => self.message.clone(),
+        match &self.0.source {
+            Some(source) => format!("{}: {}", self.0.message, causes(source.as_ref())),
+            None => self.0.message.clone(),
         }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.explanation())
+        write!(f, "{}: {}", self.0.kind, self.explanation())
     }
 }
 
@@ -206,10 +211,10 @@ pub fn causes(error: &(dyn StdError + 'static)) -> String {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind)
-            .field("temporary", &self.temporary)
-            .field("message", &self.message);
-        if let Some(source) = &self.source {
+        d.field("kind", &self.0.kind)
+            .field("temporary", &self.0.temporary)
+            .field("message", &self.0.message);
+        if let Some(source) = &self.0.source {
             d.field("source", source);
         }
         d.finish()
@@ -218,7 +223,8 @@ impl fmt::Debug for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|s| s as &(dyn StdError + 'static))
     }
@@ -227,6 +233,16 @@ impl StdError for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_of_a_hit_is_two_words() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Error>(), size_of::<usize>());
+        assert_eq!(
+            size_of::<Result<Option<std::sync::Arc<String>>>>(),
+            2 * size_of::<usize>()
+        );
+    }
 
     #[test]
     fn display_shows_every_cause_once() {

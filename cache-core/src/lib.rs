@@ -18,6 +18,7 @@ pub mod observe;
 #[cfg(feature = "pool")]
 pub mod pool;
 pub mod settings;
+mod switch;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use tracing::Instrument;
 
 use crate::cache::{Cache, Hit};
@@ -17,6 +16,7 @@ use crate::index::{Entry, Index};
 use crate::noop::NoopCache;
 use crate::observe::{ObjectMetrics, Op};
 use crate::settings::ReadThrough;
+use crate::switch::Switch;
 
 /// The `tracing` target of every event an object cache logs. Each event carries the fields
 /// `purpose` and `connector`, so a subscriber can route or filter each cache's events.
@@ -39,7 +39,7 @@ pub struct ObjectCache<I: Index, V: Entry<I>> {
 
 struct Inner<I: Index, V: Entry<I>> {
     purpose: Arc<str>,
-    backend: ArcSwap<Backend<I, V>>,
+    backend: Switch<Backend<I, V>>,
     stats: Counters,
     /// Bumped before every invalidate / delete / truncate / replace, so
     /// [`ObjectCache::get_or_load`] can tell that a load raced with one.
@@ -150,11 +150,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         let purpose = purpose.into();
         ObjectCache {
             inner: Arc::new(Inner {
-                backend: ArcSwap::from_pointee(Backend::new(
-                    &purpose,
-                    cache,
-                    ReadThrough::default(),
-                )),
+                backend: Switch::new(Backend::new(&purpose, cache, ReadThrough::default())),
                 purpose,
                 stats: Counters::default(),
                 changes: AtomicU64::new(0),
@@ -170,7 +166,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// connectors of this workspace do when their settings say so).
     pub fn with_read_through(self, read: ReadThrough) -> Self {
         let current = self.inner.backend.load_full();
-        self.inner.backend.store(Arc::new(Backend {
+        self.inner.backend.swap(Arc::new(Backend {
             cache: Arc::clone(&current.cache),
             read,
             metrics: Arc::clone(&current.metrics),
@@ -190,18 +186,22 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
 
     /// The name of the connector currently storing this cache.
     pub fn connector(&self) -> &'static str {
-        self.inner.backend.load().cache.connector()
+        self.inner.backend.load_full().cache.connector()
     }
 
     /// The cache currently behind this object cache.
     pub fn backend(&self) -> Arc<dyn Cache<I, V>> {
-        Arc::clone(&self.inner.backend.load().cache)
+        Arc::clone(&self.inner.backend.load_full().cache)
     }
 
     /// Switches this object cache to another backend and returns the previous one. Readers
-    /// are never blocked; operations already running finish on the previous backend.
+    /// are never blocked; operations already running finish on the previous backend, and
+    /// every operation that starts after this returns runs on the new one. Each thread that
+    /// read through the previous backend lets go of it at its next get of this cache (a get
+    /// reads the backend through a per-thread copy, without an atomic read-modify-write), so
+    /// the previous backend is dropped once all of them have, or with this cache.
     pub fn replace(&self, cache: Arc<dyn Cache<I, V>>) -> Arc<dyn Cache<I, V>> {
-        let read = self.inner.backend.load().read;
+        let read = self.inner.backend.load_full().read;
         self.replace_with(cache, read)
     }
 
@@ -249,13 +249,12 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         index: I,
         key: &'a str,
     ) -> impl Future<Output = Option<Arc<V>>> + Send + 'a {
-        let ready = {
-            let backend = self.inner.backend.load();
+        let ready = self.inner.backend.read(|backend| {
             backend
                 .cache
                 .get_ready(index, key)
                 .map(|outcome| self.answered(&backend.metrics, index, outcome))
-        };
+        });
         async move {
             match ready {
                 Some(answer) => answer,
@@ -490,7 +489,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                     }
                     generation = (
                         self.inner.changes.load(Ordering::SeqCst),
-                        self.inner.backend.load().cache.change_token(),
+                        self.inner.backend.load_full().cache.change_token(),
                     );
                 }
             }
