@@ -2,7 +2,7 @@
 //! URLs in `CACHE_TEST_REDIS_URL` / `CACHE_TEST_POSTGRES_URL`).
 //!
 //! ```text
-//! cache-bench [--quick] [--out DIR] [--compare OLD.json] [--only FAMILY]
+//! cache-bench [--quick] [--out DIR] [--compare OLD.json] [--only FAMILY|isolated]
 //! ```
 //!
 //! Runs every workload ([`workload::Workload`]) on every target ([`targets::all`]) at 1, 8 and
@@ -51,7 +51,7 @@ fn args() -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference]"
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated]"
                 ));
             }
         }
@@ -60,7 +60,7 @@ fn args() -> Result<Args, String> {
 }
 
 /// CPU model, cores and memory, for the report.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -108,6 +108,14 @@ async fn run(args: &Args) -> Result<(), String> {
         }
         None => None,
     };
+    if args.only.as_deref() == Some("isolated") {
+        let report = Report {
+            isolated: isolated::run(args.quick).await,
+            ..Report::empty(args.quick)
+        };
+        println!("{}", report.markdown());
+        return Ok(());
+    }
     let servers = Servers {
         redis: std::env::var("CACHE_TEST_REDIS_URL").ok(),
         postgres: std::env::var("CACHE_TEST_POSTGRES_URL").ok(),
@@ -177,16 +185,7 @@ async fn run(args: &Args) -> Result<(), String> {
         };
         let _ = workload::run(&first.target, Workload::GetHit, 1, warm).await;
     }
-    let mut report = Report {
-        machine: machine(),
-        quick: args.quick,
-        cells: Vec::new(),
-        scale: Vec::new(),
-        isolated: Vec::new(),
-        propagation: Vec::new(),
-        stampede: Vec::new(),
-        goals: Vec::new(),
-    };
+    let mut report = Report::empty(args.quick);
     let everything = args.only.is_none();
     progress.set_message("stampede");
     if everything {

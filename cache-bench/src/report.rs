@@ -116,6 +116,20 @@ pub(crate) struct Report {
 }
 
 impl Report {
+    /// A report of nothing measured yet, on this machine.
+    pub(crate) fn empty(quick: bool) -> Self {
+        Report {
+            machine: crate::machine(),
+            quick,
+            cells: Vec::new(),
+            scale: Vec::new(),
+            isolated: Vec::new(),
+            propagation: Vec::new(),
+            stampede: Vec::new(),
+            goals: Vec::new(),
+        }
+    }
+
     fn find(&self, target: &str, workload: Workload, tasks: u64) -> Option<&Measurement> {
         self.cells
             .iter()
