@@ -606,7 +606,8 @@ pub mod duration_or_off {
 
     /// Deserializes a duration, a negative one as 0.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = text_of::deserialize(deserializer)?;
+        // Numbers as text, so `-1` and `"-1"` read alike.
+        let text = super::text::deserialize(deserializer)?;
         let text = text.trim();
         match text.strip_prefix('-') {
             Some(number) if number.starts_with(|c: char| c.is_ascii_digit()) => Ok(Duration::ZERO),
@@ -620,48 +621,6 @@ pub mod duration_or_off {
     /// Serializes like [`duration`].
     pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         super::duration::serialize(d, serializer)
-    }
-
-    /// Reads a number or a string as its text.
-    mod text_of {
-        use serde::de::{self, Visitor};
-        use std::fmt;
-
-        pub(super) fn deserialize<'de, D: de::Deserializer<'de>>(
-            deserializer: D,
-        ) -> Result<String, D::Error> {
-            deserializer.deserialize_any(TextVisitor)
-        }
-
-        struct TextVisitor;
-
-        impl Visitor<'_> for TextVisitor {
-            type Value = String;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"10m\", 0, or -1 (off)")
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(v.to_owned())
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(v.to_string())
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(v.to_string())
-            }
-
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                if v == 0.0 {
-                    Ok("0".to_owned())
-                } else {
-                    Ok(v.to_string())
-                }
-            }
-        }
     }
 }
 

@@ -176,6 +176,24 @@ async fn pair() -> Pair {
     }
 }
 
+/// Whether `cache` holds a live object under id `id` (read without going through a near
+/// cache, so nothing is filled on the way).
+fn holds(cache: &MemoryCache<TestIndex, TestEntry>, id: &str) -> bool {
+    cache
+        .get_ready(Id, id)
+        .expect("memory answers at once")
+        .expect("memory never fails")
+        .is_some()
+}
+
+impl Pair {
+    /// A sets object 1; B reads it, so B's memory level holds it.
+    async fn b_has_read_object_1(&self) {
+        self.a.set(entry("1", &["one"], 1)).await.unwrap();
+        assert!(self.b.get(Id, "1").await.unwrap().is_some());
+    }
+}
+
 #[tokio::test]
 async fn a_change_in_one_process_reaches_the_memory_level_of_the_others() {
     let p = pair().await;
@@ -192,7 +210,7 @@ async fn a_change_in_one_process_reaches_the_memory_level_of_the_others() {
     assert_eq!(p.b.stats().memory_hits, 1);
     // A invalidates through another index: B's memory drops the object through every key.
     p.a.invalidate(Name, &["one"]).await.unwrap();
-    assert!(p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_none());
+    assert!(!holds(p.b.memory(), "1"));
     assert!(p.b.get(Name, "uno").await.unwrap().is_none());
     // A set that replaces an object (sharing one key) drops the old one everywhere.
     p.a.set(entry("2", &["two", "dos"], 1)).await.unwrap();
@@ -246,8 +264,7 @@ async fn a_fill_never_installs_a_value_an_invalidation_overtook() {
 #[tokio::test]
 async fn a_lost_subscription_clears_memory_and_reads_through_until_healthy_again() {
     let p = pair().await;
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     let (logs_guard, logs) = cache_core::testkit::logs::capture();
     p.channel.lose_all();
     assert_eq!(p.b.hub().state(), ChannelState::Unhealthy);
@@ -272,10 +289,7 @@ async fn a_lost_subscription_clears_memory_and_reads_through_until_healthy_again
     wait_healthy(p.b.hub()).await;
     p.a.set(entry("1", &["one"], 2)).await.unwrap();
     assert_eq!(p.b.get(Id, "1").await.unwrap().unwrap().revision, 2);
-    assert!(
-        p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_some(),
-        "filled again"
-    );
+    assert!(holds(p.b.memory(), "1"), "filled again");
     drop(logs_guard);
     assert!(
         !logs
@@ -291,8 +305,7 @@ async fn a_lost_subscription_clears_memory_and_reads_through_until_healthy_again
 #[tokio::test(start_paused = true)]
 async fn a_silent_subscription_turns_unhealthy_after_the_silence_bound() {
     let p = pair().await;
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     p.channel.set_deaf(true);
     tokio::time::sleep(SILENCE + 2 * HEARTBEAT).await;
     assert_eq!(p.b.hub().state(), ChannelState::Unhealthy);
@@ -309,8 +322,7 @@ async fn a_silent_subscription_turns_unhealthy_after_the_silence_bound() {
 #[tokio::test(start_paused = true)]
 async fn a_subscription_that_lags_behind_is_unhealthy() {
     let p = pair().await;
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     // Every message, heartbeats included, now arrives 3 s after it was sent.
     p.channel.set_lag(3 * SILENCE);
     tokio::time::sleep(6 * SILENCE).await;
@@ -337,20 +349,15 @@ async fn a_subscription_that_died_without_a_word_is_replaced() {
         "subscribed again on a new connection"
     );
     assert!(p.b.hub().stats().outages >= 1, "unhealthy in between");
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     p.a.invalidate(Id, &["1"]).await.unwrap();
-    assert!(
-        p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
-        "the new subscription delivers"
-    );
+    assert!(!holds(p.b.memory(), "1"), "the new subscription delivers");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_publish_that_hangs_does_not_delay_the_silence_check() {
     let p = pair().await;
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     // Heartbeats no longer go out: each publish hangs, as on a dead connection.
     p.channel.set_stuck(true);
     tokio::time::sleep(SILENCE + 2 * HEARTBEAT).await;
@@ -375,22 +382,10 @@ async fn a_set_that_lands_after_an_invalidation_it_has_not_heard_of_is_taken_bac
     // Revision 1 is outdated now; b, which has not heard of it yet, sets it again (as a load
     // that read the source before the change would).
     p.b.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(
-        p.shared
-            .inner
-            .get_ready(Id, "1")
-            .unwrap()
-            .unwrap()
-            .is_some()
-    );
+    assert!(holds(&p.shared.inner, "1"));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
-        p.shared
-            .inner
-            .get_ready(Id, "1")
-            .unwrap()
-            .unwrap()
-            .is_none(),
+        !holds(&p.shared.inner, "1"),
         "b took its set back once a's invalidation arrived"
     );
     assert!(p.a.get(Name, "one").await.unwrap().is_none());
@@ -414,8 +409,7 @@ async fn sets_in_two_processes_do_not_take_each_other_back() {
 #[tokio::test(start_paused = true)]
 async fn an_announcement_that_hangs_holds_the_caller_at_most_the_limit() {
     let p = pair().await;
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     p.channel.set_stuck(true);
     let started = tokio::time::Instant::now();
     p.a.invalidate(Id, &["1"]).await.unwrap();
@@ -427,7 +421,7 @@ async fn an_announcement_that_hangs_holds_the_caller_at_most_the_limit() {
     p.channel.set_stuck(false);
     tokio::time::sleep(RESUBSCRIBE_AFTER + SILENCE).await;
     assert!(
-        p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        !holds(p.b.memory(), "1"),
         "sent again once publishing works"
     );
 }
@@ -435,8 +429,7 @@ async fn an_announcement_that_hangs_holds_the_caller_at_most_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn an_announcement_that_fails_is_sent_again_and_never_fails_the_call() {
     let p = pair().await;
-    p.a.set(entry("1", &["one"], 1)).await.unwrap();
-    assert!(p.b.get(Id, "1").await.unwrap().is_some());
+    p.b_has_read_object_1().await;
     p.channel.set_down(true);
     p.a.invalidate(Id, &["1"])
         .await
@@ -445,7 +438,7 @@ async fn an_announcement_that_fails_is_sent_again_and_never_fails_the_call() {
     p.channel.set_down(false);
     tokio::time::sleep(2 * HEARTBEAT).await;
     assert!(
-        p.b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        !holds(p.b.memory(), "1"),
         "delivered with a later heartbeat"
     );
 }
@@ -517,19 +510,16 @@ async fn a_change_a_breaker_delivers_later_is_announced_then() {
         "kept by the breaker"
     );
     assert!(
-        b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        !holds(b.memory(), "1"),
         "announced at once all the same: it may have taken effect, and dropping is safe"
     );
     backend.down.store(false, Ordering::SeqCst);
     // Before the breaker delivers, b reads the object again (the backend still has it).
     assert!(b.get(Id, "1").await.unwrap().is_some());
-    assert!(b.memory().get_ready(Id, "1").unwrap().unwrap().is_some());
+    assert!(holds(b.memory(), "1"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!guarded.has_pending(), "delivered");
-    assert!(
-        b.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
-        "announced once delivered"
-    );
+    assert!(!holds(b.memory(), "1"), "announced once delivered");
     assert!(b.get(Name, "one").await.unwrap().is_none());
 }
 
@@ -612,16 +602,13 @@ async fn a_filled_object_expires_by_max_age_counted_from_its_set_not_from_the_fi
         .unwrap()
         .expect("read through");
     assert_eq!(hit.age, Some(Duration::from_secs(6)));
-    assert!(
-        near.memory().get_ready(Id, "1").unwrap().unwrap().is_some(),
-        "filled"
-    );
+    assert!(holds(near.memory(), "1"), "filled");
     clock.advance(Duration::from_secs(3));
     assert!(near.get(Name, "one").await.unwrap().is_some(), "9 s old");
     assert_eq!(near.stats().memory_hits, 1);
     clock.advance(Duration::from_secs(1));
     assert!(
-        near.memory().get_ready(Id, "1").unwrap().unwrap().is_none(),
+        !holds(near.memory(), "1"),
         "10 s after its set, though filled 4 s ago"
     );
     assert!(near.get(Id, "1").await.unwrap().is_none());
