@@ -171,12 +171,18 @@ impl<I: Index> Pending<I> {
 
 #[cfg(test)]
 mod tests {
-    use cache_core::testkit::TestIndex::{Id, Name};
+    use cache_core::testkit::TestIndex::{self, Id, Name};
 
     use super::*;
 
     fn keys(n: usize) -> Vec<String> {
         (0..n).map(|i| i.to_string()).collect()
+    }
+
+    /// Delivers the change at the front of the queue.
+    fn deliver_front(p: &Pending<TestIndex>) {
+        let (seq, _) = p.front().expect("a change is queued");
+        p.delivered(seq);
     }
 
     #[test]
@@ -192,8 +198,7 @@ mod tests {
         p.delivered(seq);
         assert_eq!(p.keys(), 3);
         p.delivered(seq); // twice is harmless
-        let (seq, _) = p.front().unwrap();
-        p.delivered(seq);
+        deliver_front(&p);
         assert!(!p.is_dirty());
         assert!(p.front().is_none());
     }
@@ -205,8 +210,7 @@ mod tests {
         p.push(Op::Invalidate(Id, keys(2))); // 5 > 4
         assert_eq!(p.front().map(|(_, op)| op), Some(Op::Truncate));
         p.push(Op::Invalidate(Name, keys(1))); // covered by the truncate
-        let (seq, _) = p.front().unwrap();
-        p.delivered(seq);
+        deliver_front(&p);
         assert!(!p.is_dirty());
 
         p.push(Op::Invalidate(Id, keys(1)));
@@ -235,8 +239,7 @@ mod tests {
             "order kept"
         );
         // Delivering the front (the delete) keeps the queued invalidations.
-        let (seq, _) = p.front().unwrap();
-        p.delivered(seq);
+        deliver_front(&p);
         let (seq, front) = p.front().unwrap();
         assert_eq!(front, Op::Invalidate(Id, keys(2)));
         // The front may be on its way: an invalidation made now is kept again.
@@ -246,15 +249,13 @@ mod tests {
             p.front().map(|(_, op)| op),
             Some(Op::Invalidate(Id, vec!["2".into()]))
         );
-        let (seq, _) = p.front().unwrap();
-        p.delivered(seq);
+        deliver_front(&p);
         assert_eq!(
             p.front().map(|(_, op)| op),
             Some(Op::Invalidate(Id, keys(1))),
             "the one made while the front was delivered is still there"
         );
-        let (seq, _) = p.front().unwrap();
-        p.delivered(seq);
+        deliver_front(&p);
         assert!(!p.is_dirty());
         // Delivered keys are forgotten: invalidating them again keeps them again.
         p.push(Op::Invalidate(Id, keys(2)));

@@ -186,12 +186,14 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
 
     /// The name of the connector currently storing this cache.
     pub fn connector(&self) -> &'static str {
-        self.inner.backend.load_full().cache.connector()
+        self.inner.backend.read(|backend| backend.cache.connector())
     }
 
     /// The cache currently behind this object cache.
     pub fn backend(&self) -> Arc<dyn Cache<I, V>> {
-        Arc::clone(&self.inner.backend.load_full().cache)
+        self.inner
+            .backend
+            .read(|backend| Arc::clone(&backend.cache))
     }
 
     /// Switches this object cache to another backend and returns the previous one. Readers
@@ -201,7 +203,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// reads the backend through a per-thread copy, without an atomic read-modify-write), so
     /// the previous backend is dropped once all of them have, or with this cache.
     pub fn replace(&self, cache: Arc<dyn Cache<I, V>>) -> Arc<dyn Cache<I, V>> {
-        let read = self.inner.backend.load_full().read;
+        let read = self.inner.backend.read(|backend| backend.read);
         self.replace_with(cache, read)
     }
 
@@ -489,7 +491,9 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                     }
                     generation = (
                         self.inner.changes.load(Ordering::SeqCst),
-                        self.inner.backend.load_full().cache.change_token(),
+                        self.inner
+                            .backend
+                            .read(|backend| backend.cache.change_token()),
                     );
                 }
             }
