@@ -1,5 +1,6 @@
 //! [`BreakerCache`]: any cache behind a connector's [`Breaker`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -335,21 +336,13 @@ async fn deliver_in_background<I: Index, V: Entry<I>>(shared: Weak<Shared<I, V>>
     }
 }
 
-#[async_trait]
-impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
-    fn connector(&self) -> &'static str {
-        self.shared.inner.connector()
-    }
-
-    fn indices(&self) -> &[I] {
-        self.shared.inner.indices()
-    }
-
-    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
-        Ok(self.get_entry(index, key).await?.map(|hit| hit.value))
-    }
-
-    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
+    /// A read through the breaker: `read` runs only if the breaker lets the call through and
+    /// no kept change is left to deliver first.
+    async fn read<T, F>(&self, read: impl FnOnce() -> F) -> Result<Option<T>>
+    where
+        F: Future<Output = Result<Option<T>>>,
+    {
         let shared = &self.shared;
         if shared.breaker.refuses_call() {
             return Ok(None);
@@ -363,9 +356,28 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         let Some(permit) = shared.breaker.permit() else {
             return Ok(None);
         };
-        let outcome = shared.inner.get_entry(index, key).await;
+        let outcome = read().await;
         report(permit, &outcome);
         outcome
+    }
+}
+
+#[async_trait]
+impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
+    fn connector(&self) -> &'static str {
+        self.shared.inner.connector()
+    }
+
+    fn indices(&self) -> &[I] {
+        self.shared.inner.indices()
+    }
+
+    async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        self.read(|| self.shared.inner.get(index, key)).await
+    }
+
+    async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
+        self.read(|| self.shared.inner.get_entry(index, key)).await
     }
 
     async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {

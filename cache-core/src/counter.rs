@@ -5,6 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use thread_local::ThreadLocal;
 
+/// One thread's count, on cache lines of its own (`ThreadLocal` keeps the threads' entries side
+/// by side, and each hit writes one).
+#[derive(Default)]
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
 /// A monotonic count kept per thread: each thread adds to a slot only it writes (a load and a
 /// store, no locked instruction: ~0.5 ns against ~5 ns for an atomic add, measured here), and
 /// [`get`](Self::get) sums the slots. A thread that exits leaves its count behind for the next
@@ -12,7 +18,7 @@ use thread_local::ThreadLocal;
 /// also adds to a counter of the `metrics` facade.
 #[derive(Default)]
 pub struct Counter {
-    slots: ThreadLocal<AtomicU64>,
+    slots: ThreadLocal<Slot>,
     /// `None` (the default): counted here only, without a call into the facade.
     exported: Option<metrics::Counter>,
 }
@@ -41,7 +47,7 @@ impl Counter {
     /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
-        let slot = self.slots.get_or_default();
+        let Slot(slot) = self.slots.get_or_default();
         // Only this thread writes its slot, so load-then-store loses nothing; the atomics
         // let `get` read the slot from another thread.
         slot.store(
@@ -57,7 +63,7 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.slots
             .iter()
-            .map(|slot| slot.load(Ordering::Relaxed))
+            .map(|Slot(slot)| slot.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
 }

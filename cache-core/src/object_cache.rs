@@ -422,9 +422,15 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         E: fmt::Display + Send + Sync + 'static,
     {
         let before = self.inner.changes.load(Ordering::SeqCst);
-        let backend = self.inner.backend.load_full();
-        let token = backend.cache.change_token();
-        if backend.read.refresh_ahead > 0.0 {
+        let (refresh_ahead, token) = self.inner.backend.read(|backend| {
+            (
+                backend.read.refresh_ahead > 0.0,
+                backend.cache.change_token(),
+            )
+        });
+        if refresh_ahead {
+            // Held across the get's await (a switch meanwhile bumps `changes`).
+            let backend = self.inner.backend.load_full();
             if let Some(hit) = self.get_entry(&backend, index, key).await {
                 let now: Generation = (
                     self.inner.changes.load(Ordering::SeqCst),

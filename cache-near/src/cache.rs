@@ -1,7 +1,7 @@
 //! [`NearCache`]: a memory level in front of a shared level (or alone), kept consistent with
 //! the other processes through a [`Hub`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -31,8 +31,6 @@ use crate::message::{Kind, Message};
 /// unhealthy hub turns every get into a miss until it is back.
 pub struct NearCache<I: Index, V: Entry<I>> {
     level: Arc<Level<I, V>>,
-    shared: Option<Arc<dyn Cache<I, V>>>,
-    hub: Hub,
     memory_hits: Counter,
     shared_hits: Counter,
     misses: Counter,
@@ -53,8 +51,8 @@ struct Level<I: Index, V: Entry<I>> {
     /// The shared level and the hub, to take a set back.
     shared: Option<Arc<dyn Cache<I, V>>>,
     hub: Hub,
-    /// The key hashes of this process's sets within [`RETRACT_WINDOW`], oldest first.
-    recent_sets: Mutex<VecDeque<(Instant, Vec<u64>)>>,
+    /// The key hashes of this process's sets within [`RETRACT_WINDOW`].
+    recent_sets: Mutex<RecentSets>,
 }
 
 /// What a near cache has done and where its channel is.
@@ -75,12 +73,42 @@ pub struct NearStats {
 }
 
 /// Drops the sets older than [`RETRACT_WINDOW`].
-fn forget_old(recent: &mut VecDeque<(Instant, Vec<u64>)>) {
-    while recent
-        .front()
-        .is_some_and(|(at, hashes)| at.elapsed() > RETRACT_WINDOW || hashes.is_empty())
-    {
-        recent.pop_front();
+/// The keys (hashed) this process set within [`RETRACT_WINDOW`], each with its latest set: a
+/// received invalidation looks each of its keys up once, whatever the rate of sets.
+#[derive(Default)]
+struct RecentSets {
+    latest: HashMap<u64, Instant>,
+    /// Every set key in the order set, to forget them once out of the window.
+    order: VecDeque<(Instant, u64)>,
+}
+
+impl RecentSets {
+    fn note(&mut self, hashes: &[u64]) {
+        self.forget_old();
+        let now = Instant::now();
+        for &hash in hashes {
+            self.latest.insert(hash, now);
+            self.order.push_back((now, hash));
+        }
+    }
+
+    /// Whether `hash` was set within the window; it is forgotten, so a set is taken back once.
+    fn take(&mut self, hash: u64) -> bool {
+        self.forget_old();
+        self.latest.remove(&hash).is_some()
+    }
+
+    fn forget_old(&mut self) {
+        while let Some(&(at, hash)) = self.order.front() {
+            if at.elapsed() <= RETRACT_WINDOW {
+                break;
+            }
+            self.order.pop_front();
+            // Only if no later set of the key renewed it.
+            if self.latest.get(&hash) == Some(&at) {
+                self.latest.remove(&hash);
+            }
+        }
     }
 }
 
@@ -121,16 +149,14 @@ impl<I: Index, V: Entry<I>> Level<I, V> {
     }
 
     /// Remembers a set of this process (the hashes of its keys) for [`RETRACT_WINDOW`].
-    fn note_set(&self, hashes: Vec<u64>) {
+    fn note_set(&self, hashes: &[u64]) {
         if self.shared.is_none() {
             return; // nothing shared to take back
         }
-        let mut recent = self
-            .recent_sets
+        self.recent_sets
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        forget_old(&mut recent);
-        recent.push_back((Instant::now(), hashes));
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(hashes);
     }
 
     /// Another process invalidated `keys`: a set of this process within [`RETRACT_WINDOW`]
@@ -146,24 +172,10 @@ impl<I: Index, V: Entry<I>> Level<I, V> {
                 .recent_sets
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            forget_old(&mut recent);
-            if recent.is_empty() {
-                return;
-            }
-            let mut overtaken = Vec::new();
-            for key in keys {
-                let hash = key_hash(index.name(), key);
-                let mut found = false;
-                for (_, hashes) in recent.iter_mut() {
-                    let before = hashes.len();
-                    hashes.retain(|h| *h != hash);
-                    found |= hashes.len() != before;
-                }
-                if found {
-                    overtaken.push((*key).to_owned());
-                }
-            }
-            overtaken
+            keys.iter()
+                .filter(|key| recent.take(key_hash(index.name(), key)))
+                .map(|key| (*key).to_owned())
+                .collect()
         };
         if overtaken.is_empty() {
             return;
@@ -243,8 +255,8 @@ impl<I: Index, V: Entry<I>> std::fmt::Debug for NearCache<I, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NearCache")
             .field("purpose", &self.level.purpose)
-            .field("shared", &self.shared.as_ref().map(|s| s.connector()))
-            .field("hub", &self.hub)
+            .field("shared", &self.level.shared.as_ref().map(|s| s.connector()))
+            .field("hub", &self.level.hub)
             .finish()
     }
 }
@@ -276,9 +288,9 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             fence: Fence::default(),
             received: exported(NEAR_RECEIVED),
             sent: exported(NEAR_SENT),
-            shared: shared.clone(),
+            shared,
             hub: hub.clone(),
-            recent_sets: Mutex::new(VecDeque::new()),
+            recent_sets: Mutex::new(RecentSets::default()),
         });
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&level) as Weak<dyn Receiver>;
         hub.register(purpose, receiver);
@@ -287,8 +299,6 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
         }
         NearCache {
             level,
-            shared,
-            hub,
             memory_hits: level_counter("memory"),
             shared_hits: level_counter("shared"),
             misses: level_counter("miss"),
@@ -297,7 +307,7 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
 
     /// The hub this cache announces on.
     pub fn hub(&self) -> &Hub {
-        &self.hub
+        &self.level.hub
     }
 
     /// The memory level.
@@ -313,7 +323,7 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             misses: self.misses.get(),
             sent: self.level.sent.get(),
             received: self.level.received.get(),
-            channel: self.hub.state(),
+            channel: self.level.hub.state(),
         }
     }
 
@@ -323,7 +333,7 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
     /// `cache_breaker::BreakerCache::on_delivered`.
     pub fn delivered_listener(&self) -> ChangeListener<I> {
         let level = Arc::downgrade(&self.level);
-        let hub = self.hub.clone();
+        let hub = self.level.hub.clone();
         Arc::new(move |change: &Change<I>| {
             let Some(level) = level.upgrade() else {
                 return;
@@ -340,7 +350,7 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
     /// with its age when the hub was healthy all along and no change overtook the read.
     async fn read_through(&self, index: I, key: &str, healthy: bool) -> Result<Option<Hit<V>>> {
         self.check(index)?;
-        let Some(shared) = &self.shared else {
+        let Some(shared) = &self.level.shared else {
             self.misses.increment();
             return Ok(None);
         };
@@ -350,7 +360,7 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             return Ok(None);
         };
         self.shared_hits.increment();
-        if healthy && self.hub.is_healthy() {
+        if healthy && self.level.hub.is_healthy() {
             let keys = self.level.value_hashes(&hit.value);
             let memory = &self.level.memory;
             let age = hit.age.unwrap_or_default();
@@ -386,7 +396,7 @@ async fn announce<I: Index, V: Entry<I>>(hub: &Hub, level: &Level<I, V>, change:
 #[async_trait]
 impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
     fn connector(&self) -> &'static str {
-        match &self.shared {
+        match &self.level.shared {
             Some(shared) => shared.connector(),
             None => cache_memory::CONNECTOR,
         }
@@ -398,7 +408,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
 
     #[inline]
     fn get_ready(&self, index: I, key: &str) -> Option<Result<Option<Arc<V>>>> {
-        if !self.hub.is_healthy() {
+        if !self.level.hub.is_healthy() {
             return None;
         }
         match self.level.memory.get_ready(index, key) {
@@ -407,12 +417,17 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
                 Some(Ok(Some(value)))
             }
             Some(Err(error)) => Some(Err(error)),
+            // Without a shared level a memory miss is the answer: no read-through to await.
+            Some(Ok(None)) if self.level.shared.is_none() => {
+                self.misses.increment();
+                Some(Ok(None))
+            }
             _ => None,
         }
     }
 
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
-        let healthy = self.hub.is_healthy();
+        let healthy = self.level.hub.is_healthy();
         if healthy && let Some(found) = self.get_ready(index, key) {
             return found;
         }
@@ -423,7 +438,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
     }
 
     async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
-        let healthy = self.hub.is_healthy();
+        let healthy = self.level.hub.is_healthy();
         if healthy && let Some(hit) = self.level.memory.get_entry(index, key).await? {
             self.memory_hits.increment();
             return Ok(Some(hit));
@@ -433,12 +448,12 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
 
     async fn get_stale(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
         self.check(index)?;
-        if self.hub.is_healthy()
+        if self.level.hub.is_healthy()
             && let Some(hit) = self.level.memory.get_stale(index, key).await?
         {
             return Ok(Some(hit));
         }
-        match &self.shared {
+        match &self.level.shared {
             Some(shared) => shared.get_stale(index, key).await,
             None => Ok(None),
         }
@@ -451,7 +466,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             .iter()
             .map(|(position, key)| key_hash(level.memory.indices()[*position].name(), key))
             .collect();
-        if let Some(shared) = &self.shared
+        if let Some(shared) = &self.level.shared
             && let Err(error) = shared.set(Arc::clone(&value)).await
         {
             // The shared level may still hold what the value replaces: not in memory, then.
@@ -462,7 +477,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
             return Err(error);
         }
         let address = Arc::as_ptr(&value) as usize;
-        level.note_set(hashes.clone());
+        level.note_set(&hashes);
         level
             .fence
             .set(hashes, address, || level.memory.set_now(value));
@@ -475,7 +490,8 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
                 .collect();
             if !keys.is_empty() {
                 level.sent.increment();
-                self.hub
+                self.level
+                    .hub
                     .announce(
                         &level.purpose,
                         (Kind::Invalidate, true),
@@ -490,7 +506,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
         self.check(index)?;
-        let outcome = match &self.shared {
+        let outcome = match &self.level.shared {
             Some(shared) => shared.invalidate(index, keys).await,
             None => Ok(()),
         };
@@ -500,31 +516,36 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         // it again once delivered (`delivered_listener`).
         self.level.invalidate(index, keys)?;
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-        announce(&self.hub, &self.level, &Change::Invalidate(index, owned)).await;
+        announce(
+            &self.level.hub,
+            &self.level,
+            &Change::Invalidate(index, owned),
+        )
+        .await;
         outcome
     }
 
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
         self.check(index)?;
-        let outcome = match &self.shared {
+        let outcome = match &self.level.shared {
             Some(shared) => shared.delete(index, keys).await,
             None => Ok(()),
         };
         self.level.delete(index, keys)?;
         // Announced whatever the shared level said (see `invalidate`).
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-        announce(&self.hub, &self.level, &Change::Delete(index, owned)).await;
+        announce(&self.level.hub, &self.level, &Change::Delete(index, owned)).await;
         outcome
     }
 
     async fn truncate(&self) -> Result<()> {
-        let outcome = match &self.shared {
+        let outcome = match &self.level.shared {
             Some(shared) => shared.truncate().await,
             None => Ok(()),
         };
         self.level.clear();
         // Announced whatever the shared level said (see `invalidate`).
-        announce(&self.hub, &self.level, &Change::Truncate).await;
+        announce(&self.level.hub, &self.level, &Change::Truncate).await;
         outcome
     }
 
@@ -550,11 +571,33 @@ impl<I: Index, V: Entry<I>> Prune for NearCache<I, V> {
     async fn prune(&self) -> Result<u64> {
         let memory: Arc<dyn Prune> = Arc::clone(&self.level.memory) as Arc<dyn Prune>;
         let mut removed = memory.prune().await?;
-        if let Some(shared) = self.shared.clone()
+        if let Some(shared) = self.level.shared.clone()
             && let Some(prune) = shared.into_prune()
         {
             removed += prune.prune().await?;
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recent_set_is_taken_back_once_and_forgotten_after_the_window() {
+        let step = Duration::from_millis(1);
+        let mut recent = RecentSets::default();
+        recent.note(&[1, 2]);
+        tokio::time::advance(RETRACT_WINDOW / 2).await;
+        recent.note(&[2]); // set again: remembered for a window from now
+        assert!(recent.take(1));
+        assert!(!recent.take(1), "taken back once");
+        tokio::time::advance(RETRACT_WINDOW / 2 + step).await;
+        assert!(recent.take(2), "its later set is still within the window");
+        recent.note(&[3]);
+        tokio::time::advance(RETRACT_WINDOW + step).await;
+        assert!(!recent.take(3), "out of the window");
+        assert!(recent.order.is_empty() && recent.latest.is_empty());
     }
 }

@@ -142,23 +142,20 @@ impl Ops {
 
     /// Whether `stored` has expired although its keys live on (they are kept for MaxStale
     /// past expiry): by this machine's clock against the server's set and renewal times.
-    fn expired(&self, stored: &value::Stored<'_>) -> bool {
+    fn expired(&self, stored: &value::Stored<'_>, now: u64) -> bool {
         if self.kept_max_age_ms == self.max_age_ms && self.kept_last_usage_ms == self.last_usage_ms
         {
             return false; // no MaxStale: the TTLs are the expiry
         }
-        let now = now_ms();
         (self.max_age_ms > 0 && now.saturating_sub(stored.created_ms) >= self.max_age_ms)
             || (self.last_usage_ms > 0
                 && now.saturating_sub(stored.renewed_ms) >= self.last_usage_ms)
     }
 
     /// Renews the object's LastUsage in the background when a hit (whose `GET` was sent at
-    /// `asked`) finds it due.
-    fn renew_if_due(self: &Arc<Self>, stored: &value::Stored<'_>, asked: Instant) {
-        if self.last_usage_ms == 0
-            || now_ms().saturating_sub(stored.renewed_ms) < self.renew_after_ms
-        {
+    /// `asked`) finds it due at `now` (milliseconds since the epoch).
+    fn renew_if_due(self: &Arc<Self>, stored: &value::Stored<'_>, asked: Instant, now: u64) {
+        if self.last_usage_ms == 0 || now.saturating_sub(stored.renewed_ms) < self.renew_after_ms {
             return;
         }
         let id = stored.id.to_owned();
@@ -327,7 +324,8 @@ where
             // Another release's object: not ours to decode, and not ours to remove.
             return Ok(None);
         }
-        let expired = ops.expired(&stored);
+        let now = now_ms();
+        let expired = ops.expired(&stored, now);
         if !stale_ok && expired {
             // Kept past its expiry for stale-if-error only.
             return Ok(None);
@@ -337,9 +335,9 @@ where
                 // A stale read is no use: renewing LastUsage would make an expired object
                 // fresh again for plain gets.
                 if !expired {
-                    ops.renew_if_due(&stored, asked);
+                    ops.renew_if_due(&stored, asked, now);
                 }
-                let age = Duration::from_millis(now_ms().saturating_sub(stored.created_ms));
+                let age = Duration::from_millis(now.saturating_sub(stored.created_ms));
                 Ok(Some(Hit {
                     value,
                     age: Some(age),
