@@ -167,9 +167,11 @@ async fn open_gets_miss_and_writes_are_kept_errors_without_calls() {
 async fn a_set_refused_while_open_still_invalidates_what_it_replaces() {
     let s = setup(100);
     s.cache.set(entry("1", &["one"])).await.unwrap();
+    s.cache.set(entry("3", &["three"])).await.unwrap();
     s.trip().await;
     // Object 2 takes the name "one" over: object 1 is outdated.
-    assert!(s.cache.set(entry("2", &["one"])).await.is_err());
+    let refused = s.cache.set(entry("2", &["one"])).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::BreakerOpen, "{refused}");
     s.recover().await;
     assert!(
         s.cache.get(Name, "one").await.unwrap().is_none(),
@@ -178,6 +180,10 @@ async fn a_set_refused_while_open_still_invalidates_what_it_replaces() {
     assert!(
         s.cache.get(Id, "1").await.unwrap().is_none(),
         "not through its other keys either"
+    );
+    assert!(
+        s.cache.get(Id, "3").await.unwrap().is_some(),
+        "only what the set replaced is gone, not the whole cache"
     );
     assert!(!s.cache.has_pending());
 }

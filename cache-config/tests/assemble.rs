@@ -432,6 +432,10 @@ async fn a_cache_switched_back_to_redis_serves_nothing_invalidated_meanwhile() {
         .object_cache::<OrgIndex, Org>(&purpose, INDICES)
         .unwrap();
     orgs.set(org()).await;
+    assert!(
+        orgs.get(OrgIndex::Name, "acme.example").await.is_some(),
+        "stored in Redis"
+    );
     caches.reconfigure(&config("memory")).await.unwrap();
     assert_eq!(orgs.connector(), "memory");
     // The organization changes while the cache runs on memory.

@@ -745,6 +745,21 @@ fn the_references_negative_redis_values_load_as_off() {
         "never replaced by age"
     );
     assert_eq!(redis.conn_max_idle_time, Duration::ZERO, "idle ones kept");
+    assert_eq!(
+        (
+            redis.read_timeout,
+            redis.write_timeout,
+            redis.min_retry_backoff,
+            redis.max_retry_backoff
+        ),
+        (
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO
+        ),
+        "every negative duration reads as 0, what the field documents 0 to mean"
+    );
     let effective = redis.clone().with_default_timeouts();
     assert_eq!(
         (effective.read_timeout, effective.write_timeout),

@@ -473,13 +473,14 @@ async fn a_loaded_object_never_lands_after_an_invalidation_that_returned() {
 async fn a_load_that_panics_reaches_its_caller_and_never_poisons_the_key() {
     let (_, cache) = object_cache(&CacheSettings::default());
     let source = Arc::new(Source::default());
-    // The first caller's load panics after 60 ms; a second caller joins its flight meanwhile.
+    // The first caller's load panics once released; a second caller joins its flight before.
+    let release = Arc::new(tokio::sync::Notify::new());
     let first = {
-        let cache = cache.clone();
+        let (cache, release) = (cache.clone(), Arc::clone(&release));
         tokio::spawn(async move {
             cache
-                .get_or_load(Id, "1", || async {
-                    tokio::time::sleep(Duration::from_millis(60)).await;
+                .get_or_load(Id, "1", || async move {
+                    release.notified().await;
                     if true {
                         panic!("the loader failed in a way nobody expected");
                     }
@@ -488,11 +489,20 @@ async fn a_load_that_panics_reaches_its_caller_and_never_poisons_the_key() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
     let second = {
         let (cache, load) = (cache.clone(), source.loader("1"));
         tokio::spawn(async move { cache.get_or_load(Id, "1", load).await })
     };
+    while cache.stats().misses < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        source.loads.load(Ordering::SeqCst),
+        0,
+        "the second caller joined the first's flight instead of loading"
+    );
+    release.notify_one();
     let panicked = first
         .await
         .expect_err("the panic reaches the caller whose load it was");
@@ -503,6 +513,7 @@ async fn a_load_that_panics_reaches_its_caller_and_never_poisons_the_key() {
         Some("1"),
         "a caller that joined the panicked flight runs its own load"
     );
+    assert_eq!(source.loads.load(Ordering::SeqCst), 1);
     // The key is not poisoned: the next miss loads (here: a hit of what the second set).
     cache.invalidate(Id, &["1"]).await.unwrap();
     let again = cache
@@ -513,4 +524,5 @@ async fn a_load_that_panics_reaches_its_caller_and_never_poisons_the_key() {
         again.is_some(),
         "loaded again after the panic, not answered absent"
     );
+    assert_eq!(source.loads.load(Ordering::SeqCst), 2);
 }

@@ -83,5 +83,11 @@ async fn a_wrong_password_fails_clearly_and_is_never_shown() {
     );
     // A server refusing the credentials is not the server being down for a while.
     assert_ne!(error.kind(), ErrorKind::Timeout, "{error}");
+    let error = cache
+        .get(TestIndex::Id, "1")
+        .await
+        .expect_err("a wrong password cannot get either");
+    assert!(!format!("{error} {error:?}").contains(wrong));
+    assert_ne!(error.kind(), ErrorKind::Timeout, "{error}");
     assert!(format!("{:?}", connector.config()).find(wrong).is_none());
 }

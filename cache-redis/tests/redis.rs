@@ -2,6 +2,7 @@
 //! nothing left after expiry, truncate's reach, NOSCRIPT, and versions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cache_core::testkit::{TestEntry, TestIndex, unique_purpose};
@@ -313,6 +314,8 @@ async fn a_truncate_racing_with_sets_leaves_no_ghost() {
         &CacheSettings::default(),
     );
     let mut conn = raw(&url).await;
+    let stored = Arc::new(AtomicUsize::new(0));
+    let mut stored_during_truncates = 0;
     for round in 0..3 {
         // Enough keys that a truncate takes many SCAN batches.
         for i in 0..3_000 {
@@ -322,20 +325,24 @@ async fn a_truncate_racing_with_sets_leaves_no_ghost() {
                 .unwrap();
         }
         let writer = {
-            let cache = Arc::clone(&cache);
+            let (cache, stored) = (Arc::clone(&cache), Arc::clone(&stored));
             tokio::spawn(async move {
                 for i in 0..2_000 {
                     let n = (i * 7) % 3_000;
-                    let _ = cache
+                    cache
                         .set(entry(
                             &format!("o{n}"),
                             &[&format!("n{n}"), &format!("r{round}-{i}")],
                         ))
-                        .await;
+                        .await
+                        .expect("a set racing with a truncate still succeeds");
+                    stored.fetch_add(1, Ordering::SeqCst);
                 }
             })
         };
+        let before = stored.load(Ordering::SeqCst);
         cache.truncate().await.unwrap();
+        stored_during_truncates += stored.load(Ordering::SeqCst) - before;
         writer.await.unwrap();
         let ghosts = ghosts(&mut conn, &purpose).await;
         assert!(
@@ -346,4 +353,8 @@ async fn a_truncate_racing_with_sets_leaves_no_ghost() {
         );
         cache.truncate().await.unwrap();
     }
+    assert!(
+        stored_during_truncates > 0,
+        "no set landed while a truncate ran: the race was not run"
+    );
 }
