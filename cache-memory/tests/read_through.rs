@@ -489,14 +489,22 @@ async fn a_load_that_panics_reaches_its_caller_and_never_poisons_the_key() {
                 .await
         })
     };
+    // Each caller has missed (and so reached its flight) before the next step.
+    let missed = |n| {
+        let cache = cache.clone();
+        async move {
+            while cache.stats().misses < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    missed(1).await;
     let second = {
         let (cache, load) = (cache.clone(), source.loader("1"));
         tokio::spawn(async move { cache.get_or_load(Id, "1", load).await })
     };
-    while cache.stats().misses < 2 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    missed(2).await;
     assert_eq!(
         source.loads.load(Ordering::SeqCst),
         0,
