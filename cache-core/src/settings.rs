@@ -624,6 +624,79 @@ pub mod duration_or_off {
     }
 }
 
+/// Serde support for sizes in bytes, as configuration files write them: a number of bytes
+/// (`16777216`) or a number with a unit — `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or `kB`,
+/// `MB`, `GB` (powers of 1000), case-insensitive, e.g. `16MiB`, `512 KiB`, `64MB`.
+///
+/// Use with `#[serde(with = "cache_core::settings::byte_size")]`.
+pub mod byte_size {
+    use serde::{Deserializer, Serializer};
+
+    /// Parses a size.
+    ///
+    /// ```
+    /// use cache_core::settings::byte_size::parse;
+    ///
+    /// assert_eq!(parse("16MiB"), Ok(16 << 20));
+    /// assert_eq!(parse("64 mb"), Ok(64_000_000));
+    /// assert_eq!(parse("1024"), Ok(1024));
+    /// assert!(parse("-1").is_err() && parse("12 parsecs").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a size; write a number of bytes or one with a unit, e.g. \
+                     \"16MiB\", \"512KiB\" or 1048576"
+                ));
+            }
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiplier))
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not a size; write a number of bytes or one with a unit, e.g. \
+                     \"16MiB\", \"512KiB\" or 1048576"
+                )
+            })
+    }
+
+    /// Writes a size the way [`parse`] reads it (the largest binary unit that divides it).
+    pub fn format(bytes: u64) -> String {
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if bytes >= size && bytes % size == 0 {
+                return format!("{}{unit}", bytes / size);
+            }
+        }
+        bytes.to_string()
+    }
+
+    /// Deserializes a size (a number, or text with a unit).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let text = super::text::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Serializes a size as [`format`] writes it.
+    pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*bytes))
+    }
+}
+
 /// Serde support for text settings (passwords, names, URLs) that a configuration layer may
 /// hand over as a number or a boolean: `Password: 987654` in YAML or
 /// `..._PASSWORD=12345` in the environment is the text `"987654"`, not a type error.

@@ -1,5 +1,6 @@
-//! [`RedisCache`]: one object cache on a Redis server. A hit is one plain `GET`; every change
-//! is one atomic Lua script.
+//! [`RedisCache`]: one object cache on a Redis server. A hit of an ordinary object is one
+//! plain `GET`; every change is one atomic Lua script (a batch of one, for objects with many
+//! keys). The layout is in `keys.md`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -10,38 +11,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cache_core::{
     Cache, CacheSettings, Entry, Error, ErrorKind, Hit, Index, Result, async_trait, codec,
 };
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::CONNECTOR;
 use crate::connector::Shared;
 use crate::pool::Conn;
+use crate::scripts::Call;
+use crate::value::{Object, Stored};
 use crate::{keys, value};
 
-const COMMON: &str = include_str!("lua/common.lua");
-
-/// The scripts, loaded once per connector. `Script` runs EVALSHA and, on `NOSCRIPT` (after a
-/// restart or `SCRIPT FLUSH`), loads the script and retries: never a failure.
-#[derive(Debug)]
-pub(crate) struct Scripts {
-    set: Script,
-    invalidate: Script,
-    renew: Script,
-    truncate: Script,
-}
-
-impl Scripts {
-    pub(crate) fn new() -> Self {
-        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
-        Scripts {
-            set: with_common(include_str!("lua/set.lua")),
-            invalidate: with_common(include_str!("lua/invalidate.lua")),
-            renew: with_common(include_str!("lua/renew.lua")),
-            truncate: with_common(include_str!("lua/truncate.lua")),
-        }
-    }
-}
+/// Most keys one script call changes: a set, invalidate or delete of an object with more keys
+/// runs as several calls, so no single call holds the server for long (each is a few ms).
+pub(crate) const BATCH: usize = 1_000;
 
 /// One object cache of the [Redis connector](crate::RedisConnector).
 pub struct RedisCache<I: Index, V: Entry<I>> {
@@ -50,13 +33,17 @@ pub struct RedisCache<I: Index, V: Entry<I>> {
     values: PhantomData<fn() -> V>,
 }
 
-/// What every operation of one object cache needs, shared with its background renewals.
+/// What every operation of one object cache needs, shared with its background work (LastUsage
+/// renewals, sweeping the pointers of removed bodies).
 struct Ops {
     shared: Arc<Shared>,
     purpose: String,
+    /// `oc3{<purpose>}:`, the prefix of every key of this cache.
     prefix: String,
-    /// `<n>:<version>|`, the version part of every stored header.
-    version_part: String,
+    /// This release's tag in key names.
+    tag: String,
+    /// `<prefix><tag>:`, the prefix of this release's keys.
+    own: String,
     max_age_ms: u64,
     last_usage_ms: u64,
     /// MaxAge and LastUsage stretched by MaxStale: the keys' TTLs, so stale-if-error finds
@@ -75,31 +62,9 @@ impl<I: Index, V: Entry<I>> std::fmt::Debug for RedisCache<I, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisCache")
             .field("purpose", &self.ops.purpose)
-            .field("prefix", &self.ops.prefix)
+            .field("prefix", &self.ops.own)
             .field("indices", &self.indices)
             .finish()
-    }
-}
-
-/// Runs a script. redis-rs reloads it once on `NOSCRIPT`; a `SCRIPT FLUSH` (or a restart)
-/// landing between that load and the call gives `NOSCRIPT` again, so it is retried a few
-/// times more: `NOSCRIPT` is never reported as a failure.
-async fn invoke<T: redis::FromRedisValue>(
-    invocation: &redis::ScriptInvocation<'_>,
-    connection: &mut Conn,
-) -> redis::RedisResult<T> {
-    const ATTEMPTS: usize = 4;
-    let mut attempt = 1;
-    loop {
-        match invocation.invoke_async(connection).await {
-            Err(e)
-                if attempt < ATTEMPTS
-                    && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                attempt += 1;
-            }
-            result => return result,
-        }
     }
 }
 
@@ -107,6 +72,15 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Which part of a pointer-stored object a sweep handles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sweep {
+    /// Delete the pointers of a removed body, then the body.
+    Delete,
+    /// Move the pointers' TTL to the body's after its LastUsage was renewed.
+    Renew(u64),
 }
 
 impl Ops {
@@ -119,46 +93,59 @@ impl Ops {
         self.shared.with_connection(limit, op).await
     }
 
-    async fn invalidate_keys(&self, index_keys: Vec<String>) -> Result<()> {
-        if index_keys.is_empty() {
-            return Ok(());
-        }
-        let mut invocation = self.shared.scripts.invalidate.prepare_invoke();
-        for key in &index_keys {
-            invocation.key(key);
-        }
-        invocation.arg(&self.prefix);
-        let invocation = &invocation;
+    /// Runs `call` as a write, bounded by WriteTimeout.
+    async fn write<T: redis::FromRedisValue>(&self, call: &Call<'_>) -> Result<T> {
         self.with_connection(self.shared.config.write_timeout, |mut c| async move {
-            invoke::<i64>(invocation, &mut c).await.map(drop)
+            call.run::<T>(&mut c).await
         })
         .await
     }
 
-    /// A stored value that is not one of ours (or no longer decodes): a miss, and removed.
-    async fn discard(&self, index_key: String) -> Result<Option<()>> {
-        self.invalidate_keys(vec![index_key]).await.map(|()| None)
+    /// Runs the invalidate (or, with `own_only`, the removal of this release's objects) of
+    /// `index_keys` of this release, a batch at a time.
+    async fn invalidate_keys(self: &Arc<Self>, index_keys: &[String], own_only: bool) -> Result<()> {
+        for batch in index_keys.chunks(BATCH) {
+            let call = Call::new(&self.shared.scripts.invalidate)
+                .keys(batch.iter().map(String::as_str))
+                .arg(&self.prefix)
+                .arg(&self.tag)
+                .arg(if own_only { "own" } else { "all" });
+            let killed: Vec<String> = self.write(&call).await?;
+            self.sweep(killed, Sweep::Delete);
+        }
+        Ok(())
     }
 
-    /// Whether `stored` has expired although its keys live on (they are kept for MaxStale
+    /// A key of this release holding something that is not one of our values (or an object
+    /// that no longer decodes): a miss, and removed with its object.
+    async fn discard(self: &Arc<Self>, index_key: String) -> Result<Option<()>> {
+        tracing::warn!(
+            purpose = %self.purpose,
+            connector = CONNECTOR,
+            "a cache key held something that is not a stored object of this release; removed"
+        );
+        self.invalidate_keys(&[index_key], true).await.map(|()| None)
+    }
+
+    /// Whether `object` has expired although its keys live on (they are kept for MaxStale
     /// past expiry): by this machine's clock against the server's set and renewal times.
-    fn expired(&self, stored: &value::Stored<'_>, now: u64) -> bool {
+    fn expired(&self, object: &Object<'_>, now: u64) -> bool {
         if self.kept_max_age_ms == self.max_age_ms && self.kept_last_usage_ms == self.last_usage_ms
         {
             return false; // no MaxStale: the TTLs are the expiry
         }
-        (self.max_age_ms > 0 && now.saturating_sub(stored.created_ms) >= self.max_age_ms)
+        (self.max_age_ms > 0 && now.saturating_sub(object.created_ms) >= self.max_age_ms)
             || (self.last_usage_ms > 0
-                && now.saturating_sub(stored.renewed_ms) >= self.last_usage_ms)
+                && now.saturating_sub(object.renewed_ms) >= self.last_usage_ms)
     }
 
-    /// Renews the object's LastUsage in the background when a hit (whose `GET` was sent at
-    /// `asked`) finds it due at `now` (milliseconds since the epoch).
-    fn renew_if_due(self: &Arc<Self>, stored: &value::Stored<'_>, asked: Instant, now: u64) {
-        if self.last_usage_ms == 0 || now.saturating_sub(stored.renewed_ms) < self.renew_after_ms {
+    /// Renews the object's LastUsage in the background when a hit (whose read was sent at
+    /// `asked`) finds it due at `now` (ms since the epoch); `key` is where the hit found it.
+    fn renew_if_due(self: &Arc<Self>, object: &Object<'_>, key: String, asked: Instant, now: u64) {
+        if self.last_usage_ms == 0 || now.saturating_sub(object.renewed_ms) < self.renew_after_ms {
             return;
         }
-        let id = stored.id.to_owned();
+        let id = object.id.to_owned();
         {
             let mut renewing = self.renewing.lock().unwrap_or_else(PoisonError::into_inner);
             if !renewing.insert(id.clone()) {
@@ -167,7 +154,7 @@ impl Ops {
         }
         let ops = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(error) = ops.renew(&id, asked).await {
+            if let Err(error) = ops.renew(&id, &key, asked).await {
                 tracing::debug!(
                     purpose = %ops.purpose,
                     connector = CONNECTOR,
@@ -182,23 +169,75 @@ impl Ops {
         });
     }
 
-    /// Renews LastUsage as of `asked` (when the hit's `GET` was sent, so the object never
+    /// Renews LastUsage as of `asked` (when the hit's read was sent, so the object never
     /// lives longer than LastUsage after the hit, however long the renewal took to start).
-    async fn renew(&self, id: &str, asked: Instant) -> Result<()> {
+    async fn renew(self: &Arc<Self>, id: &str, key: &str, asked: Instant) -> Result<()> {
         let since_hit = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
-        let mut invocation = self.shared.scripts.renew.prepare_invoke();
-        invocation
-            .key(keys::record_key(&self.prefix, id))
+        let call = Call::new(&self.shared.scripts.renew)
+            .key(key)
+            .arg(&self.prefix)
+            .arg(&self.tag)
             .arg(id)
             .arg(self.kept_max_age_ms)
             .arg(self.kept_last_usage_ms)
             .arg(self.renew_after_ms)
             .arg(since_hit);
-        let invocation = &invocation;
-        self.with_connection(self.shared.config.write_timeout, |mut c| async move {
-            invoke::<i64>(invocation, &mut c).await.map(drop)
-        })
-        .await
+        let ttl: i64 = self.write(&call).await?;
+        if ttl > 0 && key.ends_with(&format!("o:{id}")) {
+            self.sweep_now(key, Sweep::Renew(ttl.unsigned_abs())).await?;
+        }
+        Ok(())
+    }
+
+    /// Sweeps the pointers of `bodies` in the background (see `lua/sweep.lua`): what a
+    /// removal leaves costs no caller any time, and a sweep that cannot finish leaves nothing
+    /// wrong behind (the pointers answer nothing; they expire with their TTL).
+    fn sweep(self: &Arc<Self>, bodies: Vec<String>, sweep: Sweep) {
+        if bodies.is_empty() {
+            return;
+        }
+        let ops = Arc::clone(self);
+        tokio::spawn(async move {
+            for body in bodies {
+                if let Err(error) = ops.sweep_now(&body, sweep).await {
+                    tracing::debug!(
+                        purpose = %ops.purpose,
+                        connector = CONNECTOR,
+                        %error,
+                        "sweeping the keys of a large object failed; they expire with their TTL"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Sweeps the pointers of one body, a chunk per script call.
+    async fn sweep_now(&self, body: &str, sweep: Sweep) -> Result<()> {
+        // `<release prefix>o:<16 hex digits>`.
+        let Some(release) = body.len().checked_sub(18).and_then(|at| body.get(..at)) else {
+            return Ok(());
+        };
+        let id = &body[body.len() - 16..];
+        let (mode, ttl) = match sweep {
+            Sweep::Delete => ("delete", 0),
+            Sweep::Renew(ttl) => ("renew", ttl),
+        };
+        let (mut offset, mut done) = (0i64, 0i64);
+        loop {
+            let call = Call::new(&self.shared.scripts.sweep)
+                .key(body)
+                .arg(mode)
+                .arg(release)
+                .arg(id)
+                .arg(offset)
+                .arg(done)
+                .arg(ttl);
+            let (next, handled, all): (i64, i64, i64) = self.write(&call).await?;
+            if handled >= all || next <= offset {
+                return Ok(());
+            }
+            (offset, done) = (next, handled);
+        }
     }
 }
 
@@ -214,13 +253,15 @@ where
         settings: &CacheSettings,
     ) -> Self {
         let last_usage_ms = cache_core::whole_millis(settings.last_usage);
-        let version_part = value::version_part(&shared.version);
+        let prefix = keys::prefix(purpose);
+        let tag = keys::version_tag(&shared.version);
         RedisCache {
             ops: Arc::new(Ops {
+                own: keys::version_prefix(&prefix, &tag),
+                prefix,
+                tag,
                 shared,
                 purpose: purpose.to_owned(),
-                prefix: keys::prefix(purpose),
-                version_part,
                 max_age_ms: cache_core::whole_millis(settings.max_age),
                 last_usage_ms,
                 kept_max_age_ms: cache_core::whole_millis(settings.kept().max_age),
@@ -237,114 +278,159 @@ where
         if !self.indices.contains(&index) {
             return Err(Error::unknown_index(&self.ops.purpose, index.name()));
         }
-        Ok(keys::index_key(&self.ops.prefix, index.name(), key))
+        Ok(keys::index_key(&self.ops.own, index.name(), key))
     }
 
-    /// The object behind `key`: one plain `GET`; expired objects kept for MaxStale only when
-    /// `stale_ok`.
+    fn index_keys(&self, index: I, keys: &[&str]) -> Result<Vec<String>> {
+        keys.iter().map(|k| self.index_key(index, k)).collect()
+    }
+
+    /// The object behind `key`: one plain `GET` (a second for an object stored once);
+    /// expired objects kept for MaxStale only when `stale_ok`.
     async fn fetch(&self, index: I, key: &str, stale_ok: bool) -> Result<Option<Hit<V>>> {
         let index_key = self.index_key(index, key)?;
         let ops = &self.ops;
-        let index_key_ref = &index_key;
+        let (index_key_ref, own) = (&index_key, &ops.own);
         let asked = Instant::now();
+        // Both reads of an object stored once in one bounded call.
         let found = ops
             .with_connection(ops.shared.config.read_timeout, |mut c| async move {
-                c.get::<_, Option<Vec<u8>>>(index_key_ref).await
+                let bytes = c.get::<_, Option<Vec<u8>>>(index_key_ref).await?;
+                let body = match bytes.as_deref().and_then(value::parse) {
+                    Some(Stored::Pointer(id)) => {
+                        let body = keys::body_key(own, id);
+                        let bytes = c.get::<_, Option<Vec<u8>>>(&body).await?;
+                        Some((body, bytes))
+                    }
+                    _ => None,
+                };
+                Ok((bytes, body))
             })
             .await;
         match found {
-            Ok(Some(bytes)) => self.hit(index_key, &bytes, asked, stale_ok).await,
-            Ok(None) => Ok(None),
+            Ok((None, _)) => Ok(None),
+            Ok((Some(bytes), None)) => match value::parse(&bytes) {
+                Some(Stored::Object(object)) if !object.body => {
+                    self.hit(index_key, &object, asked, stale_ok).await
+                }
+                Some(Stored::Lease(_) | Stored::Pointer(_)) => Ok(None),
+                _ => ops.discard(index_key).await.map(|_| None),
+            },
+            Ok((Some(_), Some((body, bytes)))) => match bytes.as_deref().and_then(value::parse) {
+                Some(Stored::Object(object)) if object.body => {
+                    self.hit(body, &object, asked, stale_ok).await
+                }
+                // Removed or expired meanwhile: the pointer is swept or expires.
+                _ => Ok(None),
+            },
             // The key holds another type (written behind the cache's back): garbage.
             Err(error) if error.kind() == ErrorKind::Rejected => {
-                tracing::warn!(
-                    purpose = %ops.purpose,
-                    connector = CONNECTOR,
-                    %error,
-                    "a cache key held something that is not a stored object; removed"
-                );
                 ops.discard(index_key).await.map(|_| None)
             }
             Err(error) => Err(error),
         }
     }
 
-    async fn store(&self, value: Arc<V>) -> Result<()> {
-        let ops = &self.ops;
-        let payload = codec::encode(&*value)?;
-        let index_keys: Vec<String> = cache_core::entry_keys(&*value, &self.indices)
-            .into_iter()
-            .map(|(position, key)| {
-                keys::index_key(&ops.prefix, self.indices[position].name(), &key)
-            })
-            .collect();
-        if index_keys.is_empty() {
-            return Ok(());
-        }
-        let id = keys::new_object_id();
-        let mut invocation = ops.shared.scripts.set.prepare_invoke();
-        invocation.key(keys::record_key(&ops.prefix, &id));
-        for key in &index_keys {
-            invocation.key(key);
-        }
-        invocation
-            .arg(&ops.prefix)
-            .arg(&id)
-            .arg(&ops.version_part)
-            .arg(payload)
-            .arg(ops.kept_max_age_ms)
-            .arg(ops.kept_last_usage_ms);
-        let invocation = &invocation;
-        ops.with_connection(ops.shared.config.write_timeout, |mut c| async move {
-            invoke::<i64>(invocation, &mut c).await.map(drop)
-        })
-        .await
-    }
-
-    /// What an index key held: the object, or a miss — after removing it when it is not a
-    /// stored object of ours or does not decode. Its age is the server's time of the set
-    /// against this machine's clock (as exact as the clocks agree).
+    /// What a key held: the object, or a miss — after removing it when it does not decode.
+    /// `key` is where the object is stored (a copy, or the body). Its age is the server's
+    /// time of the set against this machine's clock (as exact as the clocks agree).
     async fn hit(
         &self,
-        index_key: String,
-        bytes: &[u8],
+        key: String,
+        object: &Object<'_>,
         asked: Instant,
         stale_ok: bool,
     ) -> Result<Option<Hit<V>>> {
         let ops = &self.ops;
-        let Some(stored) = value::parse(bytes) else {
-            tracing::warn!(
-                purpose = %ops.purpose,
-                connector = CONNECTOR,
-                "a cache key held something that is not a stored object; removed"
-            );
-            return ops.discard(index_key).await.map(|_| None);
-        };
-        if stored.version != ops.shared.version.as_bytes() {
-            // Another release's object: not ours to decode, and not ours to remove.
-            return Ok(None);
-        }
         let now = now_ms();
-        let expired = ops.expired(&stored, now);
+        let expired = ops.expired(object, now);
         if !stale_ok && expired {
             // Kept past its expiry for stale-if-error only.
             return Ok(None);
         }
-        match codec::decode_hit::<V>(stored.payload, &ops.purpose, CONNECTOR) {
+        match codec::decode_hit::<V>(object.payload, &ops.purpose, CONNECTOR) {
             Some(value) => {
                 // A stale read is no use: renewing LastUsage would make an expired object
                 // fresh again for plain gets.
                 if !expired {
-                    ops.renew_if_due(&stored, asked, now);
+                    ops.renew_if_due(object, key, asked, now);
                 }
-                let age = Duration::from_millis(now.saturating_sub(stored.created_ms));
+                let age = Duration::from_millis(now.saturating_sub(object.created_ms));
                 Ok(Some(Hit {
                     value,
                     age: Some(age),
                 }))
             }
-            None => ops.discard(index_key).await.map(|_| None),
+            None if object.body => {
+                // Undecodable: remove the body (its pointers then answer nothing).
+                let id = object.id.to_owned();
+                let body = keys::body_key(&ops.own, &id);
+                let call = Call::new(&ops.shared.scripts.invalidate)
+                    .key(&body)
+                    .arg(&ops.prefix)
+                    .arg(&ops.tag)
+                    .arg("body");
+                let killed: Vec<String> = ops.write(&call).await?;
+                ops.sweep(killed, Sweep::Delete);
+                Ok(None)
+            }
+            None => ops.discard(key).await.map(|_| None),
         }
+    }
+
+    async fn store(&self, value: Arc<V>) -> Result<()> {
+        let ops = &self.ops;
+        let payload = codec::encode(&*value)?;
+        let limit = ops.shared.config.max_object_size;
+        if payload.len() as u64 > limit {
+            return Err(Error::rejected(format!(
+                "redis: the object is {} bytes encoded, more than Caches.Connectors.Redis.\
+                 MaxObjectSize ({}); it is not cached (raise the limit if it should be)",
+                payload.len(),
+                cache_core::settings::byte_size::format(limit)
+            )));
+        }
+        let pairs: Vec<(&'static str, String)> = cache_core::entry_keys(&*value, &self.indices)
+            .into_iter()
+            .map(|(position, key)| (self.indices[position].name(), key))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let suffixes: Vec<String> = pairs
+            .iter()
+            .map(|(index, key)| keys::suffix(index, key))
+            .collect();
+        let digest =
+            cache_core::keys::key_set_digest(pairs.iter().map(|(index, key)| (*index, key.as_str())));
+        let list = value::key_list(suffixes.iter().map(String::as_str));
+        let inline = cache_core::keys::inline_copies(
+            suffixes.len(),
+            value::copy_len(&list, &payload),
+        );
+        let mut tail = list.into_bytes();
+        tail.extend_from_slice(&payload);
+        let index_keys: Vec<String> = suffixes
+            .iter()
+            .map(|suffix| format!("{}{suffix}", ops.own))
+            .collect();
+        let id = keys::new_object_id();
+        let batch_size = if inline { index_keys.len() } else { BATCH };
+        for (n, batch) in index_keys.chunks(batch_size).enumerate() {
+            let call = Call::new(&ops.shared.scripts.set)
+                .keys(batch.iter().map(String::as_str))
+                .arg(&ops.prefix)
+                .arg(&ops.tag)
+                .arg(&id)
+                .arg(if inline { "I" } else { "P" })
+                .arg(&digest)
+                .arg(if n == 0 { &tail[..] } else { &[][..] })
+                .arg(ops.kept_max_age_ms)
+                .arg(ops.kept_last_usage_ms);
+            let killed: Vec<String> = ops.write(&call).await?;
+            ops.sweep(killed, Sweep::Delete);
+        }
+        Ok(())
     }
 }
 
@@ -367,7 +453,8 @@ where
         Ok(self.fetch(index, key, false).await?.map(|hit| hit.value))
     }
 
-    /// One plain `GET` of the index key, which holds the whole object.
+    /// One plain `GET` of the index key, which holds the whole object (a second `GET` for
+    /// an object stored once).
     async fn get_entry(&self, index: I, key: &str) -> Result<Option<Hit<V>>> {
         self.fetch(index, key, false).await
     }
@@ -381,52 +468,45 @@ where
     }
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index_keys = keys
-            .iter()
-            .map(|k| self.index_key(index, k))
-            .collect::<Result<Vec<_>>>()?;
-        self.ops.invalidate_keys(index_keys).await
+        let index_keys = self.index_keys(index, keys)?;
+        self.ops.invalidate_keys(&index_keys, false).await
     }
 
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index_keys = keys
-            .iter()
-            .map(|k| self.index_key(index, k))
-            .collect::<Result<Vec<_>>>()?;
-        if index_keys.is_empty() {
-            return Ok(());
+        let index_keys = self.index_keys(index, keys)?;
+        let ops = &self.ops;
+        for batch in index_keys.chunks(BATCH) {
+            let call = Call::new(&ops.shared.scripts.delete)
+                .keys(batch.iter().map(String::as_str))
+                .arg(&ops.prefix)
+                .arg(&ops.tag);
+            ops.write::<i64>(&call).await?;
         }
-        let index_keys = &index_keys;
-        self.ops
-            .with_connection(self.ops.shared.config.write_timeout, |mut c| async move {
-                c.del::<_, i64>(index_keys).await.map(drop)
-            })
-            .await
+        Ok(())
     }
 
-    /// Removes every key of this object cache (all versions) in batches of `SCAN` + `UNLINK`;
-    /// never `FLUSHDB`, never `KEYS`, nothing outside this cache's prefix. Each batch is a
-    /// script called with a key of the cache's hash slot, so on a Redis Cluster it runs on
-    /// the node that holds all of the cache's keys.
+    /// Removes every key of this object cache (all releases, and what the layout before this
+    /// one left) in batches of `SCAN` + `UNLINK`; never `FLUSHDB`, never `KEYS`, nothing
+    /// outside this cache's prefix. Each batch is a script called with a key of the cache's
+    /// hash slot, so on a Redis Cluster it runs on the node that holds all of the cache's
+    /// keys.
     async fn truncate(&self) -> Result<()> {
         let ops = &self.ops;
-        let pattern = keys::scan_pattern(&ops.prefix);
-        let mut cursor = "0".to_owned();
-        loop {
-            let mut invocation = ops.shared.scripts.truncate.prepare_invoke();
-            invocation
-                .key(&ops.prefix)
-                .arg(&cursor)
-                .arg(&pattern)
-                .arg(500);
-            let invocation = &invocation;
-            cursor = ops
-                .with_connection(ops.shared.config.write_timeout, |mut c| async move {
-                    invoke::<String>(invocation, &mut c).await
-                })
-                .await?;
-            if cursor == "0" {
-                break;
+        let older = keys::prefix_in("oc2", &ops.purpose);
+        for (prefix, mode) in [(&ops.prefix, "oc3"), (&older, "plain")] {
+            let pattern = keys::scan_pattern(prefix);
+            let mut cursor = "0".to_owned();
+            loop {
+                let call = Call::new(&ops.shared.scripts.truncate)
+                    .key(prefix)
+                    .arg(&cursor)
+                    .arg(&pattern)
+                    .arg(500)
+                    .arg(mode);
+                cursor = ops.write::<String>(&call).await?;
+                if cursor == "0" {
+                    break;
+                }
             }
         }
         tracing::debug!(purpose = %ops.purpose, connector = CONNECTOR, "truncated");

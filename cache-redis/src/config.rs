@@ -122,6 +122,11 @@ pub struct RedisConfig {
     /// server.
     #[serde(rename = "sentinel")]
     pub sentinel: Option<SentinelConfig>,
+    /// The largest object stored, encoded (`16MiB`, `512KiB`, or bytes): a larger one is not
+    /// cached, and its set fails as `Rejected` — the request's own size, never a failure of
+    /// the server (the circuit breaker does not count it). Default `16MiB`.
+    #[serde(rename = "maxobjectsize", with = "cache_core::settings::byte_size")]
+    pub max_object_size: u64,
 }
 
 impl Default for RedisConfig {
@@ -157,6 +162,7 @@ impl Default for RedisConfig {
             circuit_breaker: None,
             cluster: None,
             sentinel: None,
+            max_object_size: Self::DEFAULT_MAX_OBJECT_SIZE,
         }
     }
 }
@@ -178,6 +184,9 @@ impl RedisConfig {
             cap => self.pool_size.min(cap),
         }
     }
+
+    /// The default of `MaxObjectSize`: 16 MiB.
+    pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 16 << 20;
 
     /// The default of `ReadTimeout` and `WriteTimeout`, also what 0 (and the reference's -1 /
     /// -2) means for them.
@@ -434,6 +443,7 @@ impl fmt::Debug for RedisConfig {
             .field("circuit_breaker", &self.circuit_breaker)
             .field("cluster", &self.cluster)
             .field("sentinel", &self.sentinel)
+            .field("max_object_size", &self.max_object_size)
             .finish_non_exhaustive()
     }
 }

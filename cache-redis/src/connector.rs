@@ -13,7 +13,8 @@ use redis::RedisError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{RedisCache, Scripts};
+use crate::cache::RedisCache;
+use crate::scripts::Scripts;
 use crate::channel::RedisChannel;
 use crate::config::RedisConfig;
 

@@ -11,6 +11,7 @@ mod connector;
 mod error;
 mod keys;
 mod pool;
+mod scripts;
 mod topology;
 mod value;
 

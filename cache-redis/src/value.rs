@@ -1,70 +1,122 @@
-//! What an index key holds: a small header, then the object's payload, so that a hit is one
-//! plain `GET` of that key.
+//! What a key of the layout holds (see `keys.md`): an object (a copy under each of its keys, or
+//! its body stored once), a pointer to a body, or a lease.
 //!
 //! ```text
-//! OC2|<object id: 32 hex>|<created: 13 digits, ms>|<renewed: 13 digits, ms>|<n>:<version>|<payload>
+//! OC3|I|<id>|<created>|<renewed>|<digest>|<n>|<len>:<suffix>...<payload>   an object's copy
+//! OC3|B|<id>|<created>|<renewed>|<digest>|<n>|<len>:<suffix>...<payload>   a body stored once
+//! OC3|D|...                                                                a body removed
+//! OC3|P|<id>                                                               a pointer to body <id>
+//! OC3|L|<token>                                                            a lease
 //! ```
 //!
-//! The object id, both times and their separators sit at fixed offsets, so the scripts read
-//! them with `GETRANGE` (never the payload) and renew with `SETRANGE` (see `lua/common.lua`).
-//! Times are the server's (`TIME`) when the object was set and when its LastUsage was last
-//! renewed; expiry itself is the keys' TTL, so these only decide when to renew.
+//! The id (16 hex digits), both times (13 digits, ms since the epoch, the server's clock) and
+//! the key-set digest (16 hex digits) sit at fixed offsets, so the scripts read them without
+//! the payload and renew LastUsage with `SETRANGE` (see `lua/common.lua`). An object lists
+//! its keys (the suffixes of their names, see [`crate::keys::suffix`]) so that a change
+//! through one key finds the others.
 
-/// The first bytes of every stored object.
-pub(crate) const MAGIC: &[u8] = b"OC2|";
-/// Length of the fixed part: magic, id, two times, four separators.
-const FIXED: usize = 4 + 32 + 1 + 13 + 1 + 13 + 1;
+/// The first bytes of every stored value.
+pub(crate) const MAGIC: &[u8] = b"OC3|";
+/// Where the renewal time starts (0-based), for `SETRANGE`.
+pub(crate) const RENEWED_AT: usize = 37;
+/// Length of an object's fixed header: magic, kind, id, two times, digest, separators.
+const FIXED: usize = 68;
 
-/// A stored object as read from an index key.
+/// A stored value as read from a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stored<'a> {
-    /// The object's id: its record is `<prefix>o:<id>`.
+pub(crate) enum Stored<'a> {
+    /// An object: a copy under one of its keys, or its body.
+    Object(Object<'a>),
+    /// A body that was removed (its pointers are being cleaned up): no object.
+    Dead,
+    /// A pointer to the body of object `id`.
+    Pointer(&'a str),
+    /// A lease on the key, with its token.
+    Lease(&'a str),
+}
+
+/// An object as read from a copy or a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Object<'a> {
+    /// Whether this is the body of an object stored once (`B`) rather than a copy (`I`).
+    pub(crate) body: bool,
+    /// The object's id (unique within its release).
     pub(crate) id: &'a str,
     /// When it was set (server time, ms since the epoch).
     pub(crate) created_ms: u64,
     /// When its LastUsage was last renewed (server time, ms since the epoch).
     pub(crate) renewed_ms: u64,
-    /// The version of the application that stored it.
-    pub(crate) version: &'a [u8],
+    /// How many keys it has.
+    pub(crate) keys: usize,
     /// The encoded value.
     pub(crate) payload: &'a [u8],
 }
 
-/// The part of the header after the times that the set script appends before the payload:
-/// `<n>:<version>|`.
-pub(crate) fn version_part(version: &str) -> String {
-    format!("{}:{version}|", version.len())
+/// The part of an object's value after the digest, as the set scripts store it: `<n>|` and
+/// each key's suffix as `<len>:<suffix>`.
+pub(crate) fn key_list<'a>(suffixes: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let mut out = format!("{}|", suffixes.len());
+    for suffix in suffixes {
+        out.push_str(&suffix.len().to_string());
+        out.push(':');
+        out.push_str(suffix);
+    }
+    out
 }
 
-/// Reads a stored object; `None` when the bytes are not one (garbage written by someone else,
-/// or an older layout).
+/// How many bytes an object's copy takes: header, key list and payload.
+pub(crate) fn copy_len(key_list: &str, payload: &[u8]) -> usize {
+    FIXED + key_list.len() + payload.len()
+}
+
+/// Reads a stored value; `None` when the bytes are not one (garbage written by someone else,
+/// or another layout).
 pub(crate) fn parse(bytes: &[u8]) -> Option<Stored<'_>> {
-    if bytes.len() < FIXED || !bytes.starts_with(MAGIC) {
+    if bytes.len() < 6 || !bytes.starts_with(MAGIC) || bytes[5] != b'|' {
         return None;
     }
-    let id = std::str::from_utf8(&bytes[4..36]).ok()?;
-    if !id.bytes().all(|b| b.is_ascii_hexdigit())
-        || bytes[36] != b'|'
-        || bytes[50] != b'|'
-        || bytes[64] != b'|'
+    let rest = &bytes[6..];
+    match bytes[4] {
+        b'I' | b'B' => parse_object(bytes).map(Stored::Object),
+        b'D' => Some(Stored::Dead),
+        b'P' if rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit) => {
+            Some(Stored::Pointer(std::str::from_utf8(rest).ok()?))
+        }
+        b'L' if !rest.is_empty() => Some(Stored::Lease(std::str::from_utf8(rest).ok()?)),
+        _ => None,
+    }
+}
+
+fn parse_object(bytes: &[u8]) -> Option<Object<'_>> {
+    if bytes.len() < FIXED
+        || [22, 36, 50, 67].iter().any(|at| bytes[*at] != b'|')
+        || !bytes[6..22].iter().all(u8::is_ascii_hexdigit)
+        || !bytes[51..67].iter().all(u8::is_ascii_hexdigit)
     {
         return None;
     }
-    let created_ms = digits(&bytes[37..50])?;
-    let renewed_ms = digits(&bytes[51..64])?;
+    let id = std::str::from_utf8(&bytes[6..22]).ok()?;
+    let created_ms = digits(&bytes[23..36])?;
+    let renewed_ms = digits(&bytes[37..50])?;
     let rest = &bytes[FIXED..];
-    let colon = rest.iter().position(|b| *b == b':')?;
-    let length: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    let version_end = colon.checked_add(1)?.checked_add(length)?;
-    if rest.get(version_end) != Some(&b'|') {
-        return None;
+    let bar = rest.iter().position(|b| *b == b'|')?;
+    let keys: usize = std::str::from_utf8(&rest[..bar]).ok()?.parse().ok()?;
+    let mut at = bar + 1;
+    for _ in 0..keys {
+        let colon = at + rest.get(at..)?.iter().position(|b| *b == b':')?;
+        let length: usize = std::str::from_utf8(&rest[at..colon]).ok()?.parse().ok()?;
+        at = colon.checked_add(1)?.checked_add(length)?;
+        if at > rest.len() {
+            return None;
+        }
     }
-    Some(Stored {
+    Some(Object {
+        body: bytes[4] == b'B',
         id,
         created_ms,
         renewed_ms,
-        version: &rest[colon + 1..version_end],
-        payload: &rest[version_end + 1..],
+        keys,
+        payload: &rest[at..],
     })
 }
 
@@ -79,48 +131,51 @@ fn digits(bytes: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn stored(id: &str, created: &str, renewed: &str, version: &str, payload: &str) -> Vec<u8> {
-        format!(
-            "OC2|{id}|{created}|{renewed}|{}{payload}",
-            version_part(version)
-        )
-        .into_bytes()
-    }
+    const ID: &str = "0123456789abcdef";
+    const DIGEST: &str = "fedcba9876543210";
 
-    const ID: &str = "0123456789abcdef0123456789abcdef";
-
-    #[test]
-    fn reads_what_the_set_script_writes() {
-        let bytes = stored(ID, "1764460800000", "1764460800123", "v1|:x", "{\"a\":1}");
-        let s = parse(&bytes).expect("a stored object");
-        assert_eq!(s.id, ID);
-        assert_eq!(s.created_ms, 1_764_460_800_000);
-        assert_eq!(s.renewed_ms, 1_764_460_800_123);
-        assert_eq!(s.version, b"v1|:x");
-        assert_eq!(s.payload, b"{\"a\":1}");
-        let empty = stored(ID, "0000000000000", "0000000000000", "", "");
-        assert_eq!(parse(&empty).unwrap().payload, b"");
+    fn object(kind: char, created: &str, renewed: &str, list: &str, payload: &str) -> Vec<u8> {
+        format!("OC3|{kind}|{ID}|{created}|{renewed}|{DIGEST}|{list}{payload}").into_bytes()
     }
 
     #[test]
-    fn garbage_is_not_a_stored_object() {
+    fn reads_what_the_set_scripts_write() {
+        let list = key_list(["2:id:42", "4:host:a:b|c"].into_iter());
+        assert_eq!(list, "2|7:2:id:4212:4:host:a:b|c");
+        let bytes = object('I', "1764460800000", "1764460800123", &list, "{\"a\":1}");
+        assert_eq!(copy_len(&list, b"{\"a\":1}"), bytes.len());
+        let Some(Stored::Object(o)) = parse(&bytes) else {
+            panic!("an object")
+        };
+        assert_eq!((o.body, o.id, o.keys), (false, ID, 2));
+        assert_eq!(o.created_ms, 1_764_460_800_000);
+        assert_eq!(o.renewed_ms, 1_764_460_800_123);
+        assert_eq!(o.payload, b"{\"a\":1}");
+        assert_eq!(&bytes[RENEWED_AT..RENEWED_AT + 13], b"1764460800123");
+        let body = object('B', "0000000000000", "0000000000000", "0|", "");
+        assert!(matches!(parse(&body), Some(Stored::Object(o)) if o.body && o.payload.is_empty()));
+        assert_eq!(parse(b"OC3|P|0123456789abcdef"), Some(Stored::Pointer(ID)));
+        assert_eq!(parse(b"OC3|L|77"), Some(Stored::Lease("77")));
+        assert_eq!(parse(b"OC3|D|whatever"), Some(Stored::Dead));
+    }
+
+    #[test]
+    fn garbage_is_not_a_stored_value() {
         for bad in [
             b"".to_vec(),
             b"garbage".to_vec(),
-            b"oc{x}:o:123".to_vec(),
-            stored(
-                "not-hex-not-hex-not-hex-not-hex-",
-                "1764460800000",
-                "1764460800000",
-                "v",
-                "",
-            ),
-            stored(ID, "17644608000x0", "1764460800000", "v", "{}"),
-            stored(ID, "1764460800000", "-764460800000", "v", "{}"),
-            format!("OC2|{ID}|1764460800000|1764460800000|9:v|{{}}").into_bytes(),
-            format!("OC2|{ID}|1764460800000|1764460800000|x:v|{{}}").into_bytes(),
-            format!("OC2|{ID}|1764460800000|1764460800000|99999999999999999999999:v|").into_bytes(),
-            format!("OC2|{ID}|1764460800000|1764460800000|").into_bytes(),
+            b"OC2|0123456789abcdef0123456789abcdef|1764460800000|".to_vec(),
+            b"OC3|P|short".to_vec(),
+            b"OC3|P|0123456789abcdeg".to_vec(),
+            b"OC3|L|".to_vec(),
+            b"OC3|X|0123456789abcdef".to_vec(),
+            object('I', "17644608000x0", "1764460800000", "0|", "{}"),
+            object('I', "1764460800000", "-764460800000", "0|", "{}"),
+            object('I', "1764460800000", "1764460800000", "x|", "{}"),
+            object('I', "1764460800000", "1764460800000", "2|3:abc", "{}"),
+            object('I', "1764460800000", "1764460800000", "1|99:abc", ""),
+            object('I', "1764460800000", "1764460800000", "1|99999999999999999999999:a", ""),
+            format!("OC3|I|{ID}|1764460800000|1764460800000|{DIGEST}").into_bytes(),
         ] {
             assert_eq!(parse(&bad), None, "{:?}", String::from_utf8_lossy(&bad));
         }

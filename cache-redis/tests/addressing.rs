@@ -37,7 +37,7 @@ async fn keys_in(url: &str, db: i64, purpose: &str) -> usize {
         .await
         .unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("oc2{{{purpose}}}:*"))
+        .arg(format!("oc3{{{purpose}}}:*"))
         .query_async(&mut connection)
         .await
         .unwrap();

@@ -145,23 +145,23 @@ async fn an_evicting_memory_policy_is_warned_about_once() {
     );
 }
 
-/// The object records of the cache `purpose`.
-async fn records_of(raw: &redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
-    let mut raw = raw.clone();
-    let mut found = Vec::new();
-    let mut iter: redis::AsyncIter<'_, String> =
-        redis::AsyncCommands::scan_match(&mut raw, format!("oc2{{{purpose}}}:o:*"))
-            .await
-            .unwrap();
-    while let Some(key) = iter.next_item().await {
-        found.push(key.unwrap());
-    }
-    found
+/// The key of `key` under `index` in the cache `purpose`, release `version` (the layout of
+/// `keys.md`).
+fn index_key(purpose: &str, version: &str, index: &str, key: &str) -> String {
+    format!(
+        "oc3{{{purpose}}}:{}:{}:{index}:{key}",
+        version_tag(version),
+        index.len()
+    )
 }
 
-/// The index key of `key` under `index` in the cache `purpose` (the layout of `keys.md`).
-fn index_key(purpose: &str, index: &str, key: &str) -> String {
-    format!("oc2{{{purpose}}}:i:{}:{index}:{key}", index.len())
+/// A release's tag in key names: 12 hex digits of the SHA-256 of its version.
+fn version_tag(version: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(version.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[tokio::test]
@@ -188,21 +188,19 @@ async fn garbage_anywhere_in_a_stored_object_is_a_miss_and_is_removed() {
                 .unwrap()
         }
     };
-    let id = |key: &str| index_key(&purpose, "id", key);
+    let id = |key: &str| index_key(&purpose, "v1", "id", key);
     let run = |cmd: &mut redis::Cmd| {
         let cmd = cmd.clone();
         let mut raw = raw.clone();
         async move { cmd.query_async::<()>(&mut raw).await.unwrap() }
     };
-    const ID: &str = "0123456789abcdef0123456789abcdef";
-    let forged = |created: &str, version: &str, payload: &str| {
-        format!(
-            "OC2|{ID}|{created}|1764460800000|{}:{version}|{payload}",
-            version.len()
-        )
+    const ID: &str = "0123456789abcdef";
+    const DIGEST: &str = "fedcba9876543210";
+    let forged = |created: &str, list: &str, payload: &str| {
+        format!("OC3|I|{ID}|{created}|1764460800000|{DIGEST}|{list}{payload}")
     };
 
-    // Index keys holding garbage of every shape: a miss, never an error, and removed.
+    // Keys holding garbage of every shape: a miss, never an error, and removed.
     let garbage: Vec<(&str, redis::Cmd)> = vec![
         (
             "plain",
@@ -217,28 +215,42 @@ async fn garbage_anywhere_in_a_stored_object_is_a_miss_and_is_removed() {
             "old-layout",
             redis::cmd("SET")
                 .arg(id("old-layout"))
-                .arg("oc{x}:o:1234")
+                .arg("OC2|0123456789abcdef0123456789abcdef|1764460800000|")
                 .clone(),
         ),
         (
             "bad-time",
             redis::cmd("SET")
                 .arg(id("bad-time"))
-                .arg(forged("17644608000x0", "v1", "{}"))
+                .arg(forged("17644608000x0", "0|", "{}"))
+                .clone(),
+        ),
+        (
+            "bad-list",
+            redis::cmd("SET")
+                .arg(id("bad-list"))
+                .arg(forged("1764460800000", "3|2:ab", "{}"))
                 .clone(),
         ),
         (
             "bad-payload",
             redis::cmd("SET")
                 .arg(id("bad-payload"))
-                .arg(forged("1764460800000", "v1", "{not json"))
+                .arg(forged("1764460800000", "0|", "{not json"))
                 .clone(),
         ),
         (
             "short",
             redis::cmd("SET")
                 .arg(id("short"))
-                .arg(&forged("1764460800000", "v1", "")[..40])
+                .arg(&forged("1764460800000", "0|", "")[..40])
+                .clone(),
+        ),
+        (
+            "bad-pointer",
+            redis::cmd("SET")
+                .arg(id("bad-pointer"))
+                .arg("OC3|P|not-hex")
                 .clone(),
         ),
     ];
@@ -252,48 +264,59 @@ async fn garbage_anywhere_in_a_stored_object_is_a_miss_and_is_removed() {
         assert_eq!(exists(id(key)).await, 0, "garbage {key:?} was not removed");
     }
 
-    // Another release's object: a miss, and left alone for that release.
-    run(redis::cmd("SET")
-        .arg(id("other-release"))
-        .arg(forged("1764460800000", "v2", "{}")))
-    .await;
-    assert!(cache.get(Id, "other-release").await.unwrap().is_none());
-    assert_eq!(exists(id("other-release")).await, 1);
+    // A pointer to a body that is not there: a miss, never an error.
+    run(redis::cmd("SET").arg(id("dangling")).arg(format!("OC3|P|{ID}"))).await;
+    assert!(cache.get(Id, "dangling").await.unwrap().is_none());
 
-    // An object whose record was destroyed behind the cache's back: invalidate and a set of
-    // a new version still work, and every key then holds the new version.
+    // Another release's object is under another key: never read, and a miss here.
+    let other = RedisConnector::new(RedisConfig::with_url(&url), "v2")
+        .unwrap()
+        .cache::<TestIndex, TestEntry>(&purpose, TestIndex::BUILT, &CacheSettings::default());
+    other.set(entry("other-release", &[])).await.unwrap();
+    assert!(cache.get(Id, "other-release").await.unwrap().is_none());
+    assert_eq!(
+        exists(index_key(&purpose, "v2", "id", "other-release")).await,
+        1
+    );
+
+    // An object whose copy was garbled behind the cache's back: invalidate and a set of a
+    // new version through its other keys still work, and every key then holds the new one.
     let v1 = entry("r", &["r1", "r2"]);
     cache.set(Arc::clone(&v1)).await.unwrap();
-    let records = records_of(&raw, &purpose).await;
-    assert_eq!(records.len(), 1, "one record: {records:?}");
-    run(redis::cmd("SET").arg(&records[0]).arg("not a set")).await;
+    run(redis::cmd("SET")
+        .arg(index_key(&purpose, "v1", "name", "r1"))
+        .arg("not an object"))
+    .await;
     let v2 = Arc::new(TestEntry::new("r", &["r1", "r2"]).revision(2));
     cache
         .set(Arc::clone(&v2))
         .await
-        .expect("a set over a destroyed record");
+        .expect("a set over a garbled copy");
     for (index, key) in [(Id, "r"), (Name, "r1"), (Name, "r2")] {
         assert_eq!(cache.get(index, key).await.unwrap(), Some(Arc::clone(&v2)));
     }
-    // A record listing keys of other objects (forged): only this object's keys go.
+    // A copy listing keys of other objects (forged): only this object's copies go.
     let other = entry("o", &["o1"]);
     cache.set(Arc::clone(&other)).await.unwrap();
-    let v2_record = records_of(&raw, &purpose).await;
-    for record in &v2_record {
-        run(redis::cmd("SADD")
-            .arg(record)
-            .arg(index_key(&purpose, "name", "o1")))
-        .await;
-    }
+    run(redis::cmd("SET").arg(id("forged")).arg(forged(
+        "1764460800000",
+        &format!("1|{}:{}", "4:name:o1".len(), "4:name:o1"),
+        "{}",
+    )))
+    .await;
+    cache
+        .invalidate(Id, &["forged"])
+        .await
+        .expect("invalidate a forged copy");
+    assert_eq!(
+        cache.get(Name, "o1").await.unwrap(),
+        Some(other),
+        "another object named in a forged list is left alone"
+    );
     cache.invalidate(Name, &["r2"]).await.expect("invalidate");
     for (index, key) in [(Id, "r"), (Name, "r1"), (Name, "r2")] {
         assert!(cache.get(index, key).await.unwrap().is_none(), "{key}");
     }
-    assert_eq!(
-        cache.get(Name, "o1").await.unwrap(),
-        Some(other),
-        "a forged record member of another object is left alone"
-    );
     // Invalidating keys that hold garbage works too, and removes them.
     run(redis::cmd("HSET").arg(id("h2")).arg("f").arg("v")).await;
     cache

@@ -24,7 +24,7 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// Every key of the cache `purpose`.
 async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
-    let pattern = format!("oc2{{{purpose}}}:*");
+    let pattern = format!("oc3{{{purpose}}}:*");
     let mut found = Vec::new();
     let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(pattern).await.unwrap();
     while let Some(key) = iter.next_item().await {
@@ -275,32 +275,43 @@ async fn a_failed_set_leaves_no_older_object() {
     .await;
 }
 
-/// Every index key of `purpose` whose object's record is gone: a ghost (an invalidation
-/// through another key of its object could no longer find it).
+/// Every key of `purpose` holding a copy of an object one of whose other keys no longer holds
+/// it: a ghost (part of an object outliving the rest of it).
 async fn ghosts(conn: &mut redis::aio::MultiplexedConnection, purpose: &str) -> Vec<String> {
+    let prefix = format!("oc3{{{purpose}}}:");
     let mut found = Vec::new();
     for key in keys_of(conn, purpose).await {
-        if !key.contains("}:i:") {
+        // (The registry is a hash: not a copy.)
+        let Ok(Some(value)) = conn.get::<_, Option<Vec<u8>>>(&key).await else {
+            continue;
+        };
+        if !value.starts_with(b"OC3|I|") {
             continue;
         }
-        let head: Vec<u8> = redis::cmd("GETRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(36)
-            .query_async(conn)
-            .await
-            .unwrap();
-        if head.len() < 37 {
-            continue; // expired or removed meanwhile
-        }
-        let id = String::from_utf8_lossy(&head[4..36]).into_owned();
-        let record = format!("oc2{{{purpose}}}:o:{id}");
-        let exists: bool = conn.exists(&record).await.unwrap();
-        if !exists {
-            found.push(key);
+        let copy = [b"OC3|I|", &value[6..22]].concat();
+        let release = &key[..prefix.len() + 13];
+        for suffix in key_list(&value) {
+            let sibling: Option<Vec<u8>> = conn.get(format!("{release}{suffix}")).await.unwrap();
+            if !sibling.is_some_and(|s| s.starts_with(&copy)) {
+                found.push(key.clone());
+            }
         }
     }
     found
+}
+
+/// The key suffixes a copy lists (`value.rs`).
+fn key_list(value: &[u8]) -> Vec<String> {
+    let rest = String::from_utf8_lossy(&value[68..]).into_owned();
+    let (n, mut rest) = rest.split_once('|').unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n.parse::<usize>().unwrap() {
+        let (len, tail) = rest.split_once(':').unwrap();
+        let len: usize = len.parse().unwrap();
+        out.push(tail[..len].to_owned());
+        rest = &tail[len..];
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

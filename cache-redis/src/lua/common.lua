@@ -1,7 +1,13 @@
--- Shared by the scripts: the server's time, expiry, and the stored-object header (value.rs):
---   OC2|<object id: 32 hex>|<created: 13 digits>|<renewed: 13 digits>|<n>:<version>|<payload>
--- Anything else found in a key (written by someone else, an older layout, a wrong type) is
--- never trusted and never an error: it is treated as no object.
+-- Shared by the scripts. What a key holds (value.rs):
+--   OC3|I|<id>|<created>|<renewed>|<digest>|<n>|<len>:<suffix>...<payload>  an object's copy
+--   OC3|B|... the same, the body of an object stored once;  OC3|D|... a removed body
+--   OC3|P|<id>  a pointer to the body <release prefix>o:<id>;  OC3|L|<token>  a lease
+-- A key name is <release prefix><suffix>, the release prefix <cache prefix><tag>:. Anything
+-- else found in a key (written by someone else, another layout, another type) is never
+-- trusted and never an error: it holds no value.
+
+-- How long a removed body is kept for its pointers to be swept (they answer nothing already).
+local GRACE_MS = 60000
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -19,31 +25,135 @@ local function remaining(created, used, now, max_age, last_usage)
   return left
 end
 
--- The first `length` bytes of the value of `key`, or nil when it is missing or not a string.
-local function head(key, length)
-  local h = redis.pcall('GETRANGE', key, 0, length - 1)
-  if type(h) ~= 'string' or #h ~= length or string.sub(h, 1, 4) ~= 'OC2|' then return nil end
-  return h
+-- Whether `v` is a well-formed object header (copy or body): its fixed fields in place.
+local function is_object(v)
+  return #v >= 68 and string.sub(v, 23, 23) == '|' and string.sub(v, 37, 37) == '|'
+    and string.sub(v, 51, 51) == '|' and string.sub(v, 68, 68) == '|'
+    and string.match(string.sub(v, 7, 22), '^%x+$') ~= nil
 end
 
--- The id of the object `key` holds, or nil.
-local function object_id(key)
-  local h = head(key, 37)
-  if h == nil or string.sub(h, 37, 37) ~= '|' then return nil end
-  local id = string.sub(h, 5, 36)
-  if not string.match(id, '^%x+$') then return nil end
-  return id
+-- The value `key` holds and its kind ('I', 'B', 'D', 'P', 'L'), or nil for no value.
+local function read(key)
+  local v = redis.pcall('GET', key)
+  if type(v) ~= 'string' or #v < 7 or string.sub(v, 1, 4) ~= 'OC3|'
+      or string.sub(v, 6, 6) ~= '|' then
+    return nil, nil
+  end
+  local kind = string.sub(v, 5, 5)
+  if (kind == 'I' or kind == 'B') and not is_object(v) then return nil, nil end
+  if kind == 'P' and not string.match(string.sub(v, 7), '^%x+$') then return nil, nil end
+  return v, kind
 end
 
--- Deletes the object `id` of the cache whose keys start with `prefix`: its record and every
--- index key that still holds it (a key set again since holds another object: left alone).
-local function remove_object(prefix, id)
-  local record = prefix .. 'o:' .. id
-  local members = redis.pcall('SMEMBERS', record)
-  if type(members) == 'table' and members.err == nil then
-    for _, key in ipairs(members) do
-      if object_id(key) == id then redis.call('DEL', key) end
+-- The id of the object a copy or pointer `v` of kind `kind` stands for.
+local function id_of(v, kind)
+  if kind == 'P' then return string.sub(v, 7) end
+  return string.sub(v, 7, 22)
+end
+
+-- The key suffixes an object's copy or body lists, or nil when the list is garbled.
+local function suffixes(v)
+  local bar = string.find(v, '|', 69, true)
+  if not bar then return nil end
+  local n = tonumber(string.sub(v, 69, bar - 1))
+  if not n then return nil end
+  local out, at = {}, bar + 1
+  for i = 1, n do
+    local colon = string.find(v, ':', at, true)
+    if not colon then return nil end
+    local len = tonumber(string.sub(v, at, colon - 1))
+    if not len then return nil end
+    out[i] = string.sub(v, colon + 1, colon + len)
+    at = colon + len + 1
+  end
+  return out
+end
+
+-- Marks `body` removed (its pointers answer nothing from now on; sweep.lua deletes them) and
+-- keeps it GRACE_MS at most. Whether it was a live body.
+local function kill(body)
+  if redis.pcall('GETRANGE', body, 0, 5) ~= 'OC3|B|' then return false end
+  redis.call('SETRANGE', body, 4, 'D')
+  local ttl = redis.call('PTTL', body)
+  if ttl < 0 or ttl > GRACE_MS then redis.call('PEXPIRE', body, GRACE_MS) end
+  return true
+end
+
+-- The key-set digest of the object a copy or pointer stands for (a pointer's from its body),
+-- or nil when there is no such object.
+local function digest_of(rp, v, kind)
+  if kind == 'I' then return string.sub(v, 52, 67) end
+  local head = redis.pcall('GETRANGE', rp .. 'o:' .. string.sub(v, 7), 0, 66)
+  if type(head) ~= 'string' or #head ~= 67 or string.sub(head, 1, 6) ~= 'OC3|B|' then
+    return nil
+  end
+  return string.sub(head, 52, 67)
+end
+
+-- Removes the object `key` (of the release with prefix `rp`) holds as `v` of kind `kind`:
+-- every copy of it still holding it, or its body (appended to `killed`); then `key` itself.
+local function remove(rp, key, v, kind, killed)
+  if kind == 'I' then
+    local id = id_of(v, kind)
+    local list = suffixes(v) or {}
+    for _, s in ipairs(list) do
+      local k = rp .. s
+      if k ~= key then
+        local w, wk = read(k)
+        if wk == 'I' and id_of(w, wk) == id then redis.call('DEL', k) end
+      end
+    end
+  elseif kind == 'P' then
+    local body = rp .. 'o:' .. id_of(v, kind)
+    if kill(body) then killed[#killed + 1] = body end
+  end
+  redis.call('DEL', key)
+end
+
+-- The prefixes of the releases whose objects may be stored: this one's first, then those the
+-- registry names that have not expired (expired ones are dropped from it).
+local function releases(prefix, tag, now)
+  local out = { prefix .. tag .. ':' }
+  local registry = prefix .. 'v'
+  local all = redis.pcall('HGETALL', registry)
+  if type(all) == 'table' and all.err == nil then
+    for i = 1, #all, 2 do
+      local other, until_ms = all[i], tonumber(all[i + 1])
+      if other ~= tag then
+        if until_ms == nil or (until_ms ~= 0 and until_ms <= now) then
+          redis.call('HDEL', registry, other)
+        else
+          out[#out + 1] = prefix .. other .. ':'
+        end
+      end
     end
   end
-  redis.call('DEL', record)
+  return out
+end
+
+-- Notes in the registry that this release stores objects until `until_ms` (0: no expiry),
+-- with a quarter of `ttl` to spare so that it is written once per quarter TTL, not per set;
+-- the registry itself expires with its longest-lived release.
+local function register(prefix, tag, until_ms, ttl)
+  local registry = prefix .. 'v'
+  local current = redis.pcall('HGET', registry, tag)
+  if type(current) == 'table' then
+    redis.call('DEL', registry) -- not a hash: garbage
+    current = nil
+  end
+  current = tonumber(current)
+  if current == 0 or (current ~= nil and until_ms ~= 0 and current >= until_ms) then return end
+  if until_ms ~= 0 then until_ms = until_ms + math.floor(ttl / 4) end
+  redis.call('HSET', registry, tag, until_ms)
+  local all = redis.call('HGETALL', registry)
+  local longest = 0
+  for i = 2, #all, 2 do
+    local u = tonumber(all[i]) or 0
+    if u == 0 then
+      redis.call('PERSIST', registry)
+      return
+    end
+    if u > longest then longest = u end
+  end
+  redis.call('PEXPIREAT', registry, longest)
 end

@@ -1,9 +1,28 @@
--- KEYS: index keys. ARGV[1]: the cache's key prefix.
--- Removes every object reachable through any of the keys, entirely, and the keys themselves
--- (whatever they hold); unknown keys are skipped and never stop the others.
-for i = 1, #KEYS do
-  local id = object_id(KEYS[i])
-  if id then remove_object(ARGV[1], id) end
-  redis.call('DEL', KEYS[i])
+-- KEYS: index keys of this release (a batch); or, with mode 'body', one body.
+-- ARGV: prefix, tag, mode ('all': every release whose objects may be stored; 'own': this
+-- release only, for what it cannot decode; 'body': remove that body).
+-- Removes the objects the keys hold, entirely (every copy, or the body), and the keys
+-- themselves, whatever they hold. A key that holds nothing is skipped and never stops the
+-- others. Returns the bodies removed, for their pointers to be swept.
+local prefix, tag, mode = ARGV[1], ARGV[2], ARGV[3]
+local own = prefix .. tag .. ':'
+local killed = {}
+if mode == 'body' then
+  if kill(KEYS[1]) then killed[1] = KEYS[1] end
+  return killed
 end
-return 1
+local all = { own }
+if mode == 'all' then all = releases(prefix, tag, now_ms()) end
+for i = 1, #KEYS do
+  local suffix = string.sub(KEYS[i], #own + 1)
+  for _, rp in ipairs(all) do
+    local k = rp .. suffix
+    local v, kind = read(k)
+    if v then
+      remove(rp, k, v, kind, killed)
+    else
+      redis.call('DEL', k)
+    end
+  end
+end
+return killed

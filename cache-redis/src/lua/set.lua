@@ -1,30 +1,54 @@
--- KEYS[1] the new object's record, KEYS[2..] its index keys (distinct).
--- ARGV: prefix, object id, version part ("<n>:<version>|"), payload, max_age_ms, last_usage_ms.
--- Removes every older object holding one of the keys (entirely), then stores the new one under
--- every key, with the object's TTL on each key and on the record.
-local prefix, id = ARGV[1], ARGV[2]
-for i = 2, #KEYS do
-  local older = object_id(KEYS[i])
-  if older and older ~= id then remove_object(prefix, older) end
-end
-local max_age, last_usage = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- KEYS: index keys of this release, distinct: all of an object's keys (a copy under each), or
+-- one batch of them (pointers to its body).
+-- ARGV: prefix, tag, id, mode ('I': a copy under each key; 'P': a pointer to the body),
+-- digest, tail ('<n>|<list><payload>': what follows the digest in a copy or body; with 'P',
+-- given in the first batch only, which then stores the body), max_age_ms, last_usage_ms.
+-- Removes every other object holding one of the keys — of this release whatever it is, of
+-- other releases when its key set differs (another release's copy of the same object stays)
+-- — then stores the object. Returns the bodies it removed, for their pointers to be swept.
+local prefix, tag, id, mode, digest, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local max_age, last_usage = tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
+local own = prefix .. tag .. ':'
+local killed = {}
+local all = releases(prefix, tag, now)
+for i = 1, #KEYS do
+  local suffix = string.sub(KEYS[i], #own + 1)
+  for r, rp in ipairs(all) do
+    local k = rp .. suffix
+    local v, kind = read(k)
+    if kind == 'I' or kind == 'P' then
+      if r == 1 then
+        if id_of(v, kind) ~= id then remove(rp, k, v, kind, killed) end
+      elseif digest_of(rp, v, kind) ~= digest then
+        remove(rp, k, v, kind, killed)
+      end
+    end
+  end
+end
 local left = remaining(now, now, now, max_age, last_usage)
 local stamp = string.format('%013d', now)
-local value = 'OC2|' .. id .. '|' .. stamp .. '|' .. stamp .. '|' .. ARGV[3] .. ARGV[4]
-redis.call('DEL', KEYS[1])
-local batch = {}
-for i = 2, #KEYS do
+local header = id .. '|' .. stamp .. '|' .. stamp .. '|' .. digest .. '|'
+local value
+if mode == 'I' then
+  value = 'OC3|I|' .. header .. tail
+else
+  value = 'OC3|P|' .. id
+  if tail ~= '' then
+    local body = own .. 'o:' .. id
+    if left then
+      redis.call('SET', body, 'OC3|B|' .. header .. tail, 'PX', left)
+    else
+      redis.call('SET', body, 'OC3|B|' .. header .. tail)
+    end
+  end
+end
+for i = 1, #KEYS do
   if left then
     redis.call('SET', KEYS[i], value, 'PX', left)
   else
     redis.call('SET', KEYS[i], value)
   end
-  batch[#batch + 1] = KEYS[i]
-  if #batch == 500 or i == #KEYS then
-    redis.call('SADD', KEYS[1], unpack(batch))
-    batch = {}
-  end
 end
-if left then redis.call('PEXPIRE', KEYS[1], left) end
-return 1
+if left then register(prefix, tag, now + left, left) else register(prefix, tag, 0, 0) end
+return killed
