@@ -158,7 +158,7 @@ pub(crate) async fn postgres(url: &str, objects: u64, expired: u64) -> Scale {
     let size = || async {
         let row = admin
             .query_one(
-                "SELECT pg_total_relation_size('cache.entries')::float8",
+                "SELECT (pg_total_relation_size('cache.keys') + pg_total_relation_size('cache.bodies'))::float8",
                 &[],
             )
             .await

@@ -24,6 +24,10 @@ struct Payload {
     age_ms: i64,
 }
 
+/// What a key row takes besides its payload (header, purpose, index, key, version, times,
+/// digest), roughly: counted against the inline budget with the payload.
+const ROW_OVERHEAD: usize = 120;
+
 /// Rows one prune statement removes at most, so a huge backlog never holds long locks.
 pub const PRUNE_BATCH: i64 = 2_000;
 
@@ -234,33 +238,62 @@ where
                 )),
             })),
             None => {
-                self.invalidate(index, &[key]).await?;
+                // Not decodable by this release: its object goes (other releases' stay).
+                self.remove(index, &[key], Some(&self.shared.version))
+                    .await?;
                 Ok(None)
             }
         }
     }
 
-    /// Removes the rows of expired objects in batches of [`PRUNE_BATCH`] rows, and says how
-    /// much went. Never renews LastUsage.
+    /// Removes the objects behind `keys` of `index` entirely, and the keys' rows: of every
+    /// release, or of `release` only.
+    async fn remove(&self, index: I, keys: &[&str], release: Option<&str>) -> Result<()> {
+        let index_name = self.check(index)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys = stored_keys(keys);
+        self.shared
+            .db
+            .count(
+                Stmt::Invalidate,
+                &[&self.purpose, &index_name, &keys, &release],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Removes the rows of expired objects in batches of [`PRUNE_BATCH`] rows (objects stored
+    /// once: [`PRUNE_BATCH`] bodies, with their key rows), and says how much went. Never
+    /// renews LastUsage.
     pub async fn prune_report(&self) -> Result<PruneReport> {
         let mut report = PruneReport::default();
+        let params: [&(dyn ToSql + Sync); 4] = [
+            &self.purpose,
+            &self.kept_max_age_ms,
+            &self.kept_last_usage_ms,
+            &PRUNE_BATCH,
+        ];
         loop {
-            let removed = self
-                .shared
-                .db
-                .count(
-                    Stmt::Prune,
-                    &[
-                        &self.purpose,
-                        &self.kept_max_age_ms,
-                        &self.kept_last_usage_ms,
-                        &PRUNE_BATCH,
-                    ],
-                )
-                .await?;
+            let removed = self.shared.db.count(Stmt::PruneKeys, &params).await?;
             report.rows += removed;
             report.batches += 1;
             if removed < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let rows = self.shared.db.query(Stmt::PruneBodies, &params).await?;
+            let column = |n| {
+                rows.first()
+                    .and_then(|row| row.try_get::<_, i64>(n).ok())
+                    .map_or(0, |v| u64::try_from(v).unwrap_or(0))
+            };
+            let (bodies, key_rows) = (column(0), column(1));
+            report.rows += key_rows;
+            report.batches += 1;
+            if bodies < PRUNE_BATCH as u64 {
                 break;
             }
         }
@@ -318,20 +351,38 @@ where
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
         let payload = codec::encode(&*value)?;
-        let (indices, keys): (Vec<&str>, Vec<String>) =
-            cache_core::entry_keys(&*value, &self.indices)
-                .into_iter()
-                .map(|(position, key)| {
-                    let key = match stored(&key) {
-                        std::borrow::Cow::Borrowed(_) => key,
-                        std::borrow::Cow::Owned(digest) => digest,
-                    };
-                    (self.indices[position].name(), key)
-                })
-                .unzip();
-        if keys.is_empty() {
+        let limit = self.shared.max_object_size;
+        if payload.len() as u64 > limit {
+            return Err(Error::rejected(format!(
+                "postgres: the object is {} bytes encoded, more than Caches.Connectors.Postgres.\
+                 MaxObjectSize ({}); it is not cached (raise the limit if it should be)",
+                payload.len(),
+                cache_core::settings::byte_size::format(limit)
+            )));
+        }
+        let pairs: Vec<(&'static str, String)> = cache_core::entry_keys(&*value, &self.indices)
+            .into_iter()
+            .map(|(position, key)| (self.indices[position].name(), key))
+            .collect();
+        if pairs.is_empty() {
             return Ok(());
         }
+        let digest = cache_core::keys::key_set_digest(
+            pairs.iter().map(|(index, key)| (*index, key.as_str())),
+        );
+        let (indices, keys): (Vec<&str>, Vec<String>) = pairs
+            .into_iter()
+            .map(|(index, key)| {
+                let key = match stored(&key) {
+                    std::borrow::Cow::Borrowed(_) => key,
+                    std::borrow::Cow::Owned(digest) => digest,
+                };
+                (index, key)
+            })
+            .unzip();
+        // A row's copy: the payload and the row's own columns.
+        let row_bytes = payload.len() + ROW_OVERHEAD;
+        let inline = cache_core::keys::inline_copies(keys.len(), row_bytes);
         self.shared
             .db
             .query(
@@ -342,6 +393,8 @@ where
                     &payload,
                     &indices,
                     &keys,
+                    &digest,
+                    &inline,
                 ],
             )
             .await
@@ -349,16 +402,7 @@ where
     }
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index_name = self.check(index)?;
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let keys = stored_keys(keys);
-        self.shared
-            .db
-            .count(Stmt::Invalidate, &[&self.purpose, &index_name, &keys])
-            .await
-            .map(drop)
+        self.remove(index, keys, None).await
     }
 
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {

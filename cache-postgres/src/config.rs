@@ -97,6 +97,11 @@ pub struct PostgresConfig {
     /// (`cache-breaker`); absent (the default): none.
     #[serde(rename = "circuitbreaker")]
     pub circuit_breaker: Option<BreakerSettings>,
+    /// The largest object stored, encoded (`16MiB`, `512KiB`, or bytes): a larger one is not
+    /// cached, and its set fails as `Rejected` — the request's own size, never a failure of
+    /// the database (the circuit breaker does not count it). Default `16MiB`.
+    #[serde(rename = "maxobjectsize", with = "cache_core::settings::byte_size")]
+    pub max_object_size: u64,
 }
 
 impl Default for PostgresConfig {
@@ -122,6 +127,7 @@ impl Default for PostgresConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(3),
             circuit_breaker: None,
+            max_object_size: 16 << 20,
         }
     }
 }
@@ -365,6 +371,7 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("auto_prune", &self.auto_prune)
             .field("circuit_breaker", &self.circuit_breaker)
+            .field("max_object_size", &self.max_object_size)
             .finish_non_exhaustive()
     }
 }

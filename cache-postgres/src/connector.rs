@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) version: Arc<str>,
     /// Read statements one object cache runs at once per index (see `reads`).
     pub(crate) max_concurrent_reads: usize,
+    /// `MaxObjectSize`: the largest encoded object stored.
+    pub(crate) max_object_size: u64,
     pub(crate) schema: Schema,
     /// How a connection of our own connects (the channel's listener); `None` on an
     /// application's pool.
@@ -106,7 +108,8 @@ impl PostgresConnector {
     }
 
     /// A connector on the application's own pool, so the service can reuse its connections.
-    /// Of `config`, only `Schema` and `StatementTimeout` (as a client-side limit) are used.
+    /// Of `config`, only `Schema`, `StatementTimeout` (as a client-side limit) and `MaxObjectSize`
+    /// are used.
     ///
     /// The pool may connect in plain text ([`ApplicationPool`](crate::ApplicationPool)) or through any TLS connector
     /// (e.g. `tokio_postgres_rustls::MakeRustlsConnect`): its connections are used as they
@@ -153,6 +156,7 @@ impl PostgresConnector {
                 db,
                 version: cache_core::keys::storable(version, crate::cache::MAX_PLAIN_KEY).into(),
                 max_concurrent_reads: config.concurrent_reads(),
+                max_object_size: config.max_object_size,
                 schema,
                 listener,
             }),

@@ -1,27 +1,37 @@
-//! The table and the setup step that creates it.
+//! The tables and the setup step that creates them.
 //!
-//! One **unlogged** table in one schema (no WAL: fast writes; emptied after a server crash,
+//! **Unlogged** tables in one schema (no WAL: fast writes; emptied after a server crash,
 //! which a cache can afford). No partitioning, so PostgreSQL 18, which refuses unlogged
-//! partitioned parents, runs the same DDL as 15. Purposes share the table and are told apart
+//! partitioned parents, runs the same DDL as 15. Purposes share the tables and are told apart
 //! by a `purpose` column: purposes are bound as query parameters and never become identifiers,
 //! so no configuration can inject SQL through them. The only identifier taken from
 //! configuration is the schema name, which is checked ([`Schema::new`]) and quoted.
 //!
-//! - `entries (purpose, index_name, key, object_id, version, created_at, last_used_at,
-//!   payload)` — one row per key of a stored object, each carrying the whole object, so a read
-//!   is one primary-key lookup. The rows of one object share its `object_id` (from the
-//!   `object_ids` sequence); the index is stored by name, so any index works (reference defect
-//!   8), and duplicate keys in one entry collapse to one row (defect 9). Keys are
-//!   version-independent, so invalidating a key reaches the object whichever release stored
-//!   it (defect 14); `version` scopes decoding to the release that wrote it (SPEC 8).
+//! - `keys (purpose, index_name, key, version, object_id, created_at, last_used_at, digest,
+//!   payload)` — one row per key of a stored object and release (SPEC 8: each release reads
+//!   and writes its own rows, so releases side by side never evict each other). The rows of
+//!   one object share its `object_id` (from the `object_ids` sequence). An ordinary object's
+//!   rows each carry its payload, so a read is one primary-key lookup; an object whose copies
+//!   would take more than [`INLINE_BUDGET`](cache_core::keys::INLINE_BUDGET) is stored once in
+//!   `bodies` and its rows carry no payload (a read then joins its body, still one
+//!   statement). The index is stored by name, so any index works (reference defect 8), and
+//!   duplicate keys in one entry collapse to one row (defect 9). The primary key leads with
+//!   (purpose, index_name, key), so a change of a key reaches the rows of every release
+//!   (defect 14). `digest` is the object's key-set digest: a set keeps another release's copy
+//!   of the same object and removes objects it makes ghosts of.
+//! - `bodies (object_id, purpose, version, created_at, last_used_at, payload)` — objects
+//!   stored once; their times are the object's (their key rows' are not read).
 //!
-//! `set_entries` is a PL/pgSQL function so that a set is one atomic round trip: it serialises
-//! writers of the same keys with transaction-scoped advisory locks (taken in a fixed order),
-//! removes every older object sharing a key (reference defect 1), and stores the new one.
+//! Every write is a PL/pgSQL function, one atomic round trip: `put_object` serialises writers
+//! of the same keys with transaction-scoped advisory locks (on at most 256 key buckets, taken
+//! in a fixed order), removes every older object sharing a key (reference defect 1), and
+//! stores the new one; `invalidate_keys`, `delete_keys`, `truncate_purpose` and
+//! `renew_objects` do what their names say.
 //!
-//! Releases before this layout kept objects and keys in two tables (`objects`,
-//! `object_keys`) and a function `set_object`; setup leaves them to the processes of those
-//! releases still running. Drop them once none is left.
+//! Releases before this layout kept their rows in `entries` (function `set_entries`), and
+//! before that in `objects` / `object_keys` (`set_object`); setup leaves them to the processes
+//! of those releases still running (their objects are misses here, and a truncate empties
+//! this purpose's rows of `entries` too). Drop them once none is left.
 
 use std::fmt;
 
@@ -66,11 +76,11 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 5";
+const SCHEMA_MARK: &str = "object-cache schema 7";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
-/// mark on `set_entries`), it takes no table lock at all, so running it while other processes
+/// mark on `put_object`), it takes no table lock at all, so running it while other processes
 /// use the cache cannot deadlock with them. Run it inside one transaction.
 pub(crate) fn setup_sql(s: &Schema) -> String {
     let name = &s.0;
@@ -80,69 +90,166 @@ SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0);
 DO $setup$
 BEGIN
 IF obj_description(
-       to_regprocedure('{name}.set_entries(text, text, bytea, text[], text[])'), 'pg_proc')
+       to_regprocedure('{name}.put_object(text, text, bytea, text[], text[], text, boolean)'),
+       'pg_proc')
    IS NOT DISTINCT FROM '{SCHEMA_MARK}' THEN
     RETURN;
 END IF;
 CREATE SCHEMA IF NOT EXISTS {s};
 CREATE SEQUENCE IF NOT EXISTS {s}.object_ids;
-CREATE UNLOGGED TABLE IF NOT EXISTS {s}.entries (
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.keys (
     purpose      text        NOT NULL,
     index_name   text        NOT NULL,
     key          text        NOT NULL,
+    version      text        NOT NULL,
     object_id    bigint      NOT NULL,
+    created_at   timestamptz NOT NULL,
+    last_used_at timestamptz NOT NULL,
+    digest       text        NOT NULL,
+    payload      bytea,
+    PRIMARY KEY (purpose, index_name, key, version)
+);
+CREATE INDEX IF NOT EXISTS keys_object ON {s}.keys (object_id);
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.bodies (
+    object_id    bigint      PRIMARY KEY,
+    purpose      text        NOT NULL,
     version      text        NOT NULL,
     created_at   timestamptz NOT NULL,
     last_used_at timestamptz NOT NULL,
-    payload      bytea       NOT NULL,
-    PRIMARY KEY (purpose, index_name, key)
+    payload      bytea       NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entries_object ON {s}.entries (object_id);
+CREATE INDEX IF NOT EXISTS bodies_purpose ON {s}.bodies (purpose);
 
-CREATE OR REPLACE FUNCTION {s}.set_entries(
-    p_purpose text, p_version text, p_payload bytea, p_indices text[], p_keys text[]
-) RETURNS void LANGUAGE plpgsql
--- Its plans must not depend on the table's statistics (it may be empty when first planned):
--- every statement below is an index lookup.
-SET enable_seqscan = off
-AS $fn$
+-- Their plans must not depend on the tables' statistics (they may be empty when first
+-- planned): every statement below is an index lookup.
+CREATE OR REPLACE FUNCTION {s}.put_object(
+    p_purpose text, p_version text, p_payload bytea, p_indices text[], p_keys text[],
+    p_digest text, p_inline boolean
+) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_lock integer;
+    v_old  bigint[];
     v_id   bigint;
 BEGIN
-    -- Writers of the same key wait for each other; a fixed order rules out deadlocks.
+    -- Writers of the same key wait for each other; a fixed order rules out deadlocks. Keys
+    -- fall in 256 buckets, so a set of any number of keys takes at most 256 locks.
     FOR v_lock IN
-        SELECT DISTINCT hashtext(p_purpose || chr(31) || t.idx || chr(31) || t.ky)
+        SELECT DISTINCT hashtext(p_purpose || chr(31) || t.idx || chr(31) || t.ky) & 255
         FROM unnest(p_indices, p_keys) AS t(idx, ky)
         ORDER BY 1
     LOOP
-        PERFORM pg_advisory_xact_lock({LOCK_CLASS}, v_lock);
+        PERFORM pg_advisory_xact_lock({LOCK_CLASS}, v_lock + 1);
     END LOOP;
 
-    -- Every older object sharing one of the keys goes entirely, with all its keys.
-    -- One primary-key lookup per key (LIMIT 1 keeps the lateral from becoming a scan).
-    DELETE FROM {s}.entries e
-    WHERE e.object_id = ANY(ARRAY(
+    -- Every older object holding one of the keys goes entirely, with all its keys: of this
+    -- release whatever it is, of other releases when its key set differs (another release's
+    -- copy of the same object stays). One primary-key range lookup per key.
+    v_old := ARRAY(
         SELECT DISTINCT k.object_id
         FROM unnest(p_indices, p_keys) AS t(idx, ky)
         CROSS JOIN LATERAL (
-            SELECT object_id FROM {s}.entries
-            WHERE purpose = p_purpose AND index_name = t.idx AND key = t.ky LIMIT 1
+            SELECT object_id, version, digest FROM {s}.keys
+            WHERE purpose = p_purpose AND index_name = t.idx AND key = t.ky
         ) k
-    ));
+        WHERE k.version = p_version OR k.digest <> p_digest
+    );
+    IF cardinality(v_old) > 0 THEN
+        DELETE FROM {s}.keys WHERE object_id = ANY(v_old);
+        DELETE FROM {s}.bodies WHERE object_id = ANY(v_old);
+    END IF;
 
     v_id := nextval('{s}.object_ids');
-    INSERT INTO {s}.entries
-        (purpose, index_name, key, object_id, version, created_at, last_used_at, payload)
-    SELECT p_purpose, t.idx, t.ky, v_id, p_version, now(), now(), p_payload
+    IF NOT p_inline THEN
+        INSERT INTO {s}.bodies (object_id, purpose, version, created_at, last_used_at, payload)
+        VALUES (v_id, p_purpose, p_version, now(), now(), p_payload);
+    END IF;
+    INSERT INTO {s}.keys
+        (purpose, index_name, key, version, object_id, created_at, last_used_at, digest, payload)
+    SELECT p_purpose, t.idx, t.ky, p_version, v_id, now(), now(), p_digest,
+           CASE WHEN p_inline THEN p_payload END
     FROM (SELECT DISTINCT idx, ky FROM unnest(p_indices, p_keys) AS u(idx, ky)) t
-    ON CONFLICT (purpose, index_name, key) DO UPDATE SET
-        object_id = EXCLUDED.object_id, version = EXCLUDED.version,
-        created_at = EXCLUDED.created_at, last_used_at = EXCLUDED.last_used_at,
+    ON CONFLICT (purpose, index_name, key, version) DO UPDATE SET
+        object_id = EXCLUDED.object_id, created_at = EXCLUDED.created_at,
+        last_used_at = EXCLUDED.last_used_at, digest = EXCLUDED.digest,
         payload = EXCLUDED.payload;
 END
 $fn$;
-COMMENT ON FUNCTION {s}.set_entries(text, text, bytea, text[], text[]) IS '{SCHEMA_MARK}';
+
+-- The objects behind the keys, of every release (or of release p_version only, for what it
+-- cannot decode), with all their keys; and the keys' rows themselves. Returns how many
+-- objects went.
+CREATE OR REPLACE FUNCTION {s}.invalidate_keys(
+    p_purpose text, p_index text, p_keys text[], p_version text
+) RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_old bigint[];
+BEGIN
+    v_old := ARRAY(
+        SELECT DISTINCT k.object_id FROM unnest(p_keys) AS u(key)
+        CROSS JOIN LATERAL (
+            SELECT object_id FROM {s}.keys
+            WHERE purpose = p_purpose AND index_name = p_index AND key = u.key
+              AND (p_version IS NULL OR version = p_version)
+        ) k
+    );
+    DELETE FROM {s}.keys
+    WHERE object_id = ANY(v_old)
+       OR (purpose = p_purpose AND index_name = p_index AND key = ANY(p_keys)
+           AND (p_version IS NULL OR version = p_version));
+    DELETE FROM {s}.bodies WHERE object_id = ANY(v_old);
+    RETURN cardinality(v_old);
+END
+$fn$;
+
+-- These key rows only, of every release; their objects stay reachable otherwise.
+CREATE OR REPLACE FUNCTION {s}.delete_keys(
+    p_purpose text, p_index text, p_keys text[]
+) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+BEGIN
+    DELETE FROM {s}.keys
+    WHERE purpose = p_purpose AND index_name = p_index AND key = ANY(p_keys);
+END
+$fn$;
+
+-- Everything of the purpose, every release (and what the layout before this one left).
+CREATE OR REPLACE FUNCTION {s}.truncate_purpose(p_purpose text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM {s}.keys WHERE purpose = p_purpose;
+    DELETE FROM {s}.bodies WHERE purpose = p_purpose;
+    IF to_regclass('{name}.entries') IS NOT NULL THEN
+        EXECUTE 'DELETE FROM {s}.entries WHERE purpose = $1' USING p_purpose;
+    END IF;
+END
+$fn$;
+
+-- LastUsage of the objects, as of now, unless another hit just did (p_after ms), and only
+-- while they are alive (p_max_age, p_last_usage ms; 0 = off): a renewal never revives what
+-- expired since the hit (and may be half pruned already). Returns the rows written.
+CREATE OR REPLACE FUNCTION {s}.renew_objects(
+    p_ids bigint[], p_after bigint, p_max_age bigint, p_last_usage bigint
+) RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_rows bigint;
+    v_bodies bigint;
+BEGIN
+    UPDATE {s}.keys SET last_used_at = now()
+    WHERE object_id = ANY(p_ids) AND payload IS NOT NULL
+      AND last_used_at <= now() - p_after * interval '1 millisecond'
+      AND (p_max_age = 0 OR created_at > now() - p_max_age * interval '1 millisecond')
+      AND (p_last_usage = 0 OR last_used_at > now() - p_last_usage * interval '1 millisecond');
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    UPDATE {s}.bodies SET last_used_at = now()
+    WHERE object_id = ANY(p_ids)
+      AND last_used_at <= now() - p_after * interval '1 millisecond'
+      AND (p_max_age = 0 OR created_at > now() - p_max_age * interval '1 millisecond')
+      AND (p_last_usage = 0 OR last_used_at > now() - p_last_usage * interval '1 millisecond');
+    GET DIAGNOSTICS v_bodies = ROW_COUNT;
+    RETURN v_rows + v_bodies;
+END
+$fn$;
+COMMENT ON FUNCTION {s}.put_object(text, text, bytea, text[], text[], text, boolean)
+    IS '{SCHEMA_MARK}';
 END
 $setup$;
 "#

@@ -21,25 +21,29 @@ pub(crate) enum Stmt {
     /// `(ids[], renew_after_ms, max_age_ms, last_usage_ms)`: writes LastUsage of objects still
     /// alive, unless another hit just did.
     Renew,
-    /// `(purpose, version, payload, indices[], keys[])`: the `set_entries` function.
+    /// `(purpose, version, payload, indices[], keys[], digest, inline)`: the `put_object`
+    /// function.
     Set,
-    /// `(purpose, index, keys[]) -> removed objects`: every object behind the keys, with all
-    /// its keys.
+    /// `(purpose, index, keys[], version?) -> removed objects`: every object behind the keys,
+    /// of every release (or of `version` only), with all its keys.
     Invalidate,
-    /// `(purpose, index, keys[])`: these key rows only.
+    /// `(purpose, index, keys[])`: these key rows only, of every release.
     Delete,
     /// `(purpose)`: every key and object of the purpose, in one statement.
     Truncate,
-    /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed rows`: one batch of the rows
-    /// of expired objects.
-    Prune,
+    /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed rows`: one batch of the key
+    /// rows of expired objects stored under each key, and of rows whose body is gone.
+    PruneKeys,
+    /// `(purpose, max_age_ms, last_usage_ms, batch) -> (removed bodies, removed rows)`: one
+    /// batch of expired bodies, with their key rows.
+    PruneBodies,
     /// `(channel, payload)`: a notification to every session listening on the channel.
     Notify,
 }
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 9] = [
+    pub(crate) const ALL: [Stmt; 10] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
@@ -47,7 +51,8 @@ impl Stmt {
         Stmt::Invalidate,
         Stmt::Delete,
         Stmt::Truncate,
-        Stmt::Prune,
+        Stmt::PruneKeys,
+        Stmt::PruneBodies,
         Stmt::Notify,
     ];
 
@@ -85,10 +90,15 @@ impl Stmt {
                 Type::BYTEA,
                 Type::TEXT_ARRAY,
                 Type::TEXT_ARRAY,
+                Type::TEXT,
+                Type::BOOL,
             ],
-            Stmt::Invalidate | Stmt::Delete => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
+            Stmt::Invalidate => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY, Type::TEXT],
+            Stmt::Delete => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
             Stmt::Truncate => &[Type::TEXT],
-            Stmt::Prune => &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+            Stmt::PruneKeys | Stmt::PruneBodies => {
+                &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8]
+            }
             Stmt::Notify => &[Type::TEXT, Type::TEXT],
         }
     }
@@ -115,87 +125,88 @@ impl Statements {
 const MS: &str = "interval '1 millisecond'";
 
 fn sql(stmt: Stmt, s: &Schema) -> String {
-    // One primary-key lookup per key: `LIMIT 1` keeps the planner from flattening the lateral
-    // subquery into a join that scans every key of the purpose (its generic plan did).
-    let key_lookup = format!(
-        "SELECT key, object_id, ctid FROM {s}.entries
-         WHERE purpose = $1 AND index_name = $2 AND key = u.key LIMIT 1"
-    );
-    let key_lookup = key_lookup.as_str();
-    // The row of a key, alive on the server's clock, and whether LastUsage needs writing.
+    // The row of a key of this release, joined with its body when it has no copy of the
+    // object (the join runs only then: its condition on the outer row gates the lookup),
+    // alive on the server's clock, and whether LastUsage needs writing.
     let get = |rows: &str, key_match: &str| {
+        let created = "coalesce(b.created_at, e.created_at)";
+        let used = "coalesce(b.last_used_at, e.last_used_at)";
         format!(
-            "SELECT e.key, e.payload, e.object_id,
-                    ($7 > 0 AND e.last_used_at <= now() - $7 * {MS}) AS renew,
-                    (extract(epoch FROM now() - e.created_at) * 1000)::int8 AS age_ms
+            "SELECT e.key, coalesce(e.payload, b.payload), e.object_id,
+                    ($7 > 0 AND {used} <= now() - $7 * {MS}) AS renew,
+                    (extract(epoch FROM now() - {created}) * 1000)::int8 AS age_ms
              FROM {rows}
+             LEFT JOIN LATERAL (
+                SELECT payload, created_at, last_used_at FROM {s}.bodies
+                WHERE object_id = e.object_id AND e.payload IS NULL
+             ) b ON true
              WHERE {key_match} e.version = $4
-               AND ($5 = 0 OR e.created_at > now() - $5 * {MS})
-               AND ($6 = 0 OR e.last_used_at > now() - $6 * {MS})"
+               AND (e.payload IS NOT NULL OR b.payload IS NOT NULL)
+               AND ($5 = 0 OR {created} > now() - $5 * {MS})
+               AND ($6 = 0 OR {used} > now() - $6 * {MS})"
         )
     };
     match stmt {
         Stmt::Get => get(
-            &format!("{s}.entries e"),
+            &format!("{s}.keys e"),
             "e.purpose = $1 AND e.index_name = $2 AND e.key = $3 AND",
         ),
-        // One primary-key lookup per key, whatever the table's statistics say.
+        // One primary-key lookup per key, whatever the table's statistics say (`LIMIT 1`
+        // keeps the planner from flattening the lateral subquery into a join that scans
+        // every key of the purpose: its generic plan did).
         Stmt::GetMany => get(
             &format!(
                 "unnest($3::text[]) AS u(key) CROSS JOIN LATERAL (
-                    SELECT * FROM {s}.entries
-                    WHERE purpose = $1 AND index_name = $2 AND key = u.key LIMIT 1
+                    SELECT * FROM {s}.keys
+                    WHERE purpose = $1 AND index_name = $2 AND key = u.key AND version = $4
+                    LIMIT 1
                  ) e"
             ),
             "",
         ),
-        // Every row of the objects (all their keys), unless another hit just did — and only
-        // while the object is alive ($3 MaxAge, $4 LastUsage): a renewal never revives rows
-        // of an object that expired since the hit (and may be half pruned already).
-        Stmt::Renew => format!(
-            "UPDATE {s}.entries SET last_used_at = now()
-             WHERE object_id = ANY($1) AND last_used_at <= now() - $2 * {MS}
-               AND ($3 = 0 OR created_at > now() - $3 * {MS})
-               AND ($4 = 0 OR last_used_at > now() - $4 * {MS})"
-        ),
-        Stmt::Set => format!("SELECT {s}.set_entries($1, $2, $3, $4, $5)"),
+        Stmt::Renew => format!("SELECT {s}.renew_objects($1, $2, $3, $4)"),
+        Stmt::Set => format!("SELECT {s}.put_object($1, $2, $3, $4, $5, $6, $7)"),
         Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
-        // Object ids are unique across purposes: no purpose condition, which would turn the
-        // lookup by id into a scan of the purpose's rows.
-        Stmt::Invalidate => format!(
-            "WITH gone AS (
-                DELETE FROM {s}.entries e
-                WHERE e.object_id = ANY(ARRAY(
-                    SELECT DISTINCT k.object_id FROM unnest($3::text[]) AS u(key)
-                    CROSS JOIN LATERAL ({key_lookup}) k
-                ))
-                RETURNING e.object_id
-            )
-            SELECT count(DISTINCT object_id) FROM gone"
-        ),
-        // By primary key, not by the rows' ctids: a row a concurrent renewal just updated has
-        // a new ctid, and would be skipped on servers that recheck TID scans.
-        Stmt::Delete => format!(
-            "DELETE FROM {s}.entries
-             WHERE purpose = $1 AND index_name = $2 AND key = ANY($3::text[])"
-        ),
-        Stmt::Truncate => format!("DELETE FROM {s}.entries WHERE purpose = $1"),
+        Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4)"),
+        Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3)"),
+        Stmt::Truncate => format!("SELECT {s}.truncate_purpose($1)"),
         // The batch is collected into an array first, so the delete is a TID lookup of
         // exactly those rows under a generic plan, not a join over the table.
-        Stmt::Prune => format!(
+        Stmt::PruneKeys => format!(
             "WITH gone AS (
-                DELETE FROM {s}.entries e
+                DELETE FROM {s}.keys e
                 WHERE e.ctid = ANY(ARRAY(
-                    SELECT x.ctid FROM {s}.entries x
+                    SELECT x.ctid FROM {s}.keys x
                     WHERE x.purpose = $1 AND (
-                           ($2 > 0 AND x.created_at <= now() - $2 * {MS})
-                        OR ($3 > 0 AND x.last_used_at <= now() - $3 * {MS}))
+                        (x.payload IS NOT NULL AND (
+                               ($2 > 0 AND x.created_at <= now() - $2 * {MS})
+                            OR ($3 > 0 AND x.last_used_at <= now() - $3 * {MS})))
+                        OR (x.payload IS NULL AND NOT EXISTS (
+                            SELECT 1 FROM {s}.bodies b WHERE b.object_id = x.object_id)))
                     LIMIT $4
                     FOR UPDATE SKIP LOCKED
                 ))
                 RETURNING 1
             )
             SELECT count(*) FROM gone"
+        ),
+        Stmt::PruneBodies => format!(
+            "WITH gone AS (
+                DELETE FROM {s}.bodies b
+                WHERE b.object_id = ANY(ARRAY(
+                    SELECT x.object_id FROM {s}.bodies x
+                    WHERE x.purpose = $1 AND (
+                           ($2 > 0 AND x.created_at <= now() - $2 * {MS})
+                        OR ($3 > 0 AND x.last_used_at <= now() - $3 * {MS}))
+                    LIMIT $4
+                    FOR UPDATE SKIP LOCKED
+                ))
+                RETURNING b.object_id
+            ), rows AS (
+                DELETE FROM {s}.keys k WHERE k.object_id IN (SELECT object_id FROM gone)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM rows)"
         ),
     }
 }

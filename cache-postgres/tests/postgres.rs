@@ -54,14 +54,14 @@ impl Db {
         connector
     }
 
-    /// Another session holding this schema's entries table (until it runs `ROLLBACK`): every
+    /// Another session holding this schema's keys table (until it runs `ROLLBACK`): every
     /// statement of the cache on it waits.
-    async fn lock_entries(&self) -> Client {
+    async fn lock_keys(&self) -> Client {
         let (locker, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
         tokio::spawn(connection);
         locker
             .batch_execute(&format!(
-                "BEGIN; LOCK TABLE {}.entries IN ACCESS EXCLUSIVE MODE",
+                "BEGIN; LOCK TABLE {}.keys IN ACCESS EXCLUSIVE MODE",
                 self.schema
             ))
             .await
@@ -123,7 +123,7 @@ async fn setup_from_four_tasks_at_once_makes_unlogged_tables() {
              WHERE n.nspname = '{s}' AND c.relkind = 'r'",
         )
         .await;
-    assert_eq!(tables, 1, "one table: entries");
+    assert_eq!(tables, 2, "two tables: keys and bodies");
     let logged = db
         .count(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -183,7 +183,7 @@ async fn a_hit_writes_no_row_until_last_usage_needs_renewing() {
         drop(connection);
         db.count(
             "SELECT coalesce(sum(n_tup_upd), 0)::bigint FROM pg_stat_user_tables \
-             WHERE schemaname = '{s}' AND relname = 'entries'",
+             WHERE schemaname = '{s}' AND relname = 'keys'",
         )
         .await
     };
@@ -225,10 +225,11 @@ async fn prune_removes_a_hundred_thousand_expired_objects_in_batches() {
     let s = &db.schema;
     db.client
         .batch_execute(&format!(
-            "INSERT INTO {s}.entries
-                 (purpose, index_name, key, object_id, version, created_at, last_used_at, payload)
+            "INSERT INTO {s}.keys
+                 (purpose, index_name, key, object_id, version, created_at, last_used_at,
+                  digest, payload)
              SELECT 'bulk', i.name, i.name || o.id, -o.id, 'v1', now() - interval '2 minutes',
-                    now(), '\\x7b7d'::bytea
+                    now(), '0000000000000000', '\\x7b7d'::bytea
              FROM generate_series(1, {OBJECTS}) AS o(id), (VALUES ('id'), ('name')) AS i(name);"
         ))
         .await
@@ -243,7 +244,7 @@ async fn prune_removes_a_hundred_thousand_expired_objects_in_batches() {
         "{report:?}: not batched"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM {s}.entries").await,
+        db.count("SELECT count(*) FROM {s}.keys").await,
         2,
         "only the fresh object's two keys are left"
     );
@@ -270,10 +271,10 @@ async fn prune_removes_expired_objects_and_deletes_leave_nothing_behind() {
     c.delete(Name, &["c"]).await.unwrap(); // object 3 is reachable through no key now
     c.set(entry("4", &["d"])).await.unwrap();
     // 1, 2 (expired) and 4: two rows each; object 3, deleted through both keys, has none.
-    assert_eq!(db.count("SELECT count(*) FROM {s}.entries").await, 6);
+    assert_eq!(db.count("SELECT count(*) FROM {s}.keys").await, 6);
     let report = c.prune_report().await.unwrap();
     assert_eq!(report.rows, 4, "{report:?}");
-    assert_eq!(db.count("SELECT count(*) FROM {s}.entries").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM {s}.keys").await, 2);
     assert!(c.get(Id, "4").await.unwrap().is_some());
     db.drop().await;
 }
@@ -315,13 +316,13 @@ async fn an_undecodable_payload_is_a_miss_and_is_removed() {
     c.set(entry("1", &["one", "uno"])).await.unwrap();
     db.client
         .batch_execute(&format!(
-            "UPDATE {}.entries SET payload = '\\xdeadbeef'::bytea",
+            "UPDATE {}.keys SET payload = '\\xdeadbeef'::bytea",
             db.schema
         ))
         .await
         .unwrap();
     assert!(c.get(Name, "uno").await.unwrap().is_none());
-    assert_eq!(db.count("SELECT count(*) FROM {s}.entries").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM {s}.keys").await, 0);
     db.drop().await;
 }
 
@@ -339,7 +340,7 @@ async fn a_blocked_statement_gives_up_at_the_statement_timeout() {
     let c = cache(&connector, "slow", &CacheSettings::default());
     c.set(entry("1", &[])).await.unwrap();
     // Another session holds the table: every statement on it waits.
-    let locker = db.lock_entries().await;
+    let locker = db.lock_keys().await;
     for _ in 0..3 {
         let started = Instant::now();
         let error = c.get(Id, "1").await.unwrap_err();
@@ -388,23 +389,23 @@ async fn a_failed_setup_leaves_its_connection_usable() {
     db.drop().await;
 }
 
-/// Statements of this test's cache waiting for a lock on its entries table.
+/// Statements of this test's cache waiting for a lock on its keys table.
 async fn waiting_statements(db: &Db) -> i64 {
     db.count(
         "SELECT count(*) FROM pg_locks \
-         WHERE relation = '{s}.entries'::regclass AND NOT granted",
+         WHERE relation = '{s}.keys'::regclass AND NOT granted",
     )
     .await
 }
 
-/// 40 gets at once while another session holds the entries table: only `turns` statements
+/// 40 gets at once while another session holds the keys table: only `turns` statements
 /// reach the server, and once the table is free every get has its right answer.
 async fn gets_share_statements(db: &Db, connector: &PostgresConnector, turns: i64) {
     let c = cache(connector, "busy", &CacheSettings::default());
     for i in 0..20 {
         c.set(entry(&i.to_string(), &[])).await.unwrap();
     }
-    let locker = db.lock_entries().await;
+    let locker = db.lock_keys().await;
     // Every stored id, ids asked for twice, and unknown ids.
     let keys: Vec<String> = (0..40)
         .map(|n| match n % 4 {
@@ -493,7 +494,7 @@ async fn queued_gets_give_up_in_time_when_statements_hang() {
     connector.setup().await.unwrap();
     let c = cache(&connector, "hang", &CacheSettings::default());
     c.set(entry("1", &[])).await.unwrap();
-    let locker = db.lock_entries().await;
+    let locker = db.lock_keys().await;
     let started = Instant::now();
     let gets: Vec<_> = (0..20)
         .map(|_| {
@@ -635,7 +636,7 @@ async fn data_the_server_refuses_is_a_rejection_not_a_breaker_failure() {
     // server accepts, as a real deployment's limits would refuse it.
     db.client
         .batch_execute(&format!(
-            "ALTER TABLE {}.entries ADD CONSTRAINT small CHECK (length(payload) < 200)",
+            "ALTER TABLE {}.keys ADD CONSTRAINT small CHECK (length(payload) < 200)",
             db.schema
         ))
         .await
@@ -746,16 +747,17 @@ async fn rows_written_behind_the_cache_s_back_are_misses_never_errors() {
     let s = &db.schema;
     db.client
         .batch_execute(&format!(
-            "INSERT INTO {s}.entries
-                 (purpose, index_name, key, object_id, version, created_at, last_used_at, payload)
+            "INSERT INTO {s}.keys
+                 (purpose, index_name, key, object_id, version, created_at, last_used_at,
+                  digest, payload)
              VALUES
                  -- another release's object
-                 ('mine', 'id', 'other-release', -1, 'v9', now(), now(), '{{}}'),
+                 ('mine', 'id', 'other-release', -1, 'v9', now(), now(), 'd', '{{}}'),
                  -- an object of another shape
-                 ('mine', 'id', 'wrong-shape', -2, 'v1', now(), now(), '[1, 2, 3]'),
-                 ('mine', 'name', 'wrong-shape-too', -2, 'v1', now(), now(), '[1, 2, 3]'),
+                 ('mine', 'id', 'wrong-shape', -2, 'v1', now(), now(), 'd', '[1, 2, 3]'),
+                 ('mine', 'name', 'wrong-shape-too', -2, 'v1', now(), now(), 'd', '[1, 2, 3]'),
                  -- not JSON at all, under an index this cache does not have
-                 ('mine', 'zzz', 'x', -3, 'v1', now(), now(), '\\xdeadbeef');"
+                 ('mine', 'zzz', 'x', -3, 'v1', now(), now(), 'd', '\\xdeadbeef');"
         ))
         .await
         .unwrap();
@@ -767,13 +769,13 @@ async fn rows_written_behind_the_cache_s_back_are_misses_never_errors() {
         assert!(found.is_none(), "{key} was served");
     }
     assert_eq!(
-        db.count("SELECT count(*) FROM {s}.entries WHERE object_id = -2")
+        db.count("SELECT count(*) FROM {s}.keys WHERE object_id = -2")
             .await,
         0,
         "an object of another shape is removed, through all its keys"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM {s}.entries WHERE key = 'other-release'")
+        db.count("SELECT count(*) FROM {s}.keys WHERE key = 'other-release'")
             .await,
         1,
         "another release's object is left to that release"
