@@ -103,7 +103,11 @@ impl Ops {
 
     /// Runs the invalidate (or, with `own_only`, the removal of this release's objects) of
     /// `index_keys` of this release, a batch at a time.
-    async fn invalidate_keys(self: &Arc<Self>, index_keys: &[String], own_only: bool) -> Result<()> {
+    async fn invalidate_keys(
+        self: &Arc<Self>,
+        index_keys: &[String],
+        own_only: bool,
+    ) -> Result<()> {
         for batch in index_keys.chunks(BATCH) {
             let call = Call::new(&self.shared.scripts.invalidate)
                 .keys(batch.iter().map(String::as_str))
@@ -124,7 +128,9 @@ impl Ops {
             connector = CONNECTOR,
             "a cache key held something that is not a stored object of this release; removed"
         );
-        self.invalidate_keys(&[index_key], true).await.map(|()| None)
+        self.invalidate_keys(&[index_key], true)
+            .await
+            .map(|()| None)
     }
 
     /// Whether `object` has expired although its keys live on (they are kept for MaxStale
@@ -184,7 +190,8 @@ impl Ops {
             .arg(since_hit);
         let ttl: i64 = self.write(&call).await?;
         if ttl > 0 && key.ends_with(&format!("o:{id}")) {
-            self.sweep_now(key, Sweep::Renew(ttl.unsigned_abs())).await?;
+            self.sweep_now(key, Sweep::Renew(ttl.unsigned_abs()))
+                .await?;
         }
         Ok(())
     }
@@ -401,13 +408,12 @@ where
             .iter()
             .map(|(index, key)| keys::suffix(index, key))
             .collect();
-        let digest =
-            cache_core::keys::key_set_digest(pairs.iter().map(|(index, key)| (*index, key.as_str())));
-        let list = value::key_list(suffixes.iter().map(String::as_str));
-        let inline = cache_core::keys::inline_copies(
-            suffixes.len(),
-            value::copy_len(&list, &payload),
+        let digest = cache_core::keys::key_set_digest(
+            pairs.iter().map(|(index, key)| (*index, key.as_str())),
         );
+        let list = value::key_list(suffixes.iter().map(String::as_str));
+        let inline =
+            cache_core::keys::inline_copies(suffixes.len(), value::copy_len(&list, &payload));
         let mut tail = list.into_bytes();
         tail.extend_from_slice(&payload);
         let index_keys: Vec<String> = suffixes

@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::RedisCache;
-use crate::scripts::Scripts;
 use crate::channel::RedisChannel;
 use crate::config::RedisConfig;
+use crate::scripts::Scripts;
 
 use crate::error::redis_error;
 use crate::pool::{Conn, Health, Manager, Pool, is_connection_error};

@@ -101,7 +101,10 @@ pub(crate) fn scan_pattern(prefix: &str) -> String {
 /// The index and key an index key of this cache names, when `name` is one (of any release)
 /// and its key is stored as it is: `(version tag, index, key)`. Digested keys, bodies and the
 /// registry are `None`.
-pub(crate) fn parse_index_key<'a>(prefix: &str, name: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+pub(crate) fn parse_index_key<'a>(
+    prefix: &str,
+    name: &'a str,
+) -> Option<(&'a str, &'a str, &'a str)> {
     let rest = name.strip_prefix(prefix)?;
     let (tag, rest) = rest.split_at_checked(12)?;
     let rest = rest.strip_prefix(':')?;

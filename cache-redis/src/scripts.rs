@@ -93,7 +93,10 @@ impl<'a> Call<'a> {
     }
 
     /// Runs the script on `connection`: by its SHA1, and by its body after `NOSCRIPT`.
-    pub(crate) async fn run<T: FromRedisValue>(&self, connection: &mut Conn) -> redis::RedisResult<T> {
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        connection: &mut Conn,
+    ) -> redis::RedisResult<T> {
         match self.cmd(false).query_async(connection).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.cmd(true).query_async(connection).await

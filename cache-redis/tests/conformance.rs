@@ -1,7 +1,8 @@
 //! The whole conformance suite and the model test against a real `redis-server`
 //! (`CACHE_TEST_REDIS_URL`, started by `cargo xtask test`).
 
-use cache_core::testkit::{Fixture, RealTimeFixture, TestCache};
+use cache_core::testkit::releases::{MakeReleases, Releases};
+use cache_core::testkit::{Fixture, RealTimeFixture, TestCache, TestIndex};
 use cache_redis::{RedisConfig, RedisConnector};
 
 /// The server from `CACHE_TEST_REDIS_URL`; without it the tests are skipped with a printed
@@ -18,3 +19,17 @@ async fn fixture() -> Option<impl Fixture> {
 
 cache_core::conformance_suite!(fixture);
 cache_core::model_test!(fixture);
+
+/// Caches of two releases (version strings) on the same server.
+async fn releases() -> Option<impl Releases> {
+    let url = cache_core::testkit::server_url("CACHE_TEST_REDIS_URL")?;
+    Some(MakeReleases(
+        move |version: &str, purpose: &str, settings: &_| {
+            RedisConnector::new(RedisConfig::with_url(&url), version)
+                .expect("a valid URL")
+                .cache(purpose, TestIndex::BUILT, settings) as TestCache
+        },
+    ))
+}
+
+cache_core::releases_suite!(releases);

@@ -265,7 +265,10 @@ async fn garbage_anywhere_in_a_stored_object_is_a_miss_and_is_removed() {
     }
 
     // A pointer to a body that is not there: a miss, never an error.
-    run(redis::cmd("SET").arg(id("dangling")).arg(format!("OC3|P|{ID}"))).await;
+    run(redis::cmd("SET")
+        .arg(id("dangling"))
+        .arg(format!("OC3|P|{ID}")))
+    .await;
     assert!(cache.get(Id, "dangling").await.unwrap().is_none());
 
     // Another release's object is under another key: never read, and a miss here.

@@ -755,6 +755,109 @@ pub async fn large_values_round_trip(f: &dyn Fixture) {
     );
 }
 
+/// Rule: an object with thousands of keys (one a shared backend stores once, its keys
+/// pointing at it) behaves like a small one: found through every key, gone through all of them
+/// after an invalidation through one, keys deleted one by one, replaced entirely by a set of
+/// another object taking one of its keys, and emptied by truncate.
+pub async fn objects_with_many_keys_behave_like_small_ones(f: &dyn Fixture) {
+    const RULE: &str = "objects with many keys";
+    const KEYS: usize = 3_000;
+    let c = cache(f, "many_keys", &forever()).await;
+    let names: Vec<String> = (0..KEYS)
+        .map(|i| format!("tenant-{i:05}.customer.example.com"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let big = TestEntry::new("big", &names);
+    set(&c, &big).await;
+    for key in [names[0], names[KEYS / 2], names[KEYS - 1]] {
+        assert_found(get(&c, Name, key).await, &big, RULE, "set");
+    }
+    assert_found(get(&c, Id, "big").await, &big, RULE, "set");
+    invalidate(&c, Name, &[names[7]]).await;
+    for key in [names[0], names[7], names[KEYS - 1]] {
+        assert_missing(
+            get(&c, Name, key).await,
+            RULE,
+            "invalidating one of its keys",
+        );
+    }
+    assert_missing(
+        get(&c, Id, "big").await,
+        RULE,
+        "invalidating one of its keys",
+    );
+
+    // Deleting keys: only those mappings go.
+    let big = big.revision(2);
+    set(&c, &big).await;
+    delete(&c, Name, &names[..10]).await;
+    assert_missing(
+        get(&c, Name, names[3]).await,
+        RULE,
+        "deleting 10 of its keys",
+    );
+    assert_found(
+        get(&c, Name, names[10]).await,
+        &big,
+        RULE,
+        "deleting 10 of its keys",
+    );
+    assert_found(
+        get(&c, Id, "big").await,
+        &big,
+        RULE,
+        "deleting 10 of its keys",
+    );
+
+    // Another object taking one of its keys replaces it entirely: no ghost stays reachable.
+    let small = TestEntry::new("small", &[names[20]]);
+    set(&c, &small).await;
+    assert_found(
+        get(&c, Name, names[20]).await,
+        &small,
+        RULE,
+        "a set taking one key",
+    );
+    for key in [names[19], names[21], names[KEYS - 1]] {
+        assert_missing(
+            get(&c, Name, key).await,
+            RULE,
+            "a set taking one of its keys",
+        );
+    }
+    assert_missing(
+        get(&c, Id, "big").await,
+        RULE,
+        "a set taking one of its keys",
+    );
+
+    // A big object replacing a big one, then truncate.
+    let other: Vec<String> = names[..KEYS / 2].iter().map(|n| format!("x.{n}")).collect();
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let mut both = other.clone();
+    both.push(names[KEYS - 1]);
+    let first = TestEntry::new("first", &names[KEYS / 2..]);
+    set(&c, &first).await;
+    let second = TestEntry::new("second", &both);
+    set(&c, &second).await;
+    assert_missing(
+        get(&c, Name, names[KEYS / 2]).await,
+        RULE,
+        "a big set replacing a big one",
+    );
+    assert_found(
+        get(&c, Name, names[KEYS - 1]).await,
+        &second,
+        RULE,
+        "a big set",
+    );
+    if let Err(e) = c.truncate().await {
+        panic!("truncate failed: {e}");
+    }
+    assert_missing(get(&c, Name, other[0]).await, RULE, "truncate");
+    assert_missing(get(&c, Name, names[20]).await, RULE, "truncate");
+}
+
 /// Rule: a set that fails (here: its value cannot be encoded) still invalidates every object
 /// the value's keys pointed at — the caller set it because they are outdated — so the get
 /// that follows misses instead of returning the older object. Run on an [`ObjectCache`]

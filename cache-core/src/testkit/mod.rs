@@ -22,6 +22,7 @@ pub mod load;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod releases;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -287,6 +288,7 @@ macro_rules! conformance_suite {
             hostile_keys,
             purposes_are_isolated,
             large_values_round_trip,
+            objects_with_many_keys_behave_like_small_ones,
             concurrent_operations_stay_consistent,
             no_stale_read_after_invalidate,
         );
