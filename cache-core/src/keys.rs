@@ -48,7 +48,7 @@ pub fn storable(key: &str, max_plain: usize) -> Cow<'_, str> {
 /// while `(K - 1) × B` stays within this; past it, it is stored once and its keys point at it
 /// (a hit through a key costs a second read). So an ordinary object (a few keys, a few KB)
 /// keeps its one-read hit, and space grows linearly with an object's keys and payload.
-pub const INLINE_BUDGET: usize = 8 * 1024;
+pub const INLINE_BUDGET: usize = 4 * 1024;
 
 /// Whether an object with `keys` keys whose copy takes `copy_bytes` bytes is stored under
 /// every key (see [`INLINE_BUDGET`]).
@@ -57,7 +57,7 @@ pub const INLINE_BUDGET: usize = 8 * 1024;
 /// use cache_core::keys::inline_copies;
 ///
 /// assert!(inline_copies(3, 2_000)); // 4 000 extra bytes
-/// assert!(!inline_copies(10, 1_000)); // 9 000 extra bytes: stored once
+/// assert!(!inline_copies(10, 500)); // 4 500 extra bytes: stored once
 /// assert!(inline_copies(1, usize::MAX)); // one key: one copy anyway
 /// ```
 pub fn inline_copies(keys: usize, copy_bytes: usize) -> bool {

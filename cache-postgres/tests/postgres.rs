@@ -788,3 +788,32 @@ async fn rows_written_behind_the_cache_s_back_are_misses_never_errors() {
     assert_eq!(breaker.counts().failures, 0);
     db.drop().await;
 }
+
+/// Space grows linearly with an object's keys (SPEC 13): objects whose payload lists their
+/// keys, 1 to 10 000 keys each, measured as the growth of the tables and their indexes (a
+/// schema of its own per key count, so no freed space is reused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_grows_linearly_with_an_objects_keys() {
+    use cache_core::testkit::scale::{KEY_COUNTS, assert_linear, measure};
+    let mut points = Vec::new();
+    for keys in KEY_COUNTS {
+        let Some(db) = Db::new(&format!("scale{keys}")).await else {
+            return;
+        };
+        let connector = db.connector("v1").await;
+        let cache: cache_core::testkit::TestCache =
+            connector.cache("scale", TestIndex::BUILT, &CacheSettings::default());
+        let sql = "SELECT (pg_total_relation_size('{s}.keys') \
+                   + pg_total_relation_size('{s}.bodies'))::bigint";
+        let point = measure(&cache, keys, || async {
+            u64::try_from(db.count(sql).await).unwrap_or(0)
+        })
+        .await;
+        eprintln!("postgres: {point:?}, {:.2}x", point.ratio());
+        points.push(point);
+        db.drop().await;
+    }
+    // A key row keeps its purpose, index, key, version and times, and the primary key keeps
+    // most of them again: about 3x what an object with short keys is worth.
+    assert_linear("postgres", &points, 5.0);
+}

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod releases;
+pub mod scale;
 
 use std::future::Future;
 use std::sync::Arc;
