@@ -9,7 +9,9 @@
 //! 32 tasks (and 16 for PostgreSQL, where its goals are set), then the scale run, and writes
 //! `results.json`, `results.md` and `latency.svg` to `DIR` (default `target/bench`).
 
+mod deploy;
 mod isolated;
+mod keys;
 mod propagation;
 mod report;
 mod scale;
@@ -51,7 +53,7 @@ fn args() -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated]"
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated|keys|deploy]"
                 ));
             }
         }
@@ -77,6 +79,30 @@ pub(crate) fn machine() -> String {
         })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     format!("{model}, {cores} cores, {memory:.0} GiB")
+}
+
+/// The key-count cells of every shared connector that has a server.
+async fn shared_keys(servers: &Servers) -> Vec<keys::KeyScale> {
+    let mut out = Vec::new();
+    if let Some(url) = &servers.redis {
+        out.extend(keys::redis(url).await);
+    }
+    if let Some(url) = &servers.postgres {
+        out.extend(keys::postgres(url).await);
+    }
+    out
+}
+
+/// The rolling-deploy cells of every shared connector that has a server (and its near cache).
+async fn deploys(servers: &Servers, run: Duration) -> Vec<deploy::Deploy> {
+    let mut out = Vec::new();
+    if let Some(url) = &servers.redis {
+        out.extend(deploy::redis(url, run).await);
+    }
+    if let Some(url) = &servers.postgres {
+        out.extend(deploy::postgres(url, run).await);
+    }
+    out
 }
 
 fn main() {
@@ -120,6 +146,18 @@ async fn run(args: &Args) -> Result<(), String> {
         redis: std::env::var("CACHE_TEST_REDIS_URL").ok(),
         postgres: std::env::var("CACHE_TEST_POSTGRES_URL").ok(),
     };
+    let deploy_run = Duration::from_secs(if args.quick { 1 } else { 3 });
+    if let Some(only @ ("keys" | "deploy")) = args.only.as_deref() {
+        let mut report = Report::empty(args.quick);
+        if only == "keys" {
+            report.keys = shared_keys(&servers).await;
+        } else {
+            report.deploys = deploys(&servers, deploy_run).await;
+        }
+        report.evaluate_goals();
+        println!("{}", report.markdown());
+        return Ok(());
+    }
     if servers.redis.is_none() || servers.postgres.is_none() {
         eprintln!(
             "cache-bench: CACHE_TEST_REDIS_URL / CACHE_TEST_POSTGRES_URL missing, leaving those \
@@ -241,6 +279,12 @@ async fn run(args: &Args) -> Result<(), String> {
         }
     }
     drop(targets);
+    if everything {
+        progress.set_message("objects with many keys");
+        report.keys = shared_keys(&servers).await;
+        progress.set_message("rolling deploy");
+        report.deploys = deploys(&servers, deploy_run).await;
+    }
     progress.set_message(format!("scale: memory, {scale_objects} objects"));
     if everything {
         report

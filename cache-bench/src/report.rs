@@ -7,7 +7,9 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::deploy::Deploy;
 use crate::isolated::Isolated;
+use crate::keys::KeyScale;
 use crate::propagation::Propagation;
 use crate::stampede::Stampede;
 use crate::workload::{Measurement, Workload};
@@ -91,6 +93,10 @@ impl Goal {
     }
 }
 
+/// The bound stated for what a set of a 10 000-key object may cost another client's get
+/// (the set runs as scripts / statements of 1 000 keys each).
+pub(crate) const STALL_BOUND_MS: f64 = 25.0;
+
 /// A whole run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Report {
@@ -111,6 +117,12 @@ pub(crate) struct Report {
     /// Many misses of one key at once through `get_or_load`.
     #[serde(default)]
     pub(crate) stampede: Vec<Stampede>,
+    /// Objects with 1 to 10 000 keys on the shared connectors.
+    #[serde(default)]
+    pub(crate) keys: Vec<KeyScale>,
+    /// Two releases side by side against one alone.
+    #[serde(default)]
+    pub(crate) deploys: Vec<Deploy>,
     /// The issues' goals.
     pub(crate) goals: Vec<Goal>,
 }
@@ -126,6 +138,8 @@ impl Report {
             isolated: Vec::new(),
             propagation: Vec::new(),
             stampede: Vec::new(),
+            keys: Vec::new(),
+            deploys: Vec::new(),
             goals: Vec::new(),
         }
     }
@@ -263,6 +277,41 @@ impl Report {
                 " loads",
             ));
         }
+        for k in &self.keys {
+            goals.push(Goal::at_most(
+                format!(
+                    "{}: bytes stored per object within 2x of payload + keys ({} keys)",
+                    k.connector, k.keys
+                ),
+                k.ratio(),
+                2.0,
+                "x",
+            ));
+        }
+        for k in self.keys.iter().filter(|k| k.keys == 10_000) {
+            goals.push(Goal::at_most(
+                format!(
+                    "{}: another client's longest get while a 10 000-key object is set",
+                    k.connector
+                ),
+                k.other_get_max_ms,
+                STALL_BOUND_MS,
+                " ms",
+            ));
+        }
+        for d in &self.deploys {
+            for (release, ratio) in ["v1", "v2"].iter().zip(d.hit_ratios) {
+                goals.push(Goal::at_least(
+                    format!(
+                        "{}: release {release}'s hit ratio beside the other at least one \
+                         release's alone, within 1 %",
+                        d.target
+                    ),
+                    ratio / d.alone_hit_ratio.max(f64::MIN_POSITIVE),
+                    0.99,
+                ));
+            }
+        }
         self.goals = goals;
     }
 
@@ -383,6 +432,63 @@ impl Report {
                     out,
                     "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
                     s.tasks, s.loads, s.single_us, s.p50_us, s.p99_us, s.max_us
+                );
+            }
+            out.push('\n');
+        }
+        if !self.keys.is_empty() {
+            let _ = writeln!(
+                out,
+                "### objects with many keys (the payload lists the keys)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| connector | keys | bytes / object | worth | ratio | set ms | get µs | \
+                 invalidate ms | other client's longest get ms (idle) |"
+            );
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            );
+            for k in &self.keys {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.0} | {:.2} | {:.2} ({:.2}) |",
+                    k.connector,
+                    k.keys,
+                    k.bytes_per_object,
+                    k.logical_bytes,
+                    k.ratio(),
+                    k.set_ms,
+                    k.get_us,
+                    k.invalidate_ms,
+                    k.other_get_max_ms,
+                    k.other_get_idle_max_ms
+                );
+            }
+            out.push('\n');
+        }
+        if !self.deploys.is_empty() {
+            let _ = writeln!(
+                out,
+                "### rolling deploy (two releases reading and writing 200 objects alternately)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| target | alone: hits | loads | v1: hits | loads | v2: hits | loads |"
+            );
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+            for d in &self.deploys {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.2} % | {} | {:.2} % | {} | {:.2} % | {} |",
+                    d.target,
+                    d.alone_hit_ratio * 100.0,
+                    d.alone_loads,
+                    d.hit_ratios[0] * 100.0,
+                    d.loads[0],
+                    d.hit_ratios[1] * 100.0,
+                    d.loads[1]
                 );
             }
             out.push('\n');

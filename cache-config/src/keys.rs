@@ -60,6 +60,7 @@ const DOCUMENTED: &[&str] = &[
     "InsecureSkipVerify",
     "PoolSize",
     "MaxConcurrentReads",
+    "MaxObjectSize",
     "MaxActiveConns",
     "MinIdleConns",
     "MaxIdleConns",

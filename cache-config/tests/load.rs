@@ -395,6 +395,11 @@ const BAD_POSTGRES: &[(&str, &str, &str)] = &[(
 #[cfg(feature = "postgres")]
 const BAD_POSTGRES: &[(&str, &str, &str)] = &[
     (
+        "Caches: { Postgres: { MaxObjectSize: 12 parsecs } }",
+        "Caches.Connectors.Postgres.MaxObjectSize",
+        "not a size",
+    ),
+    (
         "Caches: { Postgres: { Enabled: true, URL: \"postgres://app:s3cret@db:port/app\" } }",
         "Caches.Connectors.Postgres.URL",
         "not a PostgreSQL connection URL",
@@ -442,6 +447,11 @@ const BAD_REDIS: &[(&str, &str, &str)] = &[(
 /// Bad Redis settings, checked when the backend is compiled in.
 #[cfg(feature = "redis")]
 const BAD_REDIS: &[(&str, &str, &str)] = &[
+    (
+        "Caches: { Redis: { MaxObjectSize: -5 } }",
+        "Caches.Connectors.Redis.MaxObjectSize",
+        "not a size",
+    ),
     (
         "Caches: { Instance: { RefreshAhead: 1.5 } }",
         "Caches.Instance.RefreshAhead",
@@ -556,6 +566,18 @@ fn every_bad_configuration_names_its_key_path() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[cfg(all(feature = "redis", feature = "postgres"))]
+#[test]
+fn object_size_limits_load_with_units() {
+    let config = load("Caches: { Redis: { MaxObjectSize: 512KiB }, Postgres: { MaxObjectSize: 1048576 } }")
+        .expect("sizes load");
+    assert_eq!(config.connectors.redis.max_object_size, 512 << 10);
+    assert_eq!(config.connectors.postgres.max_object_size, 1 << 20);
+    let defaults = Loader::new().load().expect("defaults load");
+    assert_eq!(defaults.connectors.redis.max_object_size, 16 << 20);
+    assert_eq!(defaults.connectors.postgres.max_object_size, 16 << 20);
 }
 
 #[test]

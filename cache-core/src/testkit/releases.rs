@@ -170,8 +170,9 @@ pub struct Deploy {
     pub loads: u64,
 }
 
-/// One release (or two, alternating) reading `objects` objects for `run`, after each has
-/// read every object once: a get, and on a miss a load (the object built again) and a set.
+/// One release (or two, alternating) reading and writing `objects` objects for `run`, after
+/// each has read every object once: a get, and on a miss a load (the object built again) and
+/// a set; every tenth round each release also sets the object it read (a write-through).
 /// Returns what each release saw.
 pub async fn deploy(caches: &[&TestCache], objects: u64, run: Duration) -> Vec<Deploy> {
     let object = |i: u64| TestEntry::new(&format!("org-{i}"), &[&format!("org-{i}.example")]);
@@ -192,6 +193,9 @@ pub async fn deploy(caches: &[&TestCache], objects: u64, run: Duration) -> Vec<D
             seen[r].gets += 1;
             if get(cache, Id, &format!("org-{i}")).await.is_some() {
                 hits[r] += 1;
+                if n % 10 == 0 {
+                    set(cache, &object(i)).await;
+                }
             } else {
                 seen[r].loads += 1;
                 set(cache, &object(i)).await;
