@@ -76,7 +76,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 7";
+const SCHEMA_MARK: &str = "object-cache schema 8";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -150,6 +150,7 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT object_id, version, digest FROM {s}.keys
             WHERE purpose = p_purpose AND index_name = t.idx AND key = t.ky
+            OFFSET 0 -- a fence: one index lookup per key, never a join over the purpose
         ) k
         WHERE k.version = p_version OR k.digest <> p_digest
     );
@@ -183,6 +184,7 @@ CREATE OR REPLACE FUNCTION {s}.invalidate_keys(
 ) RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_old bigint[];
+    v_key text;
 BEGIN
     v_old := ARRAY(
         SELECT DISTINCT k.object_id FROM unnest(p_keys) AS u(key)
@@ -190,13 +192,17 @@ BEGIN
             SELECT object_id FROM {s}.keys
             WHERE purpose = p_purpose AND index_name = p_index AND key = u.key
               AND (p_version IS NULL OR version = p_version)
+            OFFSET 0 -- a fence: one index lookup per key, never a join over the purpose
         ) k
     );
-    DELETE FROM {s}.keys
-    WHERE object_id = ANY(v_old)
-       OR (purpose = p_purpose AND index_name = p_index AND key = ANY(p_keys)
-           AND (p_version IS NULL OR version = p_version));
+    DELETE FROM {s}.keys WHERE object_id = ANY(v_old);
     DELETE FROM {s}.bodies WHERE object_id = ANY(v_old);
+    -- The keys' own rows whatever they hold, one primary-key lookup each.
+    FOREACH v_key IN ARRAY p_keys LOOP
+        DELETE FROM {s}.keys
+        WHERE purpose = p_purpose AND index_name = p_index AND key = v_key
+          AND (p_version IS NULL OR version = p_version);
+    END LOOP;
     RETURN cardinality(v_old);
 END
 $fn$;
@@ -205,9 +211,15 @@ $fn$;
 CREATE OR REPLACE FUNCTION {s}.delete_keys(
     p_purpose text, p_index text, p_keys text[]
 ) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_key text;
 BEGIN
-    DELETE FROM {s}.keys
-    WHERE purpose = p_purpose AND index_name = p_index AND key = ANY(p_keys);
+    -- One primary-key lookup per key (`key = ANY(...)` may be planned as a scan of the
+    -- whole index).
+    FOREACH v_key IN ARRAY p_keys LOOP
+        DELETE FROM {s}.keys
+        WHERE purpose = p_purpose AND index_name = p_index AND key = v_key;
+    END LOOP;
 END
 $fn$;
 

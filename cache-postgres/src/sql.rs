@@ -139,6 +139,7 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
              LEFT JOIN LATERAL (
                 SELECT payload, created_at, last_used_at FROM {s}.bodies
                 WHERE object_id = e.object_id AND e.payload IS NULL
+                LIMIT 1 -- keeps the lookup a gated, parameterized index scan (not a join)
              ) b ON true
              WHERE {key_match} e.version = $4
                AND (e.payload IS NOT NULL OR b.payload IS NOT NULL)
