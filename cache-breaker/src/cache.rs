@@ -441,6 +441,15 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         self.shared.inner.changed_since(token, value)
     }
 
+    fn announced_on(&self) -> Option<u64> {
+        self.shared.inner.announced_on()
+    }
+
+    /// Best-effort background work: passed to the backend, not counted.
+    async fn touch(&self, value: &V) -> Result<()> {
+        self.shared.inner.touch(value).await
+    }
+
     fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {
         // Pruning is the backend's own clean-up; it does not go through the breaker.
         Arc::clone(&self.shared.inner).into_prune()

@@ -89,6 +89,15 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
     /// Empties this object cache, every version and index of it, and nothing else.
     async fn truncate(&self) -> Result<()>;
 
+    /// Renews the LastUsage of the object stored under `value`'s keys as a hit would (a
+    /// stored object that replaced it meanwhile is renewed instead, which is harmless): what a
+    /// near cache does for the objects it answers from memory, so that the shared level keeps
+    /// an object read often in any process. Best effort; the default does nothing.
+    async fn touch(&self, value: &V) -> Result<()> {
+        let _ = value;
+        Ok(())
+    }
+
     /// A token for the changes this cache has seen so far — its own and, for a near cache,
     /// those other processes announced — for [`changed_since`](Cache::changed_since). The
     /// default (a cache that keeps no such record) is 0.
@@ -103,6 +112,14 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
     fn changed_since(&self, token: u64, value: &V) -> bool {
         let _ = (token, value);
         false
+    }
+
+    /// The origin under which this cache's server announces every change made through it, as
+    /// part of the change (a Redis script publishes it, a PostgreSQL function notifies it in
+    /// the same transaction): a near cache over it whose hub has the same origin announces
+    /// nothing itself. `None` (the default): the server announces nothing.
+    fn announced_on(&self) -> Option<u64> {
+        None
     }
 
     /// The prune capability of this cache, for connectors that need a pruner (memory,

@@ -1,14 +1,22 @@
 //! The contract between processes that share object caches: a **channel** carries short
-//! messages (the keys a process changed, never values) to every process listening on it.
+//! messages (the keys a process changed, never values: [`Announcement`]s) to every process
+//! listening on it.
 //!
-//! A [`Channel`] is one transport — Redis pub/sub, PostgreSQL `LISTEN`/`NOTIFY` — implemented
-//! next to the client that owns the connection (`cache-redis`, `cache-postgres`). It knows
-//! nothing of caches: it publishes bytes, and while it listens it reports what happens on its
-//! subscription as [`ChannelEvent`]s. What a message means, and what a process must do when
-//! its subscription is not healthy, is the near cache's business (`cache-near`).
+//! A [`Channel`] is one transport — Redis pub/sub and server-assisted tracking, PostgreSQL
+//! `LISTEN`/`NOTIFY` — implemented next to the client that owns the connection (`cache-redis`,
+//! `cache-postgres`). It publishes bytes, and while it listens it reports what happens on its
+//! subscription as [`ChannelEvent`]s: the messages published, and the changes its server saw
+//! made behind the library's back (another client's `DEL`, a flush, an eviction, SQL by hand),
+//! which the connector turns into announcements of (purpose, index, key) or of a whole object
+//! cache. A connector whose server announces the changes made through it — as part of the
+//! change, so that no client can forget one — says so ([`Channel::origin`] and
+//! [`Cache::announced_on`](crate::Cache::announced_on)). What a message means to a memory
+//! level, and what a process must do when its subscription is not healthy, is the near cache's
+//! business (`cache-near`).
 
 use async_trait::async_trait;
 
+use crate::announcement::Announcement;
 use crate::error::Result;
 
 /// What happens on a channel's subscription, in order.
@@ -19,6 +27,10 @@ pub enum ChannelEvent {
     Subscribed,
     /// A message, as published (by any process, this one included).
     Message(Vec<u8>),
+    /// A change the channel reports itself: one its server made as part of a change through
+    /// the library (decoded already), or one the server saw made by someone else (origin 0):
+    /// a key changed, expired or evicted, an object cache or everything flushed.
+    Change(Announcement),
     /// The subscription is gone (connection lost, server restarted, killed by an
     /// administrator): messages may be lost until the next [`Subscribed`](Self::Subscribed).
     /// The channel reconnects by itself, with backoff.
@@ -53,6 +65,15 @@ pub trait Channel: Send + Sync + 'static {
 
     /// The largest message, in bytes, this transport carries (PostgreSQL: under 8 000).
     fn max_message(&self) -> usize;
+
+    /// The origin the server stamps on the announcements of changes made through the
+    /// connector this channel belongs to (see
+    /// [`Cache::announced_on`](crate::Cache::announced_on)); a hub on this channel takes it
+    /// as its own, so it does not apply its own changes twice. `None` (the default): the
+    /// server announces nothing by itself.
+    fn origin(&self) -> Option<u64> {
+        None
+    }
 
     /// Sends `message` to every process listening, this one included. Bounded in time by the
     /// transport's timeouts.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod announcement;
 mod cache;
 mod change;
 mod channel;
@@ -23,6 +24,7 @@ mod switch;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use announcement::Announcement;
 pub use cache::{Cache, Hit, Prune};
 pub use change::{Change, ChangeListener};
 pub use channel::{Channel, ChannelEvent, EventSink, Listening, ListeningTask};

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use cache_core::{
     Cache, CacheSettings, Entry, Error, Expiry, Hit, Index, Prune, Result, SharedClock, Timestamp,
@@ -33,6 +34,15 @@ pub struct MemoryCache<I: Index, V: Entry<I>> {
     writes: Mutex<()>,
     /// Whether the warning about an object with more keys than the capacity was logged.
     warned_too_many_keys: AtomicBool,
+    /// Told of hits that renew LastUsage, at most once per interval per object (see
+    /// [`on_renewal_due`](MemoryCache::on_renewal_due)).
+    renewals: OnceLock<Renewals<V>>,
+}
+
+/// A renewal hook and how often it is called per object (µs).
+struct Renewals<V> {
+    every: u64,
+    hook: Box<dyn Fn(&Arc<V>) + Send + Sync>,
 }
 
 impl<I: Index, V: Entry<I>> fmt::Debug for MemoryCache<I, V> {
@@ -85,7 +95,32 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
             ),
             writes: Mutex::new(()),
             warned_too_many_keys: AtomicBool::new(false),
+            renewals: OnceLock::new(),
         }
+    }
+
+    /// Calls `hook` with an object on a hit that renews its LastUsage, at most once per `every`
+    /// per object (the first hit that long after the set or the last call): so a near cache
+    /// renews the shared level's LastUsage of the objects it answers from memory, and an
+    /// object read often in any process stays cached for every process. The hook must not
+    /// block (spawn the work). Set once; later calls are ignored and return `false`.
+    pub fn on_renewal_due(
+        &self,
+        every: Duration,
+        hook: impl Fn(&Arc<V>) + Send + Sync + 'static,
+    ) -> bool {
+        let every = u64::try_from(every.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.renewals
+            .set(Renewals {
+                every,
+                hook: Box::new(hook),
+            })
+            .is_ok()
+    }
+
+    /// The expiry rules of this cache.
+    pub fn expiry(&self) -> Expiry {
+        self.expiry
     }
 
     /// The purpose this cache was built for.
@@ -175,6 +210,11 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         let now = self.clock.now();
         if stored.is_live(&self.expiry, now) {
             stored.touch(now);
+            if let Some(renewals) = self.renewals.get()
+                && stored.pass_on(now, renewals.every)
+            {
+                (renewals.hook)(&stored.value);
+            }
             return Ok(Some((stored, now)));
         }
         // Dead: drop this mapping now rather than wait for the pruner — unless stale-if-error

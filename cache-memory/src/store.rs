@@ -72,6 +72,9 @@ pub(crate) struct Stored<V> {
     created: Timestamp,
     /// Microseconds since the epoch of the last hit (or the set).
     last_used: AtomicU64,
+    /// Microseconds since the epoch of the last hit passed on to a renewal hook (or the set):
+    /// see `MemoryCache::on_renewal_due`.
+    passed_on: AtomicU64,
     /// Set once the object is invalidated, replaced or partly evicted; never cleared.
     invalid: AtomicBool,
 }
@@ -89,6 +92,7 @@ impl<V> Stored<V> {
             keys,
             created,
             last_used: AtomicU64::new(now.as_micros()),
+            passed_on: AtomicU64::new(now.as_micros()),
             invalid: AtomicBool::new(false),
         }
     }
@@ -116,6 +120,18 @@ impl<V> Stored<V> {
         if self.last_used.load(Ordering::Relaxed) < now {
             self.last_used.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// Whether a hit at `now` is the first `every` after the last one passed on (and is passed
+    /// on: exactly one caller wins).
+    pub(crate) fn pass_on(&self, now: Timestamp, every: u64) -> bool {
+        let now = now.as_micros();
+        let last = self.passed_on.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= every
+            && self
+                .passed_on
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Marks the object gone for every key that still reaches it.

@@ -12,9 +12,10 @@ use cache_core::{
 };
 use cache_memory::MemoryCache;
 
+use cache_core::announcement::{Announcement as Message, Kind};
+
 use crate::fence::{Fence, key_hash};
 use crate::hub::{ChannelState, Hub, Receiver};
-use crate::message::{Kind, Message};
 
 /// One object cache with a memory level in this process, kept consistent with every other
 /// process sharing it (see the crate docs for the contract).
@@ -22,8 +23,10 @@ use crate::message::{Kind, Message};
 /// - **get**: while the hub is healthy, a hit in memory is answered at memory speed; a miss
 ///   reads the shared level and fills memory (unless a change overtook the read). While the
 ///   hub is not healthy, every get reads the shared level and nothing is filled.
-/// - **set / invalidate / delete / truncate**: the shared level first, then memory, then an
-///   announcement to the other processes (awaited, at most
+/// - **set / invalidate / delete / truncate**: the shared level first, then memory. When the
+///   shared level's server announces the changes made through it (as part of each change:
+///   Redis, PostgreSQL), that is all — one round trip. Otherwise (a shared level on another
+///   channel, or none), an announcement to the other processes follows (awaited, at most
 ///   [`ANNOUNCE_LIMIT`](crate::ANNOUNCE_LIMIT); a failed announcement is logged and sent
 ///   again, never an error of the call).
 ///
@@ -51,6 +54,9 @@ struct Level<I: Index, V: Entry<I>> {
     /// The shared level and the hub, to take a set back.
     shared: Option<Arc<dyn Cache<I, V>>>,
     hub: Hub,
+    /// Whether the shared level's server announces every change made through it on the hub's
+    /// channel (then this cache announces nothing itself).
+    server_announces: bool,
     /// The key hashes of this process's sets within [`RETRACT_WINDOW`].
     recent_sets: Mutex<RecentSets>,
 }
@@ -181,6 +187,7 @@ impl<I: Index, V: Entry<I>> Level<I, V> {
             return;
         }
         let (shared, hub, purpose) = (Arc::clone(shared), self.hub.clone(), self.purpose.clone());
+        let server_announces = self.server_announces;
         tokio::spawn(async move {
             let keys: Vec<&str> = overtaken.iter().map(String::as_str).collect();
             match shared.invalidate(index, &keys).await {
@@ -191,8 +198,10 @@ impl<I: Index, V: Entry<I>> Level<I, V> {
                         keys = keys.len(),
                         "took back a set that another process's invalidation overtook"
                     );
-                    hub.announce(&purpose, (Kind::Invalidate, false), index.name(), &keys)
-                        .await;
+                    if !server_announces {
+                        hub.announce(&purpose, (Kind::Invalidate, false), index.name(), &keys)
+                            .await;
+                    }
                 }
                 Err(error) => tracing::warn!(
                     purpose,
@@ -231,18 +240,20 @@ impl<I: Index, V: Entry<I>> Receiver for Level<I, V> {
         match (message.kind, index) {
             (Kind::Invalidate, Some(index)) => {
                 let _ = self.invalidate(index, &keys);
-                if !message.replaced {
+                // Only another process's invalidation (a change the server saw made by
+                // someone else takes back nothing: no process of ours raced with it).
+                if !message.replaced && message.origin != 0 {
                     self.retract_overtaken(index, &keys);
                 }
             }
             (Kind::Delete, Some(index)) => {
                 let _ = self.delete(index, &keys);
             }
-            (Kind::Truncate, _) => self.clear(),
+            (Kind::Truncate | Kind::Flush, _) => self.clear(),
             // An index this release does not know (another release's cache): emptying the
             // memory level is always correct.
             (Kind::Invalidate | Kind::Delete, None) => self.clear(),
-            (Kind::Heartbeat, _) => {}
+            (Kind::Heartbeat | Kind::Renewed, _) => {}
         }
     }
 
@@ -282,6 +293,10 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
                 NEAR_GETS, purpose, connector, "level", level,
             ))
         };
+        let server_announces = shared
+            .as_ref()
+            .and_then(|shared| shared.announced_on())
+            .is_some_and(|origin| origin == hub.origin());
         let level = Arc::new(Level {
             purpose: purpose.to_owned(),
             memory,
@@ -290,8 +305,35 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             sent: exported(NEAR_SENT),
             shared,
             hub: hub.clone(),
+            server_announces,
             recent_sets: Mutex::new(RecentSets::default()),
         });
+        // Objects answered from memory are used: their LastUsage in the shared level is
+        // renewed as a shared hit would (at most a tenth of LastUsage apart), so the shared
+        // level keeps them — for every process — and does not expire them under this one.
+        let last_usage = level.memory.expiry().last_usage;
+        if let Some(shared) = &level.shared
+            && !last_usage.is_zero()
+        {
+            let shared = Arc::clone(shared);
+            level
+                .memory
+                .on_renewal_due(last_usage / 10, move |value: &Arc<V>| {
+                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                        return;
+                    };
+                    let (shared, value) = (Arc::clone(&shared), Arc::clone(value));
+                    runtime.spawn(async move {
+                        if let Err(error) = shared.touch(&value).await {
+                            tracing::debug!(
+                                connector = shared.connector(),
+                                %error,
+                                "renewing LastUsage in the shared level failed"
+                            );
+                        }
+                    });
+                });
+        }
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&level) as Weak<dyn Receiver>;
         hub.register(purpose, receiver);
         if !hub.is_healthy() {
@@ -339,6 +381,9 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
                 return;
             };
             level.apply_change(change);
+            if level.server_announces {
+                return; // the server announced it as it delivered it
+            }
             let (hub, change, level) = (hub.clone(), change.clone(), Arc::clone(&level));
             tokio::spawn(async move {
                 announce(&hub, &level, &change).await;
@@ -369,6 +414,19 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
             });
         }
         Ok(Some(hit))
+    }
+
+    /// Announces `change` — unless the shared level's server announced it already, as part
+    /// of the change that succeeded. A change that failed is announced by this process all
+    /// the same (it may have taken effect — a timeout after the server applied it — and
+    /// dropping memory copies is always safe).
+    async fn announce_unless_done(&self, outcome: &Result<()>, change: &Change<I>) {
+        let level = &self.level;
+        if level.server_announces && outcome.is_ok() {
+            level.sent.increment();
+            return;
+        }
+        announce(&level.hub, level, change).await;
     }
 
     fn check(&self, index: I) -> Result<()> {
@@ -481,6 +539,10 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         level
             .fence
             .set(hashes, address, || level.memory.set_now(value));
+        level.sent.increment();
+        if level.server_announces {
+            return Ok(()); // the set script / function announced the keys it took
+        }
         // Every older object holding one of these keys is gone: the others drop theirs.
         for (position, index) in level.memory.indices().iter().enumerate() {
             let keys: Vec<&str> = keys
@@ -489,7 +551,6 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
                 .map(|(_, key)| key.as_str())
                 .collect();
             if !keys.is_empty() {
-                level.sent.increment();
                 self.level
                     .hub
                     .announce(
@@ -516,12 +577,8 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         // it again once delivered (`delivered_listener`).
         self.level.invalidate(index, keys)?;
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-        announce(
-            &self.level.hub,
-            &self.level,
-            &Change::Invalidate(index, owned),
-        )
-        .await;
+        self.announce_unless_done(&outcome, &Change::Invalidate(index, owned))
+            .await;
         outcome
     }
 
@@ -534,7 +591,8 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         self.level.delete(index, keys)?;
         // Announced whatever the shared level said (see `invalidate`).
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();
-        announce(&self.level.hub, &self.level, &Change::Delete(index, owned)).await;
+        self.announce_unless_done(&outcome, &Change::Delete(index, owned))
+            .await;
         outcome
     }
 
@@ -545,7 +603,7 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         };
         self.level.clear();
         // Announced whatever the shared level said (see `invalidate`).
-        announce(&self.level.hub, &self.level, &Change::Truncate).await;
+        self.announce_unless_done(&outcome, &Change::Truncate).await;
         outcome
     }
 

@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use cache_core::announcement::{Announcement as Message, Kind};
 use cache_core::{Channel, ChannelEvent, Counter, Listening};
-
-use crate::message::{Kind, Message};
 
 /// How often a hub sends its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -75,8 +74,8 @@ pub struct HubStats {
     pub outages: u64,
 }
 
-/// A near cache as the hub sees it: told of other processes' changes, and reset when
-/// messages may have been lost.
+/// A near cache as the hub sees it: told of other processes' changes (and of changes the
+/// server saw made behind the library's back), and reset when messages may have been lost.
 pub(crate) trait Receiver: Send + Sync {
     /// Applies another process's change to the memory level.
     fn apply(&self, message: &Message);
@@ -134,9 +133,12 @@ impl Hub {
         let healthy_gauge = metrics::gauge!(CHANNEL_HEALTHY, "transport" => transport);
         healthy_gauge.set(0.0);
         let exported = |name| Counter::exported(metrics::counter!(name, "transport" => transport));
+        // The channel's origin when its server announces this process's changes (so they are
+        // not applied twice); otherwise one of our own.
+        let origin = channel.origin().unwrap_or_else(|| rand::random::<u64>() | 1);
         let inner = Arc::new(Inner {
             channel,
-            origin: rand::random(),
+            origin,
             healthy: AtomicBool::new(false),
             last_echo: Mutex::new(None),
             heartbeat_seq: AtomicU64::new(0),
@@ -175,6 +177,11 @@ impl Hub {
     /// The transport's name (`redis`, `postgres`).
     pub fn transport(&self) -> &'static str {
         self.inner.channel.transport()
+    }
+
+    /// This hub's id in messages (the channel's origin when its server announces changes).
+    pub(crate) fn origin(&self) -> u64 {
+        self.inner.origin
     }
 
     /// The hub's counters.
@@ -319,33 +326,50 @@ impl Inner {
                 self.send_heartbeat_soon();
             }
             ChannelEvent::Lost(reason) => self.unhealthy(&reason),
-            ChannelEvent::Message(bytes) => {
-                let Some(message) = Message::decode(&bytes) else {
-                    tracing::debug!(
-                        connector = self.channel.transport(),
-                        "ignored a message that is not a near-cache message"
-                    );
-                    return;
-                };
-                if message.kind == Kind::Heartbeat {
-                    if message.origin == self.origin {
-                        self.echo(message.seq);
-                    }
-                    return;
-                }
+            ChannelEvent::Message(bytes) => match Message::decode(&bytes) {
+                Some(message) => self.on_message(message),
+                None => tracing::debug!(
+                    connector = self.channel.transport(),
+                    "ignored a message that is not a near-cache message"
+                ),
+            },
+            ChannelEvent::Change(message) => self.on_message(message),
+        }
+    }
+
+    /// A message or a change reported by the channel: a heartbeat, or a change to apply to
+    /// the memory levels of its object cache (of every object cache, for a flush) — unless
+    /// this process made it (its own changes are applied already).
+    fn on_message(&self, message: Message) {
+        match message.kind {
+            Kind::Heartbeat => {
                 if message.origin == self.origin {
-                    return;
+                    self.echo(message.seq);
                 }
-                self.received.increment();
-                let receivers = self
-                    .receivers
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner);
-                for receiver in receivers.get(&message.purpose).into_iter().flatten() {
-                    if let Some(receiver) = receiver.upgrade() {
-                        receiver.apply(&message);
-                    }
+                return;
+            }
+            Kind::Renewed => return,
+            _ => {}
+        }
+        if message.origin == self.origin {
+            return;
+        }
+        self.received.increment();
+        let receivers = self
+            .receivers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if message.kind == Kind::Flush {
+            for receiver in receivers.values().flatten() {
+                if let Some(receiver) = receiver.upgrade() {
+                    receiver.reset();
                 }
+            }
+            return;
+        }
+        for receiver in receivers.get(&message.purpose).into_iter().flatten() {
+            if let Some(receiver) = receiver.upgrade() {
+                receiver.apply(&message);
             }
         }
     }

@@ -3,7 +3,6 @@
 mod cache;
 mod fence;
 mod hub;
-mod message;
 
 pub use cache::{NearCache, NearStats, RETRACT_WINDOW};
 pub use hub::{ANNOUNCE_LIMIT, ChannelState, HEARTBEAT, Hub, HubStats, RESUBSCRIBE_AFTER, SILENCE};

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use cache_core::announcement::{Announcement, Kind};
 use cache_core::{
     Cache, CacheSettings, Entry, Error, Hit, Index, Prune, Result, async_trait, codec,
 };
@@ -246,6 +247,22 @@ where
         }
     }
 
+    /// The announcements of `kind` of `keys` under `index` (`replaced`: by a set), as the
+    /// functions notify them with the change.
+    fn announcements(&self, (kind, replaced): (Kind, bool), index: &str, keys: &[&str]) -> Vec<String> {
+        Announcement::split(
+            self.shared.origin,
+            &self.purpose,
+            (kind, replaced),
+            index,
+            keys,
+            crate::channel::MAX_MESSAGE,
+        )
+        .into_iter()
+        .map(|m| String::from_utf8(m).expect("JSON is UTF-8"))
+        .collect()
+    }
+
     /// Removes the objects behind `keys` of `index` entirely, and the keys' rows: of every
     /// release, or of `release` only.
     async fn remove(&self, index: I, keys: &[&str], release: Option<&str>) -> Result<()> {
@@ -253,12 +270,20 @@ where
         if keys.is_empty() {
             return Ok(());
         }
+        let messages = self.announcements((Kind::Invalidate, false), index_name, keys);
         let keys = stored_keys(keys);
         self.shared
             .db
             .count(
                 Stmt::Invalidate,
-                &[&self.purpose, &index_name, &keys, &release],
+                &[
+                    &self.purpose,
+                    &index_name,
+                    &keys,
+                    &release,
+                    &self.shared.channel,
+                    &messages,
+                ],
             )
             .await
             .map(drop)
@@ -367,6 +392,19 @@ where
         if pairs.is_empty() {
             return Ok(());
         }
+        // Every older object holding one of these keys is gone: announced as an invalidation
+        // of the keys the object takes, index by index.
+        let mut messages = Vec::new();
+        for index in self.indices.iter().map(|i| i.name()) {
+            let keys: Vec<&str> = pairs
+                .iter()
+                .filter(|(name, _)| *name == index)
+                .map(|(_, key)| key.as_str())
+                .collect();
+            if !keys.is_empty() {
+                messages.extend(self.announcements((Kind::Invalidate, true), index, &keys));
+            }
+        }
         let digest = cache_core::keys::key_set_digest(
             pairs.iter().map(|(index, key)| (*index, key.as_str())),
         );
@@ -395,6 +433,8 @@ where
                     &keys,
                     &digest,
                     &inline,
+                    &self.shared.channel,
+                    &messages,
                 ],
             )
             .await
@@ -405,15 +445,56 @@ where
         self.remove(index, keys, None).await
     }
 
+    /// Renews LastUsage of the object behind the value's first key, as a hit that finds it
+    /// due would.
+    async fn touch(&self, value: &V) -> Result<()> {
+        if self.last_usage_ms == 0 {
+            return Ok(());
+        }
+        let Some((position, key)) = cache_core::entry_keys(value, &self.indices)
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let key = stored(&key).into_owned();
+        self.shared
+            .db
+            .query(
+                Stmt::RenewKey,
+                &[
+                    &self.purpose,
+                    &self.indices[position].name(),
+                    &key,
+                    &&*self.shared.version,
+                    &self.renew_after_ms,
+                    &self.max_age_ms,
+                    &self.last_usage_ms,
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
         let index_name = self.check(index)?;
         if keys.is_empty() {
             return Ok(());
         }
+        let messages = self.announcements((Kind::Delete, false), index_name, keys);
         let keys = stored_keys(keys);
         self.shared
             .db
-            .query(Stmt::Delete, &[&self.purpose, &index_name, &keys])
+            .query(
+                Stmt::Delete,
+                &[
+                    &self.purpose,
+                    &index_name,
+                    &keys,
+                    &self.shared.channel,
+                    &messages,
+                ],
+            )
             .await
             .map(drop)
     }
@@ -421,12 +502,21 @@ where
     /// Removes every key and object of this object cache (all versions) in one statement:
     /// atomic, so no get sees part of the old contents afterwards.
     async fn truncate(&self) -> Result<()> {
+        let messages = self.announcements((Kind::Truncate, false), "", &[]);
         self.shared
             .db
-            .query(Stmt::Truncate, &[&self.purpose])
+            .query(
+                Stmt::Truncate,
+                &[&self.purpose, &self.shared.channel, &messages],
+            )
             .await?;
         tracing::debug!(purpose = %self.purpose, connector = CONNECTOR, "truncated");
         Ok(())
+    }
+
+    /// Every change is notified by its function, in its transaction.
+    fn announced_on(&self) -> Option<u64> {
+        Some(self.shared.origin)
     }
 
     fn into_prune(self: Arc<Self>) -> Option<Arc<dyn Prune>> {

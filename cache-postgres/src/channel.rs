@@ -1,7 +1,10 @@
 //! [`PostgresChannel`]: messages between processes over PostgreSQL `LISTEN`/`NOTIFY`.
 //!
-//! Messages are sent with `pg_notify` on a pooled connection (one round trip; delivered at
-//! commit). Each listening process keeps one connection of its own that runs `LISTEN` and
+//! Every change made through the connector is announced by its own function (`pg_notify` in
+//! the same transaction: delivered at commit, in commit order, never for a change rolled
+//! back), and changes made by hand on the tables (rows updated or deleted, `TRUNCATE`) by
+//! triggers. Other messages (heartbeats) are sent with `pg_notify` on a pooled connection
+//! (one round trip; delivered at commit). Each listening process keeps one connection of its own that runs `LISTEN` and
 //! hands every notification on; when that connection is lost (a restart, an administrator's
 //! `pg_terminate_backend`), the loss is reported and the connection made again with backoff.
 //! A notification carries less than 8 000 bytes ([`MAX_MESSAGE`]); the near cache splits
@@ -45,14 +48,10 @@ impl std::fmt::Debug for PostgresChannel {
 
 impl PostgresChannel {
     pub(crate) fn new(shared: Arc<Shared>, listener: Connect) -> Self {
-        // One channel per schema, so separate deployments in one database stay apart. The
-        // schema is a plain identifier (checked); a channel name holds at most 63 bytes.
-        let mut name = format!("oc_{}", shared.schema.name());
-        name.truncate(63);
         PostgresChannel {
+            name: shared.channel.as_str().into(),
             shared,
             listener: Arc::new(listener),
-            name: name.into(),
         }
     }
 
@@ -70,6 +69,10 @@ impl Channel for PostgresChannel {
 
     fn max_message(&self) -> usize {
         MAX_MESSAGE
+    }
+
+    fn origin(&self) -> Option<u64> {
+        Some(self.shared.origin)
     }
 
     async fn publish(&self, message: Vec<u8>) -> Result<()> {

@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     /// `MaxObjectSize`: the largest encoded object stored.
     pub(crate) max_object_size: u64,
     pub(crate) schema: Schema,
+    /// The origin the functions stamp on the announcements of this connector's changes.
+    pub(crate) origin: u64,
+    /// The notification channel of the schema (see [`PostgresChannel`]).
+    pub(crate) channel: String,
     /// How a connection of our own connects (the channel's listener); `None` on an
     /// application's pool.
     listener: Option<Connect>,
@@ -157,6 +161,8 @@ impl PostgresConnector {
                 version: cache_core::keys::storable(version, crate::cache::MAX_PLAIN_KEY).into(),
                 max_concurrent_reads: config.concurrent_reads(),
                 max_object_size: config.max_object_size,
+                origin: (rand::random::<u64>() >> 1) | 1,
+                channel: schema.channel(),
                 schema,
                 listener,
             }),

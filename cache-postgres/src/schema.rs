@@ -61,9 +61,12 @@ impl Schema {
 }
 
 impl Schema {
-    /// The name, unquoted.
-    pub(crate) fn name(&self) -> &str {
-        &self.0
+    /// The `LISTEN`/`NOTIFY` channel of this schema's caches: one per schema, so separate
+    /// deployments in one database stay apart (a channel name holds at most 63 bytes).
+    pub(crate) fn channel(&self) -> String {
+        let mut name = format!("oc_{}", self.0);
+        name.truncate(63);
+        name
     }
 }
 
@@ -76,7 +79,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 8";
+const SCHEMA_MARK: &str = "object-cache schema 9";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -84,13 +87,15 @@ const SCHEMA_MARK: &str = "object-cache schema 8";
 /// use the cache cannot deadlock with them. Run it inside one transaction.
 pub(crate) fn setup_sql(s: &Schema) -> String {
     let name = &s.0;
+    let channel = s.channel();
     format!(
         r#"
 SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0);
 DO $setup$
 BEGIN
 IF obj_description(
-       to_regprocedure('{name}.put_object(text, text, bytea, text[], text[], text, boolean)'),
+       to_regprocedure(
+           '{name}.put_object(text, text, bytea, text[], text[], text, boolean, text, text[])'),
        'pg_proc')
    IS NOT DISTINCT FROM '{SCHEMA_MARK}' THEN
     RETURN;
@@ -124,13 +129,16 @@ CREATE INDEX IF NOT EXISTS bodies_purpose ON {s}.bodies (purpose);
 -- planned): every statement below is an index lookup.
 CREATE OR REPLACE FUNCTION {s}.put_object(
     p_purpose text, p_version text, p_payload bytea, p_indices text[], p_keys text[],
-    p_digest text, p_inline boolean
+    p_digest text, p_inline boolean, p_channel text, p_messages text[]
 ) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_lock integer;
     v_old  bigint[];
     v_id   bigint;
 BEGIN
+    -- Our own change: the triggers that report changes made by hand stay quiet; the change
+    -- announces itself (p_messages, built by the connector) in this transaction.
+    PERFORM set_config('oc.quiet', 'on', true);
     -- Writers of the same key wait for each other; a fixed order rules out deadlocks. Keys
     -- fall in 256 buckets, so a set of any number of keys takes at most 256 locks.
     FOR v_lock IN
@@ -173,6 +181,7 @@ BEGIN
         object_id = EXCLUDED.object_id, created_at = EXCLUDED.created_at,
         last_used_at = EXCLUDED.last_used_at, digest = EXCLUDED.digest,
         payload = EXCLUDED.payload;
+    PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
 END
 $fn$;
 
@@ -180,12 +189,14 @@ $fn$;
 -- cannot decode), with all their keys; and the keys' rows themselves. Returns how many
 -- objects went.
 CREATE OR REPLACE FUNCTION {s}.invalidate_keys(
-    p_purpose text, p_index text, p_keys text[], p_version text
+    p_purpose text, p_index text, p_keys text[], p_version text, p_channel text,
+    p_messages text[]
 ) RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_old bigint[];
     v_key text;
 BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
     v_old := ARRAY(
         SELECT DISTINCT k.object_id FROM unnest(p_keys) AS u(key)
         CROSS JOIN LATERAL (
@@ -203,35 +214,41 @@ BEGIN
         WHERE purpose = p_purpose AND index_name = p_index AND key = v_key
           AND (p_version IS NULL OR version = p_version);
     END LOOP;
+    PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
     RETURN cardinality(v_old);
 END
 $fn$;
 
 -- These key rows only, of every release; their objects stay reachable otherwise.
 CREATE OR REPLACE FUNCTION {s}.delete_keys(
-    p_purpose text, p_index text, p_keys text[]
+    p_purpose text, p_index text, p_keys text[], p_channel text, p_messages text[]
 ) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_key text;
 BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
     -- One primary-key lookup per key (`key = ANY(...)` may be planned as a scan of the
     -- whole index).
     FOREACH v_key IN ARRAY p_keys LOOP
         DELETE FROM {s}.keys
         WHERE purpose = p_purpose AND index_name = p_index AND key = v_key;
     END LOOP;
+    PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
 END
 $fn$;
 
 -- Everything of the purpose, every release (and what the layout before this one left).
-CREATE OR REPLACE FUNCTION {s}.truncate_purpose(p_purpose text) RETURNS void
-LANGUAGE plpgsql AS $fn$
+CREATE OR REPLACE FUNCTION {s}.truncate_purpose(
+    p_purpose text, p_channel text, p_messages text[]
+) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
     DELETE FROM {s}.keys WHERE purpose = p_purpose;
     DELETE FROM {s}.bodies WHERE purpose = p_purpose;
     IF to_regclass('{name}.entries') IS NOT NULL THEN
         EXECUTE 'DELETE FROM {s}.entries WHERE purpose = $1' USING p_purpose;
     END IF;
+    PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
 END
 $fn$;
 
@@ -245,6 +262,7 @@ DECLARE
     v_rows bigint;
     v_bodies bigint;
 BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
     UPDATE {s}.keys SET last_used_at = now()
     WHERE object_id = ANY(p_ids) AND payload IS NOT NULL
       AND last_used_at <= now() - p_after * interval '1 millisecond'
@@ -260,7 +278,108 @@ BEGIN
     RETURN v_rows + v_bodies;
 END
 $fn$;
-COMMENT ON FUNCTION {s}.put_object(text, text, bytea, text[], text[], text, boolean)
+-- One batch of prune (see the connector's statements): quiet, expiry is no change to
+-- announce (memory levels expire their copies by the same rules).
+CREATE OR REPLACE FUNCTION {s}.prune_keys(
+    p_purpose text, p_max_age bigint, p_last_usage bigint, p_batch bigint
+) RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_rows bigint;
+BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
+    DELETE FROM {s}.keys e
+    WHERE e.ctid = ANY(ARRAY(
+        SELECT x.ctid FROM {s}.keys x
+        WHERE x.purpose = p_purpose AND (
+            (x.payload IS NOT NULL AND (
+                   (p_max_age > 0 AND x.created_at <= now() - p_max_age * interval '1 millisecond')
+                OR (p_last_usage > 0
+                    AND x.last_used_at <= now() - p_last_usage * interval '1 millisecond')))
+            OR (x.payload IS NULL AND NOT EXISTS (
+                SELECT 1 FROM {s}.bodies b WHERE b.object_id = x.object_id)))
+        LIMIT p_batch
+        FOR UPDATE SKIP LOCKED
+    ));
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    RETURN v_rows;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.prune_bodies(
+    p_purpose text, p_max_age bigint, p_last_usage bigint, p_batch bigint,
+    OUT bodies bigint, OUT key_rows bigint
+) LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_gone bigint[];
+BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
+    WITH gone AS (
+        DELETE FROM {s}.bodies b
+        WHERE b.object_id = ANY(ARRAY(
+            SELECT x.object_id FROM {s}.bodies x
+            WHERE x.purpose = p_purpose AND (
+                   (p_max_age > 0 AND x.created_at <= now() - p_max_age * interval '1 millisecond')
+                OR (p_last_usage > 0
+                    AND x.last_used_at <= now() - p_last_usage * interval '1 millisecond'))
+            LIMIT p_batch
+            FOR UPDATE SKIP LOCKED
+        ))
+        RETURNING b.object_id
+    )
+    SELECT array_agg(object_id) INTO v_gone FROM gone;
+    bodies := coalesce(cardinality(v_gone), 0);
+    DELETE FROM {s}.keys WHERE object_id = ANY(coalesce(v_gone, '{{}}'));
+    GET DIAGNOSTICS key_rows = ROW_COUNT;
+END
+$fn$;
+
+-- Changes made behind the library's back — rows updated or deleted by hand, tables truncated
+-- — are announced too (the library's own functions set oc.quiet: they announce themselves).
+-- A key stored as a digest cannot be named: its object cache is announced truncated.
+CREATE OR REPLACE FUNCTION {s}.announce_key() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF left(OLD.key, 1) = chr(1) THEN
+        PERFORM pg_notify('{channel}',
+            json_build_object('o', 0, 'p', OLD.purpose, 'k', 't')::text);
+    ELSE
+        PERFORM pg_notify('{channel}',
+            json_build_object('o', 0, 'p', OLD.purpose, 'k', 'i', 'x', OLD.index_name,
+                              's', json_build_array(OLD.key))::text);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {s}.announce_body() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('{channel}',
+        CASE WHEN left(k.key, 1) = chr(1)
+             THEN json_build_object('o', 0, 'p', k.purpose, 'k', 't')::text
+             ELSE json_build_object('o', 0, 'p', k.purpose, 'k', 'i', 'x', k.index_name,
+                                    's', json_build_array(k.key))::text
+        END)
+    FROM (SELECT purpose, index_name, key FROM {s}.keys
+          WHERE object_id = OLD.object_id LIMIT 1) k;
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {s}.announce_flush() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('{channel}', '{{"o":0,"k":"f"}}');
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE TRIGGER keys_changed AFTER UPDATE OR DELETE ON {s}.keys FOR EACH ROW
+    WHEN (current_setting('oc.quiet', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION {s}.announce_key();
+CREATE OR REPLACE TRIGGER bodies_changed AFTER UPDATE OR DELETE ON {s}.bodies FOR EACH ROW
+    WHEN (current_setting('oc.quiet', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION {s}.announce_body();
+CREATE OR REPLACE TRIGGER keys_truncated AFTER TRUNCATE ON {s}.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.announce_flush();
+CREATE OR REPLACE TRIGGER bodies_truncated AFTER TRUNCATE ON {s}.bodies
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.announce_flush();
+
+COMMENT ON FUNCTION {s}.put_object(text, text, bytea, text[], text[], text, boolean, text, text[])
     IS '{SCHEMA_MARK}';
 END
 $setup$;

@@ -21,15 +21,18 @@ pub(crate) enum Stmt {
     /// `(ids[], renew_after_ms, max_age_ms, last_usage_ms)`: writes LastUsage of objects still
     /// alive, unless another hit just did.
     Renew,
-    /// `(purpose, version, payload, indices[], keys[], digest, inline)`: the `put_object`
-    /// function.
+    /// `(purpose, index, key, version, renew_after_ms, max_age_ms, last_usage_ms)`:
+    /// [`Renew`](Stmt::Renew) of the object behind a key.
+    RenewKey,
+    /// `(purpose, version, payload, indices[], keys[], digest, inline, channel, messages[])`:
+    /// the `put_object` function; it notifies `messages` on `channel` with the change.
     Set,
-    /// `(purpose, index, keys[], version?) -> removed objects`: every object behind the keys,
-    /// of every release (or of `version` only), with all its keys.
+    /// `(purpose, index, keys[], version?, channel, messages[]) -> removed objects`: every
+    /// object behind the keys, of every release (or of `version` only), with all its keys.
     Invalidate,
-    /// `(purpose, index, keys[])`: these key rows only, of every release.
+    /// `(purpose, index, keys[], channel, messages[])`: these key rows only, of every release.
     Delete,
-    /// `(purpose)`: every key and object of the purpose, in one statement.
+    /// `(purpose, channel, messages[])`: every key and object of the purpose, in one statement.
     Truncate,
     /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed rows`: one batch of the key
     /// rows of expired objects stored under each key, and of rows whose body is gone.
@@ -43,10 +46,11 @@ pub(crate) enum Stmt {
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 10] = [
+    pub(crate) const ALL: [Stmt; 11] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
+        Stmt::RenewKey,
         Stmt::Set,
         Stmt::Invalidate,
         Stmt::Delete,
@@ -84,6 +88,15 @@ impl Stmt {
                 Type::INT8,
             ],
             Stmt::Renew => &[Type::INT8_ARRAY, Type::INT8, Type::INT8, Type::INT8],
+            Stmt::RenewKey => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+            ],
             Stmt::Set => &[
                 Type::TEXT,
                 Type::TEXT,
@@ -92,10 +105,25 @@ impl Stmt {
                 Type::TEXT_ARRAY,
                 Type::TEXT,
                 Type::BOOL,
+                Type::TEXT,
+                Type::TEXT_ARRAY,
             ],
-            Stmt::Invalidate => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY, Type::TEXT],
-            Stmt::Delete => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
-            Stmt::Truncate => &[Type::TEXT],
+            Stmt::Invalidate => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT_ARRAY,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT_ARRAY,
+            ],
+            Stmt::Delete => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT_ARRAY,
+                Type::TEXT,
+                Type::TEXT_ARRAY,
+            ],
+            Stmt::Truncate => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
             Stmt::PruneKeys | Stmt::PruneBodies => {
                 &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8]
             }
@@ -166,48 +194,18 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
             "",
         ),
         Stmt::Renew => format!("SELECT {s}.renew_objects($1, $2, $3, $4)"),
-        Stmt::Set => format!("SELECT {s}.put_object($1, $2, $3, $4, $5, $6, $7)"),
+        Stmt::RenewKey => format!(
+            "SELECT {s}.renew_objects(ARRAY(
+                SELECT object_id FROM {s}.keys
+                WHERE purpose = $1 AND index_name = $2 AND key = $3 AND version = $4
+             ), $5, $6, $7)"
+        ),
+        Stmt::Set => format!("SELECT {s}.put_object($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
         Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
-        Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4)"),
-        Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3)"),
-        Stmt::Truncate => format!("SELECT {s}.truncate_purpose($1)"),
-        // The batch is collected into an array first, so the delete is a TID lookup of
-        // exactly those rows under a generic plan, not a join over the table.
-        Stmt::PruneKeys => format!(
-            "WITH gone AS (
-                DELETE FROM {s}.keys e
-                WHERE e.ctid = ANY(ARRAY(
-                    SELECT x.ctid FROM {s}.keys x
-                    WHERE x.purpose = $1 AND (
-                        (x.payload IS NOT NULL AND (
-                               ($2 > 0 AND x.created_at <= now() - $2 * {MS})
-                            OR ($3 > 0 AND x.last_used_at <= now() - $3 * {MS})))
-                        OR (x.payload IS NULL AND NOT EXISTS (
-                            SELECT 1 FROM {s}.bodies b WHERE b.object_id = x.object_id)))
-                    LIMIT $4
-                    FOR UPDATE SKIP LOCKED
-                ))
-                RETURNING 1
-            )
-            SELECT count(*) FROM gone"
-        ),
-        Stmt::PruneBodies => format!(
-            "WITH gone AS (
-                DELETE FROM {s}.bodies b
-                WHERE b.object_id = ANY(ARRAY(
-                    SELECT x.object_id FROM {s}.bodies x
-                    WHERE x.purpose = $1 AND (
-                           ($2 > 0 AND x.created_at <= now() - $2 * {MS})
-                        OR ($3 > 0 AND x.last_used_at <= now() - $3 * {MS}))
-                    LIMIT $4
-                    FOR UPDATE SKIP LOCKED
-                ))
-                RETURNING b.object_id
-            ), rows AS (
-                DELETE FROM {s}.keys k WHERE k.object_id IN (SELECT object_id FROM gone)
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM rows)"
-        ),
+        Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4, $5, $6)"),
+        Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3, $4, $5)"),
+        Stmt::Truncate => format!("SELECT {s}.truncate_purpose($1, $2, $3)"),
+        Stmt::PruneKeys => format!("SELECT {s}.prune_keys($1, $2, $3, $4)"),
+        Stmt::PruneBodies => format!("SELECT * FROM {s}.prune_bodies($1, $2, $3, $4)"),
     }
 }

@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cache_core::announcement::{Announcement, Kind};
 use cache_core::{
     Cache, CacheSettings, Entry, Error, ErrorKind, Hit, Index, Result, async_trait, codec,
 };
@@ -101,19 +102,44 @@ impl Ops {
         .await
     }
 
-    /// Runs the invalidate (or, with `own_only`, the removal of this release's objects) of
-    /// `index_keys` of this release, a batch at a time.
+    /// The announcements of `kind` of `keys` under `index` (`replaced`: by a set), as the
+    /// scripts publish them with the change.
+    fn announcements(
+        &self,
+        (kind, replaced): (Kind, bool),
+        index: &str,
+        keys: &[&str],
+    ) -> Vec<Vec<u8>> {
+        Announcement::split(
+            self.shared.origin,
+            &self.purpose,
+            (kind, replaced),
+            index,
+            keys,
+            crate::channel::MAX_MESSAGE,
+        )
+    }
+
+    /// Runs the invalidate of `keys` under `index` (or, with `own_only`, the removal of this
+    /// release's objects only), a batch at a time, each announcing its keys.
     async fn invalidate_keys(
         self: &Arc<Self>,
-        index_keys: &[String],
+        index: &str,
+        keys: &[&str],
         own_only: bool,
     ) -> Result<()> {
-        for batch in index_keys.chunks(BATCH) {
+        for batch in keys.chunks(BATCH) {
+            let index_keys: Vec<String> = batch
+                .iter()
+                .map(|key| keys::index_key(&self.own, index, key))
+                .collect();
             let call = Call::new(&self.shared.scripts.invalidate)
-                .keys(batch.iter().map(String::as_str))
+                .keys(index_keys.iter().map(String::as_str))
                 .arg(&self.prefix)
                 .arg(&self.tag)
-                .arg(if own_only { "own" } else { "all" });
+                .arg(if own_only { "own" } else { "all" })
+                .arg(&self.shared.channel)
+                .arg(self.announcements((Kind::Invalidate, false), index, batch));
             let killed: Vec<String> = self.write(&call).await?;
             self.sweep(killed, Sweep::Delete);
         }
@@ -122,13 +148,13 @@ impl Ops {
 
     /// A key of this release holding something that is not one of our values (or an object
     /// that no longer decodes): a miss, and removed with its object.
-    async fn discard(self: &Arc<Self>, index_key: String) -> Result<Option<()>> {
+    async fn discard(self: &Arc<Self>, index: &str, key: &str) -> Result<Option<()>> {
         tracing::warn!(
             purpose = %self.purpose,
             connector = CONNECTOR,
             "a cache key held something that is not a stored object of this release; removed"
         );
-        self.invalidate_keys(&[index_key], true)
+        self.invalidate_keys(index, &[key], true)
             .await
             .map(|()| None)
     }
@@ -147,7 +173,13 @@ impl Ops {
 
     /// Renews the object's LastUsage in the background when a hit (whose read was sent at
     /// `asked`) finds it due at `now` (ms since the epoch); `key` is where the hit found it.
-    fn renew_if_due(self: &Arc<Self>, object: &Object<'_>, key: String, asked: Instant, now: u64) {
+    fn renew_if_due(
+        self: &Arc<Self>,
+        object: &Object<'_>,
+        key: String,
+        asked: Instant,
+        now: u64,
+    ) {
         if self.last_usage_ms == 0 || now.saturating_sub(object.renewed_ms) < self.renew_after_ms {
             return;
         }
@@ -176,7 +208,9 @@ impl Ops {
     }
 
     /// Renews LastUsage as of `asked` (when the hit's read was sent, so the object never
-    /// lives longer than LastUsage after the hit, however long the renewal took to start).
+    /// lives longer than LastUsage after the hit, however long the renewal took to start) of
+    /// object `id` stored at `key` (a copy or a body); with an empty id, of the object that
+    /// index key `key` reaches.
     async fn renew(self: &Arc<Self>, id: &str, key: &str, asked: Instant) -> Result<()> {
         let since_hit = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
         let call = Call::new(&self.shared.scripts.renew)
@@ -187,11 +221,13 @@ impl Ops {
             .arg(self.kept_max_age_ms)
             .arg(self.kept_last_usage_ms)
             .arg(self.renew_after_ms)
-            .arg(since_hit);
-        let ttl: i64 = self.write(&call).await?;
-        if ttl > 0 && key.ends_with(&format!("o:{id}")) {
-            self.sweep_now(key, Sweep::Renew(ttl.unsigned_abs()))
-                .await?;
+            .arg(since_hit)
+            .arg(&self.shared.channel)
+            .arg(&self.purpose);
+        let (ttl, renewed): (i64, String) = self.write(&call).await?;
+        if ttl > 0 && keys::parse_key(&renewed).is_some_and(|(_, name)| name == keys::Name::Body)
+        {
+            self.sweep_now(&renewed, Sweep::Renew(ttl.unsigned_abs())).await?;
         }
         Ok(())
     }
@@ -238,7 +274,9 @@ impl Ops {
                 .arg(id)
                 .arg(offset)
                 .arg(done)
-                .arg(ttl);
+                .arg(ttl)
+                .arg(&self.shared.channel)
+                .arg(&self.purpose);
             let (next, handled, all): (i64, i64, i64) = self.write(&call).await?;
             if handled >= all || next <= offset {
                 return Ok(());
@@ -288,8 +326,12 @@ where
         Ok(keys::index_key(&self.ops.own, index.name(), key))
     }
 
-    fn index_keys(&self, index: I, keys: &[&str]) -> Result<Vec<String>> {
-        keys.iter().map(|k| self.index_key(index, k)).collect()
+    fn check(&self, index: I) -> Result<()> {
+        if self.indices.contains(&index) {
+            Ok(())
+        } else {
+            Err(Error::unknown_index(&self.ops.purpose, index.name()))
+        }
     }
 
     /// The object behind `key`: one plain `GET` (a second for an object stored once);
@@ -318,21 +360,22 @@ where
             Ok((None, _)) => Ok(None),
             Ok((Some(bytes), None)) => match value::parse(&bytes) {
                 Some(Stored::Object(object)) if !object.body => {
-                    self.hit(index_key, &object, asked, stale_ok).await
+                    self.hit((index, key), index_key, &object, asked, stale_ok)
+                        .await
                 }
                 Some(Stored::Lease(_) | Stored::Pointer(_)) => Ok(None),
-                _ => ops.discard(index_key).await.map(|_| None),
+                _ => ops.discard(index.name(), key).await.map(|_| None),
             },
             Ok((Some(_), Some((body, bytes)))) => match bytes.as_deref().and_then(value::parse) {
                 Some(Stored::Object(object)) if object.body => {
-                    self.hit(body, &object, asked, stale_ok).await
+                    self.hit((index, key), body, &object, asked, stale_ok).await
                 }
                 // Removed or expired meanwhile: the pointer is swept or expires.
                 _ => Ok(None),
             },
             // The key holds another type (written behind the cache's back): garbage.
             Err(error) if error.kind() == ErrorKind::Rejected => {
-                ops.discard(index_key).await.map(|_| None)
+                ops.discard(index.name(), key).await.map(|_| None)
             }
             Err(error) => Err(error),
         }
@@ -343,6 +386,7 @@ where
     /// time of the set against this machine's clock (as exact as the clocks agree).
     async fn hit(
         &self,
+        (index, asked_key): (I, &str),
         key: String,
         object: &Object<'_>,
         asked: Instant,
@@ -376,12 +420,14 @@ where
                     .key(&body)
                     .arg(&ops.prefix)
                     .arg(&ops.tag)
-                    .arg("body");
+                    .arg("body")
+                    .arg(&ops.shared.channel)
+                    .arg(ops.announcements((Kind::Invalidate, false), index.name(), &[asked_key]));
                 let killed: Vec<String> = ops.write(&call).await?;
                 ops.sweep(killed, Sweep::Delete);
                 Ok(None)
             }
-            None => ops.discard(key).await.map(|_| None),
+            None => ops.discard(index.name(), asked_key).await.map(|_| None),
         }
     }
 
@@ -422,7 +468,24 @@ where
             .collect();
         let id = keys::new_object_id();
         let batch_size = if inline { index_keys.len() } else { BATCH };
-        for (n, batch) in index_keys.chunks(batch_size).enumerate() {
+        for (n, (batch, batch_pairs)) in index_keys
+            .chunks(batch_size)
+            .zip(pairs.chunks(batch_size))
+            .enumerate()
+        {
+            // Every older object holding one of these keys is gone: announced as an
+            // invalidation of the keys the object takes, index by index.
+            let mut announcements = Vec::new();
+            for index in self.indices.iter().map(|i| i.name()) {
+                let keys: Vec<&str> = batch_pairs
+                    .iter()
+                    .filter(|(name, _)| *name == index)
+                    .map(|(_, key)| key.as_str())
+                    .collect();
+                if !keys.is_empty() {
+                    announcements.extend(ops.announcements((Kind::Invalidate, true), index, &keys));
+                }
+            }
             let call = Call::new(&ops.shared.scripts.set)
                 .keys(batch.iter().map(String::as_str))
                 .arg(&ops.prefix)
@@ -432,7 +495,9 @@ where
                 .arg(&digest)
                 .arg(if n == 0 { &tail[..] } else { &[][..] })
                 .arg(ops.kept_max_age_ms)
-                .arg(ops.kept_last_usage_ms);
+                .arg(ops.kept_last_usage_ms)
+                .arg(&ops.shared.channel)
+                .arg(announcements);
             let killed: Vec<String> = ops.write(&call).await?;
             ops.sweep(killed, Sweep::Delete);
         }
@@ -454,6 +519,11 @@ where
         &self.indices
     }
 
+    /// Every change is published by its script, on the connector's channel.
+    fn announced_on(&self) -> Option<u64> {
+        Some(self.ops.shared.origin)
+    }
+
     async fn get(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
         // `fetch` directly: through `get_entry` would box a second future per get.
         Ok(self.fetch(index, key, false).await?.map(|hit| hit.value))
@@ -473,19 +543,40 @@ where
         self.store(value).await
     }
 
+    /// The renewal script on the object's first key, as a hit that finds LastUsage due would.
+    async fn touch(&self, value: &V) -> Result<()> {
+        let Some((position, key)) = cache_core::entry_keys(value, &self.indices)
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        if self.ops.last_usage_ms == 0 {
+            return Ok(());
+        }
+        let key = keys::index_key(&self.ops.own, self.indices[position].name(), &key);
+        self.ops.renew("", &key, Instant::now()).await
+    }
+
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index_keys = self.index_keys(index, keys)?;
-        self.ops.invalidate_keys(&index_keys, false).await
+        self.check(index)?;
+        self.ops.invalidate_keys(index.name(), keys, false).await
     }
 
     async fn delete(&self, index: I, keys: &[&str]) -> Result<()> {
-        let index_keys = self.index_keys(index, keys)?;
+        self.check(index)?;
         let ops = &self.ops;
-        for batch in index_keys.chunks(BATCH) {
+        for batch in keys.chunks(BATCH) {
+            let index_keys: Vec<String> = batch
+                .iter()
+                .map(|key| keys::index_key(&ops.own, index.name(), key))
+                .collect();
             let call = Call::new(&ops.shared.scripts.delete)
-                .keys(batch.iter().map(String::as_str))
+                .keys(index_keys.iter().map(String::as_str))
                 .arg(&ops.prefix)
-                .arg(&ops.tag);
+                .arg(&ops.tag)
+                .arg(&ops.shared.channel)
+                .arg(ops.announcements((Kind::Delete, false), index.name(), batch));
             ops.write::<i64>(&call).await?;
         }
         Ok(())
@@ -503,12 +594,20 @@ where
             let pattern = keys::scan_pattern(prefix);
             let mut cursor = "0".to_owned();
             loop {
+                // The last batch of this layout announces the truncate.
+                let announcements = if mode == "oc3" {
+                    ops.announcements((Kind::Truncate, false), "", &[])
+                } else {
+                    Vec::new()
+                };
                 let call = Call::new(&ops.shared.scripts.truncate)
                     .key(prefix)
                     .arg(&cursor)
                     .arg(&pattern)
                     .arg(500)
-                    .arg(mode);
+                    .arg(mode)
+                    .arg(&ops.shared.channel)
+                    .arg(announcements);
                 cursor = ops.write::<String>(&call).await?;
                 if cursor == "0" {
                     break;

@@ -1,27 +1,26 @@
-//! [`RedisChannel`]: messages between processes over Redis pub/sub.
+//! [`RedisChannel`]: messages between processes over Redis pub/sub, and the changes the
+//! server reports by itself.
 //!
-//! Messages are published with `PUBLISH` on a pooled connection. Each listening process keeps
-//! one connection of its own subscribed to the channel: on one server; on the current master
-//! of a Sentinel-managed set (asked again on every reconnect, so the subscription follows a
-//! failover); on one seed node of a Redis Cluster (a plain `PUBLISH` on any node reaches the
-//! subscribers of every node, and a reconnect tries the next seed). A lost subscription is
-//! reported, then re-established with backoff.
+//! Every change made through the connector is announced by its own script (`PUBLISH` in the
+//! same atomic step as the change); heartbeats and other messages are published with
+//! `PUBLISH` on a pooled connection. Each listening process keeps watchers of its own
+//! (`watch.rs`): RESP3 connections subscribed to the channel and tracking every key of the
+//! layout — on one server; on the current master of a Sentinel-managed set (asked again on
+//! every reconnect, so the watch follows a failover); on every master of a Redis Cluster (a
+//! plain `PUBLISH` reaches the subscribers of every node, and each master reports the keys it
+//! holds). A lost watcher is reported, then the watch is set up again with backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use cache_core::{Channel, ChannelEvent, EventSink, Listening, ListeningTask, Result, async_trait};
-use futures_util::StreamExt;
+use cache_core::{Channel, EventSink, Listening, ListeningTask, Result, async_trait};
 
+use crate::config::RedisConfig;
 use crate::connector::Shared;
 use crate::pool::Manager;
 
 /// The largest message published (pub/sub itself takes far more; this keeps one message from
 /// tying up a connection).
-const MAX_MESSAGE: usize = 1 << 20;
-/// The first wait before subscribing again, doubled after each failure up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
 /// The Redis pub/sub channel of a [`RedisConnector`](crate::RedisConnector), made by
 /// [`RedisConnector::channel`](crate::RedisConnector::channel).
@@ -41,19 +40,22 @@ impl std::fmt::Debug for RedisChannel {
     }
 }
 
+/// The channel's name: pub/sub ignores the database number, so the channel is named after
+/// it, and caches in other databases of the same server do not hear each other.
+pub(crate) fn channel_name(config: &RedisConfig) -> String {
+    let db = config
+        .connection_info()
+        .map(|info| info.redis_settings().db())
+        .unwrap_or(0);
+    format!("oc3-changes-{db}")
+}
+
 impl RedisChannel {
     pub(crate) fn new(shared: Arc<Shared>, subscriber: Manager) -> Self {
-        // Pub/sub ignores the database number: name the channel after it, so caches in other
-        // databases of the same server do not hear each other.
-        let db = shared
-            .config
-            .connection_info()
-            .map(|info| info.redis_settings().db())
-            .unwrap_or(0);
         RedisChannel {
+            name: shared.channel.as_str().into(),
             shared,
             subscriber: Arc::new(subscriber),
-            name: format!("oc2-changes-{db}").into(),
         }
     }
 
@@ -87,8 +89,12 @@ impl Channel for RedisChannel {
             .await
     }
 
+    fn origin(&self) -> Option<u64> {
+        Some(self.shared.origin)
+    }
+
     fn listen(&self, sink: EventSink) -> Box<dyn Listening> {
-        let task = tokio::spawn(listen(
+        let task = tokio::spawn(crate::watch::listen(
             Arc::clone(&self.subscriber),
             Arc::clone(&self.name),
             self.shared.config.dial_timeout,
@@ -98,31 +104,3 @@ impl Channel for RedisChannel {
     }
 }
 
-/// Subscribes, forwards messages until the subscription ends, and starts over after a
-/// backoff — until aborted.
-async fn listen(subscriber: Arc<Manager>, name: Arc<str>, dial: Duration, sink: EventSink) {
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt = 0usize;
-    loop {
-        match tokio::time::timeout(dial, subscriber.subscribe(&name, attempt)).await {
-            Ok(Ok(pubsub)) => {
-                backoff = FIRST_BACKOFF;
-                sink(ChannelEvent::Subscribed);
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    sink(ChannelEvent::Message(message.get_payload_bytes().to_vec()));
-                }
-                sink(ChannelEvent::Lost(
-                    "the subscription's connection closed".to_owned(),
-                ));
-            }
-            Ok(Err(error)) => sink(ChannelEvent::Lost(format!("cannot subscribe: {error}"))),
-            Err(_) => sink(ChannelEvent::Lost(format!(
-                "cannot subscribe within {dial:?} (Caches.Connectors.Redis.DialTimeout)"
-            ))),
-        }
-        attempt = attempt.wrapping_add(1);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}

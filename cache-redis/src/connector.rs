@@ -46,6 +46,10 @@ pub struct RedisConnector {
 pub(crate) struct Shared {
     pub(crate) config: RedisConfig,
     pub(crate) version: Arc<str>,
+    /// The origin the scripts stamp on the announcements of this connector's changes.
+    pub(crate) origin: u64,
+    /// The pub/sub channel those announcements go to (see [`RedisChannel`]).
+    pub(crate) channel: String,
     pub(crate) pool: Pool,
     pub(crate) scripts: Scripts,
     /// Connect errors of the pool, so a checkout does not wait on a refusing server.
@@ -131,6 +135,8 @@ impl RedisConnector {
                     .map(|_| ArcSwapOption::empty())
                     .collect(),
                 next_lane: AtomicUsize::new(0),
+                origin: (rand::random::<u64>() >> 1) | 1,
+                channel: crate::channel::channel_name(&config),
                 config,
                 version: version.into(),
                 pool,

@@ -74,12 +74,6 @@ pub(crate) fn body_key(version_prefix: &str, id: &str) -> String {
     format!("{version_prefix}o:{id}")
 }
 
-/// The key of the cache's version registry: a hash of the releases that stored objects, each
-/// with when its objects expire (0: never), so changes reach the objects of every release.
-pub(crate) fn registry_key(prefix: &str) -> String {
-    format!("{prefix}v")
-}
-
 /// A new object id: 64 random bits as 16 hex digits (unique within a release's objects).
 pub(crate) fn new_object_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -98,27 +92,68 @@ pub(crate) fn scan_pattern(prefix: &str) -> String {
     out
 }
 
-/// The index and key an index key of this cache names, when `name` is one (of any release)
-/// and its key is stored as it is: `(version tag, index, key)`. Digested keys, bodies and the
-/// registry are `None`.
-pub(crate) fn parse_index_key<'a>(
-    prefix: &str,
-    name: &'a str,
-) -> Option<(&'a str, &'a str, &'a str)> {
-    let rest = name.strip_prefix(prefix)?;
+/// What a key of this layout is, as the channel reads the names the server reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Name {
+    /// An index key of some release: its index, and its key as stored (itself, or its
+    /// digest: [`cache_core::keys::storable`]).
+    Index { index: String, key: String },
+    /// The body of an object stored once.
+    Body,
+    /// The cache's registry of releases.
+    Registry,
+}
+
+/// The purpose and [`Name`] of a key of this layout; `None` for any other key.
+pub(crate) fn parse_key(name: &str) -> Option<(String, Name)> {
+    let rest = name.strip_prefix(LAYOUT)?.strip_prefix('{')?;
+    let (encoded, rest) = rest.split_once('}')?;
+    let rest = rest.strip_prefix(':')?;
+    let purpose = decode_purpose(encoded)?;
+    if rest == "v" {
+        return Some((purpose, Name::Registry));
+    }
     let (tag, rest) = rest.split_at_checked(12)?;
     let rest = rest.strip_prefix(':')?;
     if !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let (length, rest) = rest.split_once(':')?;
+    if rest.starts_with("o:") {
+        return Some((purpose, Name::Body));
+    }
+    let (index, key) = parse_suffix(rest)?;
+    Some((
+        purpose,
+        Name::Index {
+            index: index.to_owned(),
+            key: key.to_owned(),
+        },
+    ))
+}
+
+/// The index and stored key of a [`suffix`].
+pub(crate) fn parse_suffix(suffix: &str) -> Option<(&str, &str)> {
+    let (length, rest) = suffix.split_once(':')?;
     let length: usize = length.parse().ok()?;
     let (index, rest) = rest.split_at_checked(length)?;
-    let key = rest.strip_prefix(':')?;
-    if key.starts_with(cache_core::keys::DIGEST_MARK) {
-        return None;
+    Some((index, rest.strip_prefix(':')?))
+}
+
+/// The purpose [`prefix`] encoded.
+fn decode_purpose(encoded: &str) -> Option<String> {
+    if encoded == "%" {
+        return Some(String::new());
     }
-    Some((tag, index, key))
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let hex = rest.get(at + 1..at + 3)?;
+        out.push(char::from(u8::from_str_radix(hex, 16).ok()?));
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -146,8 +181,10 @@ mod tests {
         assert!(index_key(&p, "id", &long).len() < 120);
         assert_ne!(index_key(&p, "id", &long), index_key(&p, "id", &long[1..]));
         // Bodies and the registry never look like index keys.
-        assert!(parse_index_key(&prefix("x"), &body_key(&p, "0123456789abcdef")).is_none());
-        assert!(parse_index_key(&prefix("x"), &registry_key(&prefix("x"))).is_none());
+        assert_eq!(
+            parse_key(&body_key(&p, "0123456789abcdef")).map(|(_, n)| n),
+            Some(Name::Body)
+        );
     }
 
     #[test]
@@ -159,17 +196,40 @@ mod tests {
     }
 
     #[test]
-    fn index_keys_read_back() {
-        let prefix = prefix("org");
-        let tag = version_tag("v1");
-        let name = index_key(&version_prefix(&prefix, &tag), "id:x", "a:b");
-        assert_eq!(
-            parse_index_key(&prefix, &name),
-            Some((tag.as_str(), "id:x", "a:b"))
-        );
-        let digested = index_key(&version_prefix(&prefix, &tag), "id", "a\0b");
-        assert_eq!(parse_index_key(&prefix, &digested), None);
-        assert_eq!(parse_index_key(&prefix, "oc3{other}:x"), None);
+    fn names_read_back() {
+        for purpose in ["org", "", "a}b{c%", "%"] {
+            let prefix = prefix(purpose);
+            let release = version_prefix(&prefix, &version_tag("v1"));
+            assert_eq!(
+                parse_key(&index_key(&release, "id:x", "a:b")),
+                Some((
+                    purpose.to_owned(),
+                    Name::Index {
+                        index: "id:x".into(),
+                        key: "a:b".into()
+                    }
+                )),
+                "{purpose:?}"
+            );
+            assert_eq!(
+                parse_key(&body_key(&release, "0123456789abcdef")),
+                Some((purpose.to_owned(), Name::Body))
+            );
+            assert_eq!(
+                parse_key(&format!("{prefix}v")),
+                Some((purpose.to_owned(), Name::Registry))
+            );
+        }
+        let release = version_prefix(&prefix("p"), &version_tag("v1"));
+        let digested = index_key(&release, "id", "a\0b");
+        let Some((_, Name::Index { key, .. })) = parse_key(&digested) else {
+            panic!("an index key")
+        };
+        assert!(key.starts_with(cache_core::keys::DIGEST_MARK));
+        for other in ["oc2{p}:x", "oc3{p}:zzzzzzzzzzzz:2:id:a", "oc3{p", "other"] {
+            assert_eq!(parse_key(other), None, "{other}");
+        }
+        assert_eq!(parse_suffix(&suffix("name", "k:1")), Some(("name", "k:1")));
     }
 
     #[test]

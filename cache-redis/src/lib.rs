@@ -14,6 +14,7 @@ mod pool;
 mod scripts;
 mod topology;
 mod value;
+mod watch;
 
 pub use cache::RedisCache;
 pub use channel::RedisChannel;

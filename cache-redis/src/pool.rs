@@ -22,7 +22,7 @@ use bb8::ManageConnection;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{Cmd, Pipeline, PushInfo, RedisError, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 use crate::topology::Topology;
@@ -265,22 +265,148 @@ impl Manager {
 }
 
 impl Manager {
-    /// A connection subscribed to `channel`: to the server, to the current master (asking the
-    /// sentinels), or to the `attempt`-th seed node of a cluster (round robin, so a dead node
-    /// is skipped on the next attempt).
-    pub(crate) async fn subscribe(
+    /// The watchers of the channel `channel` (see `watch.rs`): RESP3 connections to the
+    /// server, to the current master of a Sentinel-managed set (asking the sentinels), or to
+    /// every master of a cluster (learnt from its `attempt`-th seed node, round robin), each
+    /// tracking the keys of this layout in broadcast mode and subscribed to the channel, its
+    /// pushes sent to `pushes` with its position.
+    pub(crate) async fn watch(
         &self,
         channel: &str,
         attempt: usize,
-    ) -> Result<redis::aio::PubSub, RedisError> {
-        let client = match &self.topology {
-            Managed::Single(client) => client.clone(),
-            Managed::Cluster(_, seeds) => seeds[attempt % seeds.len()].clone(),
-            Managed::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
+        pushes: tokio::sync::mpsc::UnboundedSender<crate::watch::Push>,
+    ) -> Result<Vec<MultiplexedConnection>, RedisError> {
+        let clients: Vec<redis::Client> = match &self.topology {
+            Managed::Single(client) => vec![resp3(client.get_connection_info())?],
+            Managed::Sentinel(sentinel) => {
+                let master = sentinel.lock().await.async_get_client().await?;
+                vec![resp3(master.get_connection_info())?]
+            }
+            Managed::Cluster(_, seeds) => {
+                let seed = seeds[attempt % seeds.len()].get_connection_info().clone();
+                self.cluster_masters(&seed)
+                    .await?
+                    .into_iter()
+                    .map(|(host, port)| resp3(&seed.clone().set_addr(same_kind(seed.addr(), host, port))))
+                    .collect::<Result<_, _>>()?
+            }
         };
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub)
+        let mut watchers = Vec::with_capacity(clients.len());
+        for (position, client) in clients.iter().enumerate() {
+            let pushes = pushes.clone();
+            let settings = self.settings.clone().set_push_sender(move |push: PushInfo| {
+                pushes
+                    .send((position, push))
+                    .map_err(|_| redis::aio::SendError)
+            });
+            let mut connection = client
+                .get_multiplexed_async_connection_with_config(&settings)
+                .await?;
+            redis::cmd("CLIENT")
+                .arg(&["TRACKING", "ON", "BCAST", "PREFIX"])
+                .arg(format!("{}{{", crate::keys::LAYOUT))
+                .query_async::<()>(&mut connection)
+                .await?;
+            connection.subscribe(channel).await?;
+            watchers.push(connection);
+        }
+        Ok(watchers)
+    }
+
+    /// A cluster's masters as its `attempt`-th seed node knows them, sorted; `None` for the
+    /// other topologies.
+    pub(crate) async fn masters(
+        &self,
+        attempt: usize,
+    ) -> Result<Option<Vec<(String, u16)>>, RedisError> {
+        match &self.topology {
+            Managed::Cluster(_, seeds) => {
+                let seed = seeds[attempt % seeds.len()].get_connection_info().clone();
+                self.cluster_masters(&seed).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The masters (host, port) that `CLUSTER SLOTS` on `seed` names, sorted and distinct.
+    async fn cluster_masters(
+        &self,
+        seed: &redis::ConnectionInfo,
+    ) -> Result<Vec<(String, u16)>, RedisError> {
+        let seed_host = match seed.addr() {
+            redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
+                host.clone()
+            }
+            _ => String::new(),
+        };
+        let client = redis::Client::open(seed.clone())?;
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&self.settings)
+            .await?;
+        let slots: Vec<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut connection)
+            .await?;
+        let mut masters = Vec::new();
+        for range in slots {
+            let Value::Array(range) = range else { continue };
+            let Some(Value::Array(master)) = range.get(2) else {
+                continue;
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+                Some(Value::SimpleString(host)) => host.clone(),
+                _ => continue,
+            };
+            let Some(Value::Int(port)) = master.get(1) else {
+                continue;
+            };
+            // An empty (or unknown) host is the node we asked.
+            let host = if host.is_empty() || host == "?" {
+                seed_host.clone()
+            } else {
+                host
+            };
+            if let Ok(port) = u16::try_from(*port) {
+                masters.push((host, port));
+            }
+        }
+        masters.sort();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "CLUSTER SLOTS named no master",
+            )));
+        }
+        Ok(masters)
+    }
+}
+
+/// The client of `info` speaking RESP3 (for push messages: tracking reports and messages on a
+/// connection that runs commands too).
+fn resp3(info: &redis::ConnectionInfo) -> Result<redis::Client, RedisError> {
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.clone().set_redis_settings(settings))
+}
+
+/// `host:port` as an address of the same kind as `like` (TLS with its settings, or plain).
+fn same_kind(like: &redis::ConnectionAddr, host: String, port: u16) -> redis::ConnectionAddr {
+    match like {
+        redis::ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => redis::ConnectionAddr::Tcp(host, port),
     }
 }
 

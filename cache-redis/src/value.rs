@@ -17,8 +17,9 @@
 
 /// The first bytes of every stored value.
 pub(crate) const MAGIC: &[u8] = b"OC3|";
-/// Where the renewal time starts (0-based), for `SETRANGE`.
-pub(crate) const RENEWED_AT: usize = 37;
+/// Where the renewal time starts (0-based), for `SETRANGE` (`lua/renew.lua`).
+#[cfg(test)]
+const RENEWED_AT: usize = 37;
 /// Length of an object's fixed header: magic, kind, id, two times, digest, separators.
 const FIXED: usize = 68;
 

@@ -4,7 +4,7 @@
 
 use cache_core::testkit::scale::{KEY_COUNTS, assert_linear, measure};
 use cache_core::testkit::{TestCache, TestIndex, unique_purpose};
-use cache_core::{Cache, CacheSettings};
+use cache_core::CacheSettings;
 use cache_redis::{RedisConfig, RedisConnector};
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {

@@ -131,6 +131,21 @@ local function releases(prefix, tag, now)
   return out
 end
 
+-- Publishes ARGV[from..] on `channel`: the announcements of this change, built by the
+-- connector, leaving the server in the same atomic step as the change itself.
+local function announce(channel, from)
+  for i = from, #ARGV do redis.call('PUBLISH', channel, ARGV[i]) end
+end
+
+-- Tells the listeners on `channel` that these keys of `purpose` (their suffixes) had their
+-- LastUsage renewed: not a change, so the server's reports of those writes are not taken for
+-- one (see the channel's tracking).
+local function announce_renewed(channel, purpose, touched)
+  if #touched > 0 then
+    redis.call('PUBLISH', channel, cjson.encode({o = 0, p = purpose, k = 'u', z = touched}))
+  end
+end
+
 -- Notes in the registry that this release stores objects until `until_ms` (0: no expiry),
 -- with a quarter of `ttl` to spare so that it is written once per quarter TTL, not per set;
 -- the registry itself expires with its longest-lived release.

@@ -1,4 +1,5 @@
--- KEYS: index keys of this release (a batch). ARGV: prefix, tag.
+-- KEYS: index keys of this release (a batch). ARGV: prefix, tag, channel, then the
+-- announcements of the change (published).
 -- Removes these keys of every release whose objects may be stored; their objects stay
 -- reachable through their other keys.
 local prefix, tag = ARGV[1], ARGV[2]
@@ -10,4 +11,5 @@ for i = 1, #KEYS do
     redis.call('DEL', rp .. suffix)
   end
 end
+announce(ARGV[3], 4)
 return 1

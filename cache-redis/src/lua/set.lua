@@ -2,7 +2,8 @@
 -- one batch of them (pointers to its body).
 -- ARGV: prefix, tag, id, mode ('I': a copy under each key; 'P': a pointer to the body),
 -- digest, tail ('<n>|<list><payload>': what follows the digest in a copy or body; with 'P',
--- given in the first batch only, which then stores the body), max_age_ms, last_usage_ms.
+-- given in the first batch only, which then stores the body), max_age_ms, last_usage_ms,
+-- channel, then the announcements of the keys the object takes (published).
 -- Removes every other object holding one of the keys — of this release whatever it is, of
 -- other releases when its key set differs (another release's copy of the same object stays)
 -- — then stores the object. Returns the bodies it removed, for their pointers to be swept.
@@ -51,4 +52,5 @@ for i = 1, #KEYS do
   end
 end
 if left then register(prefix, tag, now + left, left) else register(prefix, tag, 0, 0) end
+announce(ARGV[9], 10)
 return killed

@@ -1,5 +1,6 @@
 -- KEYS[1] the cache's key prefix (a key of its hash slot: routes the call to its node on a
--- cluster). ARGV: cursor, MATCH pattern, COUNT, mode ('oc3': this layout; 'plain': another).
+-- cluster). ARGV: cursor, MATCH pattern, COUNT, mode ('oc3': this layout; 'plain': another),
+-- channel, then the announcements of the truncate (published with the last batch).
 -- One SCAN batch. In this layout every key goes with its whole object — a copy takes every
 -- copy, a pointer its body — so a set that lands while the scan runs, with some keys behind
 -- the cursor and some ahead of it, never leaves part of its object behind (a ghost): either
@@ -19,4 +20,5 @@ for _, key in ipairs(r[2]) do
   end
   redis.call('UNLINK', key)
 end
+if r[1] == '0' then announce(ARGV[5], 6) end
 return r[1]

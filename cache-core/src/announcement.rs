@@ -1,53 +1,67 @@
-//! What near caches tell each other: the wire format of a message, and splitting a change into
-//! messages a channel carries.
+//! [`Announcement`]: what travels on a [`Channel`](crate::Channel) between processes — the wire
+//! format of a change (keys, never values) or of a heartbeat.
 //!
-//! A message is a small JSON object — `{"o":origin,"p":purpose,"k":kind,"x":index,"s":[keys]}`
-//! — naming keys, never values. `kind` is `i` (invalidate: also what a set announces for the
-//! keys the new object took, then with `"r":true`), `d` (delete), `t` (truncate) or `h` (a
-//! heartbeat, with a sequence number `n` instead of keys). Receivers ignore fields they do not
-//! know, so a field added later is no break between releases.
+//! A small JSON object — `{"o":origin,"p":purpose,"k":kind,"x":index,"s":[keys]}` — that a
+//! process publishes itself (the near cache of a connector whose server does not announce its
+//! changes, heartbeats) or that a connector's server sends as part of a change (a Redis script,
+//! a PostgreSQL function: the connector builds the messages and hands them to the script, so
+//! they leave the server in the same atomic step as the change). Receivers ignore fields they
+//! do not know, so a field added later is no break between releases.
 
 use serde::{Deserialize, Serialize};
 
-/// What a message asks.
+/// What an announcement says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Kind {
-    /// The objects reachable through the keys are gone.
+pub enum Kind {
+    /// The objects reachable through the keys are gone (also what a set announces for the
+    /// keys the new object took, then with [`replaced`](Announcement::replaced)).
     #[serde(rename = "i")]
     Invalidate,
-    /// The key mappings are gone.
+    /// The key mappings are gone; their objects stay reachable otherwise.
     #[serde(rename = "d")]
     Delete,
     /// The object cache is empty.
     #[serde(rename = "t")]
     Truncate,
+    /// Every object cache on the channel is empty (a server flushed, a table truncated).
+    #[serde(rename = "f")]
+    Flush,
+    /// The keys' LastUsage was renewed: not a change. A connector whose server also reports
+    /// every write (Redis tracking) announces it so that those reports are not taken for
+    /// changes.
+    #[serde(rename = "u")]
+    Renewed,
     /// A process checking that its own messages come back.
     #[serde(rename = "h")]
     Heartbeat,
 }
 
-/// One message.
+/// One message on a channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Message {
-    /// The process (near-cache hub) that sent it.
+pub struct Announcement {
+    /// The process that made the change (its hub's origin, see
+    /// [`Channel::origin`](crate::Channel::origin)); 0 for a change the server saw made by
+    /// someone else.
     #[serde(rename = "o")]
-    pub(crate) origin: u64,
-    /// The object cache it is about (empty for a heartbeat).
+    pub origin: u64,
+    /// The object cache it is about (empty for a heartbeat or a flush).
     #[serde(rename = "p", default)]
-    pub(crate) purpose: String,
+    pub purpose: String,
+    /// What happened.
     #[serde(rename = "k")]
-    pub(crate) kind: Kind,
+    pub kind: Kind,
     /// The index of the keys.
     #[serde(rename = "x", default, skip_serializing_if = "String::is_empty")]
-    pub(crate) index: String,
+    pub index: String,
+    /// The keys.
     #[serde(rename = "s", default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) keys: Vec<String>,
+    pub keys: Vec<String>,
     /// A heartbeat's sequence number.
     #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
-    pub(crate) seq: u64,
+    pub seq: u64,
     /// An invalidation a set announces (the keys a new object took), not an invalidation.
     #[serde(rename = "r", default, skip_serializing_if = "is_false")]
-    pub(crate) replaced: bool,
+    pub replaced: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -58,10 +72,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-impl Message {
+impl Announcement {
     /// A heartbeat of `origin`.
-    pub(crate) fn heartbeat(origin: u64, seq: u64) -> Self {
-        Message {
+    pub fn heartbeat(origin: u64, seq: u64) -> Self {
+        Announcement {
             origin,
             purpose: String::new(),
             kind: Kind::Heartbeat,
@@ -72,22 +86,35 @@ impl Message {
         }
     }
 
+    /// A change of `kind` to `keys` of `index` in `purpose`, by `origin`.
+    pub fn change(origin: u64, purpose: &str, kind: Kind, index: &str, keys: Vec<String>) -> Self {
+        Announcement {
+            origin,
+            purpose: purpose.to_owned(),
+            kind,
+            index: index.to_owned(),
+            keys,
+            seq: 0,
+            replaced: false,
+        }
+    }
+
     /// The message as sent.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a message of strings and numbers always encodes")
     }
 
     /// A message as received; `None` when it is not one (another application's traffic on
     /// the channel, or a newer format).
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// `kind` of `keys` under `index` in `purpose` (by a set when `replaced`), as messages of
-    /// at most `max` bytes each. A key too long to fit a message on its own turns the whole
-    /// change into a truncate of the object cache, which is always correct (and the only way
-    /// to say it).
-    pub(crate) fn split(
+    /// `kind` of `keys` under `index` in `purpose` by `origin` (by a set when `replaced`), as
+    /// messages of at most `max` bytes each. A key too long to fit a message on its own turns
+    /// the whole change into a truncate of the object cache, which is always correct (and the
+    /// only way to say it).
+    pub fn split(
         origin: u64,
         purpose: &str,
         (kind, replaced): (Kind, bool),
@@ -95,16 +122,11 @@ impl Message {
         keys: &[&str],
         max: usize,
     ) -> Vec<Vec<u8>> {
-        let empty = Message {
-            origin,
-            purpose: purpose.to_owned(),
-            kind,
-            index: index.to_owned(),
-            keys: Vec::new(),
-            seq: 0,
+        let empty = Announcement {
             replaced,
+            ..Announcement::change(origin, purpose, kind, index, Vec::new())
         };
-        if kind == Kind::Truncate || kind == Kind::Heartbeat {
+        if matches!(kind, Kind::Truncate | Kind::Flush | Kind::Heartbeat) {
             return vec![empty.encode()];
         }
         // `"s":[]` plus the separator it needs, on top of the message without keys.
@@ -115,7 +137,10 @@ impl Message {
         for key in keys {
             let encoded = serde_json::to_string(key).map_or(usize::MAX, |k| k.len()) + 1;
             if base.saturating_add(encoded) > max {
-                let truncate = Message {
+                if kind == Kind::Renewed {
+                    continue; // not a change: nothing to say instead
+                }
+                let truncate = Announcement {
                     kind: Kind::Truncate,
                     index: String::new(),
                     replaced: false,
@@ -126,7 +151,7 @@ impl Message {
             if size + encoded > max && !batch.is_empty() {
                 let keys = std::mem::take(&mut batch);
                 messages.push(
-                    Message {
+                    Announcement {
                         keys,
                         ..empty.clone()
                     }
@@ -139,7 +164,7 @@ impl Message {
         }
         if !batch.is_empty() {
             messages.push(
-                Message {
+                Announcement {
                     keys: batch,
                     ..empty
                 }
@@ -157,7 +182,7 @@ mod tests {
     #[test]
     fn messages_round_trip_with_any_key() {
         let keys = ["a", "b\0c", "\"quoted\"", "日本", ""];
-        let messages = Message::split(
+        let messages = Announcement::split(
             7,
             "instance",
             (Kind::Invalidate, false),
@@ -166,15 +191,15 @@ mod tests {
             8_000,
         );
         assert_eq!(messages.len(), 1);
-        let m = Message::decode(&messages[0]).unwrap();
+        let m = Announcement::decode(&messages[0]).unwrap();
         assert_eq!(
             (m.origin, m.purpose.as_str(), m.kind),
             (7, "instance", Kind::Invalidate)
         );
         assert_eq!(m.index, "host");
         assert_eq!(m.keys, keys);
-        assert_eq!(Message::decode(b"not json"), None);
-        assert_eq!(Message::decode(br#"{"o":1,"k":"zz"}"#), None);
+        assert_eq!(Announcement::decode(b"not json"), None);
+        assert_eq!(Announcement::decode(br#"{"o":1,"k":"zz"}"#), None);
     }
 
     #[test]
@@ -183,12 +208,13 @@ mod tests {
             .map(|i| format!("tenant-{i}.example.com"))
             .collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let messages = Message::split(1, "org", (Kind::Delete, false), "domain", &refs, 7_900);
+        let messages =
+            Announcement::split(1, "org", (Kind::Delete, false), "domain", &refs, 7_900);
         assert!(messages.len() > 1);
         let mut seen = Vec::new();
         for bytes in &messages {
             assert!(bytes.len() <= 7_900, "{} bytes", bytes.len());
-            let m = Message::decode(bytes).unwrap();
+            let m = Announcement::decode(bytes).unwrap();
             assert_eq!(m.kind, Kind::Delete);
             seen.extend(m.keys);
         }
@@ -198,7 +224,7 @@ mod tests {
     #[test]
     fn a_key_longer_than_a_message_becomes_a_truncate() {
         let huge = "k".repeat(10_000);
-        let messages = Message::split(
+        let messages = Announcement::split(
             1,
             "org",
             (Kind::Invalidate, false),
@@ -207,8 +233,12 @@ mod tests {
             7_900,
         );
         assert_eq!(messages.len(), 1);
-        let m = Message::decode(&messages[0]).unwrap();
+        let m = Announcement::decode(&messages[0]).unwrap();
         assert_eq!(m.kind, Kind::Truncate);
         assert!(m.keys.is_empty());
+        // A renewal is no change: a key too long for it is left out, never a truncate.
+        let renewed =
+            Announcement::split(1, "org", (Kind::Renewed, false), "id", &["a", &huge], 7_900);
+        assert_eq!(Announcement::decode(&renewed[0]).unwrap().keys, ["a"]);
     }
 }
