@@ -55,8 +55,11 @@ async fn measure(target: &str, release: Release<'_>, run: Duration) -> Deploy {
 
 /// A near cache of `purpose` with a memory level and hub of its own over `shared`.
 fn near(purpose: &str, shared: TestCache, hub: &Hub) -> TestCache {
-    let memory = MemoryConnector::with_clock(MemoryConfig::enabled(), SystemClock::shared())
-        .cache(purpose, TestIndex::BUILT, &CacheSettings::default());
+    let memory = MemoryConnector::with_clock(MemoryConfig::enabled(), SystemClock::shared()).cache(
+        purpose,
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
     Arc::new(NearCache::new(purpose, memory, Some(shared), hub.clone()))
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use cache_core::CacheSettings;
 use cache_core::testkit::scale::{self, KEY_COUNTS};
 use cache_core::testkit::{TestCache, TestIndex};
-use cache_core::CacheSettings;
 use cache_postgres::{PostgresConfig, PostgresConnector};
 use cache_redis::{RedisConfig, RedisConnector};
 use serde::{Deserialize, Serialize};
@@ -170,8 +170,16 @@ async fn timings(
         .await;
         sets.push(set_ms);
         other_get_max_ms = other_get_max_ms.max(watched);
-        let key = object.names.last().cloned().unwrap_or_else(|| object.id.clone());
-        let index = if keys > 1 { TestIndex::Name } else { TestIndex::Id };
+        let key = object
+            .names
+            .last()
+            .cloned()
+            .unwrap_or_else(|| object.id.clone());
+        let index = if keys > 1 {
+            TestIndex::Name
+        } else {
+            TestIndex::Id
+        };
         for _ in 0..5 {
             let started = Instant::now();
             let found = cache.get(index, &key).await.expect("get");

@@ -571,8 +571,9 @@ fn every_bad_configuration_names_its_key_path() {
 #[cfg(all(feature = "redis", feature = "postgres"))]
 #[test]
 fn object_size_limits_load_with_units() {
-    let config = load("Caches: { Redis: { MaxObjectSize: 512KiB }, Postgres: { MaxObjectSize: 1048576 } }")
-        .expect("sizes load");
+    let config =
+        load("Caches: { Redis: { MaxObjectSize: 512KiB }, Postgres: { MaxObjectSize: 1048576 } }")
+            .expect("sizes load");
     assert_eq!(config.connectors.redis.max_object_size, 512 << 10);
     assert_eq!(config.connectors.postgres.max_object_size, 1 << 20);
     let defaults = Loader::new().load().expect("defaults load");

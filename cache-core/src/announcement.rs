@@ -208,8 +208,7 @@ mod tests {
             .map(|i| format!("tenant-{i}.example.com"))
             .collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let messages =
-            Announcement::split(1, "org", (Kind::Delete, false), "domain", &refs, 7_900);
+        let messages = Announcement::split(1, "org", (Kind::Delete, false), "domain", &refs, 7_900);
         assert!(messages.len() > 1);
         let mut seen = Vec::new();
         for bytes in &messages {

@@ -149,6 +149,21 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
         self.store(value);
     }
 
+    /// The object reachable through `key` under `index`, as a get would find it — without
+    /// counting as a use (LastUsage is not renewed).
+    pub fn peek(&self, index: I, key: &str) -> Result<Option<Arc<V>>> {
+        let slot = SlotRef {
+            index: self.position(index)?,
+            key,
+        };
+        let now = self.clock.now();
+        Ok(self
+            .slots
+            .get(&slot)
+            .filter(|stored| stored.is_live(&self.expiry, now))
+            .map(|stored| Arc::clone(&stored.value)))
+    }
+
     /// [`Cache::invalidate`] without a future.
     pub fn invalidate_now(&self, index: I, keys: &[&str]) -> Result<()> {
         let index = self.position(index)?;

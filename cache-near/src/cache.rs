@@ -213,6 +213,45 @@ impl<I: Index, V: Entry<I>> Level<I, V> {
         });
     }
 
+    /// The server saw `keys` change behind the library's back (deleted or overwritten by
+    /// another client, evicted, expired, rows changed by hand): the objects this memory level
+    /// reaches through them are removed from the shared level through all their keys, in the
+    /// background — so an object that lost one of its keys there (an eviction) is not left
+    /// reachable through the others, where a later invalidation through the lost key could no
+    /// longer find it. (Every process holding such an object does this; the removals are
+    /// idempotent and announced.)
+    fn heal(&self, index: I, keys: &[&str]) {
+        let Some(shared) = &self.shared else { return };
+        let found: Vec<Arc<V>> = keys
+            .iter()
+            .filter_map(|key| self.memory.peek(index, key).ok().flatten())
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let (shared, purpose) = (Arc::clone(shared), self.purpose.clone());
+        let indices: Vec<I> = self.memory.indices().to_vec();
+        tokio::spawn(async move {
+            for value in found {
+                for &index in &indices {
+                    let keys = value.keys(index);
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    if let Err(error) = shared.invalidate(index, &keys).await {
+                        tracing::warn!(
+                            purpose,
+                            connector = shared.connector(),
+                            %error,
+                            "could not remove an object a change behind the cache's back left                              partly reachable"
+                        );
+                    }
+                }
+            }
+        });
+    }
+
     /// Applies a change made here (now, or delivered later by a decorator below).
     fn apply_change(&self, change: &Change<I>) {
         let _ = match change {
@@ -239,6 +278,9 @@ impl<I: Index, V: Entry<I>> Receiver for Level<I, V> {
         let index = self.index(&message.index);
         match (message.kind, index) {
             (Kind::Invalidate, Some(index)) => {
+                if message.origin == 0 {
+                    self.heal(index, &keys);
+                }
                 let _ = self.invalidate(index, &keys);
                 // Only another process's invalidation (a change the server saw made by
                 // someone else takes back nothing: no process of ours raced with it).

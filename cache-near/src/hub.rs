@@ -135,7 +135,9 @@ impl Hub {
         let exported = |name| Counter::exported(metrics::counter!(name, "transport" => transport));
         // The channel's origin when its server announces this process's changes (so they are
         // not applied twice); otherwise one of our own.
-        let origin = channel.origin().unwrap_or_else(|| rand::random::<u64>() | 1);
+        let origin = channel
+            .origin()
+            .unwrap_or_else(|| rand::random::<u64>() | 1);
         let inner = Arc::new(Inner {
             channel,
             origin,

@@ -249,7 +249,12 @@ where
 
     /// The announcements of `kind` of `keys` under `index` (`replaced`: by a set), as the
     /// functions notify them with the change.
-    fn announcements(&self, (kind, replaced): (Kind, bool), index: &str, keys: &[&str]) -> Vec<String> {
+    fn announcements(
+        &self,
+        (kind, replaced): (Kind, bool),
+        index: &str,
+        keys: &[&str],
+    ) -> Vec<String> {
         Announcement::split(
             self.shared.origin,
             &self.purpose,

@@ -173,13 +173,7 @@ impl Ops {
 
     /// Renews the object's LastUsage in the background when a hit (whose read was sent at
     /// `asked`) finds it due at `now` (ms since the epoch); `key` is where the hit found it.
-    fn renew_if_due(
-        self: &Arc<Self>,
-        object: &Object<'_>,
-        key: String,
-        asked: Instant,
-        now: u64,
-    ) {
+    fn renew_if_due(self: &Arc<Self>, object: &Object<'_>, key: String, asked: Instant, now: u64) {
         if self.last_usage_ms == 0 || now.saturating_sub(object.renewed_ms) < self.renew_after_ms {
             return;
         }
@@ -225,9 +219,9 @@ impl Ops {
             .arg(&self.shared.channel)
             .arg(&self.purpose);
         let (ttl, renewed): (i64, String) = self.write(&call).await?;
-        if ttl > 0 && keys::parse_key(&renewed).is_some_and(|(_, name)| name == keys::Name::Body)
-        {
-            self.sweep_now(&renewed, Sweep::Renew(ttl.unsigned_abs())).await?;
+        if ttl > 0 && keys::parse_key(&renewed).is_some_and(|(_, name)| name == keys::Name::Body) {
+            self.sweep_now(&renewed, Sweep::Renew(ttl.unsigned_abs()))
+                .await?;
         }
         Ok(())
     }

@@ -103,4 +103,3 @@ impl Channel for RedisChannel {
         Box::new(ListeningTask(task))
     }
 }
-

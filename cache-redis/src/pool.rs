@@ -287,18 +287,23 @@ impl Manager {
                 self.cluster_masters(&seed)
                     .await?
                     .into_iter()
-                    .map(|(host, port)| resp3(&seed.clone().set_addr(same_kind(seed.addr(), host, port))))
+                    .map(|(host, port)| {
+                        resp3(&seed.clone().set_addr(same_kind(seed.addr(), host, port)))
+                    })
                     .collect::<Result<_, _>>()?
             }
         };
         let mut watchers = Vec::with_capacity(clients.len());
         for (position, client) in clients.iter().enumerate() {
             let pushes = pushes.clone();
-            let settings = self.settings.clone().set_push_sender(move |push: PushInfo| {
-                pushes
-                    .send((position, push))
-                    .map_err(|_| redis::aio::SendError)
-            });
+            let settings = self
+                .settings
+                .clone()
+                .set_push_sender(move |push: PushInfo| {
+                    pushes
+                        .send((position, push))
+                        .map_err(|_| redis::aio::SendError)
+                });
             let mut connection = client
                 .get_multiplexed_async_connection_with_config(&settings)
                 .await?;
@@ -439,9 +444,10 @@ async fn check_eviction(connection: &mut Conn) {
             connector = crate::CONNECTOR,
             maxmemory_policy = policy,
             "the Redis server evicts keys (maxmemory-policy {policy}); every cache key has a \
-             TTL, so volatile-* policies evict them too. An evicted key can leave its object \
-             reachable through its other keys after an invalidation through the evicted one: \
-             give the cache a server with maxmemory-policy noeviction"
+             TTL, so volatile-* policies evict them too. Near caches hear of evictions, but an \
+             evicted key of an object no process holds in memory can leave it reachable \
+             through its other keys after an invalidation through the evicted one: \
+             maxmemory-policy noeviction is recommended"
         );
     }
 }

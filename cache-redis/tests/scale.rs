@@ -2,9 +2,9 @@
 //! keys, 1 to 10 000 keys each, on a real server (`CACHE_TEST_REDIS_URL`), measured as
 //! `used_memory` growth.
 
+use cache_core::CacheSettings;
 use cache_core::testkit::scale::{KEY_COUNTS, assert_linear, measure};
 use cache_core::testkit::{TestCache, TestIndex, unique_purpose};
-use cache_core::CacheSettings;
 use cache_redis::{RedisConfig, RedisConnector};
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
