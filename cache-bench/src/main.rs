@@ -10,6 +10,7 @@
 //! `results.json`, `results.md` and `latency.svg` to `DIR` (default `target/bench`).
 
 mod deploy;
+mod fanout;
 mod isolated;
 mod keys;
 mod propagation;
@@ -53,7 +54,7 @@ fn args() -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated|keys|deploy]"
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated|keys|deploy|fanout|propagation]"
                 ));
             }
         }
@@ -89,6 +90,30 @@ async fn shared_keys(servers: &Servers) -> Vec<keys::KeyScale> {
     }
     if let Some(url) = &servers.postgres {
         out.extend(keys::postgres(url).await);
+    }
+    out
+}
+
+/// Propagation between two processes over every transport that has a server.
+async fn propagations(servers: &Servers, rounds: u64) -> Vec<propagation::Propagation> {
+    let mut out = Vec::new();
+    if let Some(url) = &servers.redis {
+        out.push(propagation::redis(url, rounds).await);
+    }
+    if let Some(url) = &servers.postgres {
+        out.push(propagation::postgres(url, rounds).await);
+    }
+    out
+}
+
+/// Fan-out to 32 processes: Redis at 1 000 changes a second, PostgreSQL at 200.
+async fn fanouts(servers: &Servers, seconds: u64) -> Vec<fanout::Fanout> {
+    let mut out = Vec::new();
+    if let Some(url) = &servers.redis {
+        out.push(fanout::redis(url, 32, 1_000, seconds).await);
+    }
+    if let Some(url) = &servers.postgres {
+        out.push(fanout::postgres(url, 32, 200, seconds).await);
     }
     out
 }
@@ -147,12 +172,15 @@ async fn run(args: &Args) -> Result<(), String> {
         postgres: std::env::var("CACHE_TEST_POSTGRES_URL").ok(),
     };
     let deploy_run = Duration::from_secs(if args.quick { 1 } else { 3 });
-    if let Some(only @ ("keys" | "deploy")) = args.only.as_deref() {
+    let rounds = if args.quick { 200 } else { 1_000 };
+    let fanout_seconds = if args.quick { 1 } else { 3 };
+    if let Some(only @ ("keys" | "deploy" | "fanout" | "propagation")) = args.only.as_deref() {
         let mut report = Report::empty(args.quick);
-        if only == "keys" {
-            report.keys = shared_keys(&servers).await;
-        } else {
-            report.deploys = deploys(&servers, deploy_run).await;
+        match only {
+            "keys" => report.keys = shared_keys(&servers).await,
+            "deploy" => report.deploys = deploys(&servers, deploy_run).await,
+            "fanout" => report.fanouts = fanouts(&servers, fanout_seconds).await,
+            _ => report.propagation = propagations(&servers, rounds).await,
         }
         report.evaluate_goals();
         println!("{}", report.markdown());
@@ -234,17 +262,11 @@ async fn run(args: &Args) -> Result<(), String> {
         report.isolated = isolated::run(args.quick).await;
     }
     progress.inc(1);
-    let rounds = if args.quick { 200 } else { 1_000 };
     progress.set_message("near-cache propagation");
-    if let Some(url) = servers.redis.as_ref().filter(|_| everything) {
-        report
-            .propagation
-            .push(propagation::redis(url, rounds).await);
-    }
-    if let Some(url) = servers.postgres.as_ref().filter(|_| everything) {
-        report
-            .propagation
-            .push(propagation::postgres(url, rounds).await);
+    if everything {
+        report.propagation = propagations(&servers, rounds).await;
+        progress.set_message("fan-out");
+        report.fanouts = fanouts(&servers, fanout_seconds).await;
     }
     progress.inc(1);
     for named in &targets {

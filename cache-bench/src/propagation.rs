@@ -1,6 +1,8 @@
-//! How long after `invalidate` returns in one process another process still hits the old
-//! object: two near caches on their own connectors and hubs (two processes' worth), one
-//! reading the object in a loop on a thread of its own while the other invalidates it.
+//! How long after `invalidate` starts — and after it returns — in one process another process
+//! still hits the old object: two near caches on their own connectors and hubs (two
+//! processes' worth), one reading the object in a loop on a thread of its own while the other
+//! invalidates it. A loopback round trip of the server (`PING`, `SELECT 1`) is measured in the
+//! same run, as the yardstick.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,15 @@ pub(crate) struct Propagation {
     pub(crate) p99_us: f64,
     /// Longest, µs.
     pub(crate) max_us: f64,
+    /// The same from the start of the `invalidate` call, µs: median, 99th percentile.
+    #[serde(default)]
+    pub(crate) from_start_p50_us: f64,
+    #[serde(default)]
+    pub(crate) from_start_p99_us: f64,
+    /// The median loopback round trip of the server, timed in every round while the other
+    /// process reads (the same load as the propagation), µs.
+    #[serde(default)]
+    pub(crate) round_trip_us: f64,
 }
 
 fn near(purpose: &str, shared: Arc<dyn Cache<TestIndex, TestEntry>>, hub: &Hub) -> Near {
@@ -62,7 +73,18 @@ pub(crate) async fn redis(url: &str, rounds: u64) -> Propagation {
             Hub::new(channel),
         )
     };
-    measure("redis", make(), make(), rounds).await
+    let conn = redis::Client::open(url)
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let ping = move || {
+        let mut conn = conn.clone();
+        async move {
+            let _: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        }
+    };
+    measure("redis", make(), make(), rounds, ping).await
 }
 
 /// Two processes' near caches on PostgreSQL.
@@ -80,15 +102,34 @@ pub(crate) async fn postgres(url: &str, rounds: u64) -> Propagation {
             Hub::new(channel),
         )
     };
-    measure("postgres", make(), make(), rounds).await
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("postgres");
+    tokio::spawn(connection);
+    let statement = client.prepare("SELECT 1").await.expect("SELECT 1");
+    let client = Arc::new(client);
+    let ping = move || {
+        let (client, statement) = (Arc::clone(&client), statement.clone());
+        async move {
+            let _ = client.query_one(&statement, &[]).await;
+        }
+    };
+    measure("postgres", make(), make(), rounds, ping).await
 }
 
-async fn measure(
+/// `rounds` invalidations by process A of objects process B reads in a loop; `ping` is one
+/// loopback round trip of the server, timed in each round while B reads (the same load).
+async fn measure<P, Fut>(
     transport: &str,
     (shared_a, hub_a): (Arc<dyn Cache<TestIndex, TestEntry>>, Hub),
     (shared_b, hub_b): (Arc<dyn Cache<TestIndex, TestEntry>>, Hub),
     rounds: u64,
-) -> Propagation {
+    ping: P,
+) -> Propagation
+where
+    P: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     healthy(&hub_a).await;
     healthy(&hub_b).await;
     let (a, b) = (
@@ -96,6 +137,8 @@ async fn measure(
         near("propagation", shared_b, &hub_b),
     );
     let mut delays = Vec::with_capacity(rounds as usize);
+    let mut from_start = Vec::with_capacity(rounds as usize);
+    let mut round_trips = Vec::with_capacity(rounds as usize);
     for round in 0..rounds {
         let key = format!("p{round}");
         a.set(Arc::new(TestEntry::new(&key, &[])))
@@ -127,6 +170,10 @@ async fn measure(
             })
         };
         tokio::time::sleep(Duration::from_micros(200)).await;
+        let pinged = Instant::now();
+        ping().await;
+        round_trips.push(pinged.elapsed().as_secs_f64() * 1e6);
+        let started = Instant::now();
         a.invalidate(TestIndex::Id, &[key.as_str()])
             .await
             .expect("invalidate");
@@ -138,14 +185,22 @@ async fn measure(
             hit.saturating_duration_since(returned)
         });
         delays.push(delay.as_secs_f64() * 1e6);
+        let since_start =
+            last_hit.map_or(Duration::ZERO, |hit| hit.saturating_duration_since(started));
+        from_start.push(since_start.as_secs_f64() * 1e6);
     }
     delays.sort_by(f64::total_cmp);
-    let at = |q: f64| delays[((delays.len() as f64 * q) as usize).min(delays.len() - 1)];
+    from_start.sort_by(f64::total_cmp);
+    round_trips.sort_by(f64::total_cmp);
+    let at = |v: &[f64], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
     Propagation {
         transport: transport.to_owned(),
         rounds,
-        p50_us: at(0.5),
-        p99_us: at(0.99),
+        p50_us: at(&delays, 0.5),
+        p99_us: at(&delays, 0.99),
         max_us: delays.last().copied().unwrap_or(0.0),
+        from_start_p50_us: at(&from_start, 0.5),
+        from_start_p99_us: at(&from_start, 0.99),
+        round_trip_us: at(&round_trips, 0.5),
     }
 }

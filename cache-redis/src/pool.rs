@@ -269,12 +269,12 @@ impl Manager {
     /// server, to the current master of a Sentinel-managed set (asking the sentinels), or to
     /// every master of a cluster (learnt from its `attempt`-th seed node, round robin), each
     /// tracking the keys of this layout in broadcast mode and subscribed to the channel, its
-    /// pushes sent to `pushes` with its position.
+    /// pushes handed to `on_push` with its position.
     pub(crate) async fn watch(
         &self,
         channel: &str,
         attempt: usize,
-        pushes: tokio::sync::mpsc::UnboundedSender<crate::watch::Push>,
+        on_push: crate::watch::OnPush,
     ) -> Result<Vec<MultiplexedConnection>, RedisError> {
         let clients: Vec<redis::Client> = match &self.topology {
             Managed::Single(client) => vec![resp3(client.get_connection_info())?],
@@ -295,14 +295,13 @@ impl Manager {
         };
         let mut watchers = Vec::with_capacity(clients.len());
         for (position, client) in clients.iter().enumerate() {
-            let pushes = pushes.clone();
+            let on_push = Arc::clone(&on_push);
             let settings = self
                 .settings
                 .clone()
                 .set_push_sender(move |push: PushInfo| {
-                    pushes
-                        .send((position, push))
-                        .map_err(|_| redis::aio::SendError)
+                    on_push(position, push);
+                    Ok::<(), redis::aio::SendError>(())
                 });
             let mut connection = client
                 .get_multiplexed_async_connection_with_config(&settings)

@@ -22,7 +22,7 @@
 //! the ones that can cover it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cache_core::announcement::{Announcement, Kind};
@@ -43,23 +43,41 @@ const REDISCOVER: Duration = Duration::from_secs(10);
 /// Messages counted until every watcher has seen them (heartbeats on a Cluster).
 const PENDING_KEPT: usize = 256;
 
-/// A push of one watcher.
-pub(crate) type Push = (usize, PushInfo);
+/// Handles the pushes of watcher `n` (called on the connection's own task, so a push is
+/// handled the moment it is read).
+pub(crate) type OnPush = Arc<dyn Fn(usize, PushInfo) + Send + Sync>;
 
 /// Watches, forwards what it hears until a watcher is lost, and starts over after a backoff
 /// — until aborted.
 pub(crate) async fn listen(manager: Arc<Manager>, name: Arc<str>, dial: Duration, sink: EventSink) {
+    let sink: Arc<EventSink> = Arc::new(sink);
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0usize;
     loop {
-        let (sender, pushes) = mpsc::unbounded_channel();
-        match tokio::time::timeout(dial, manager.watch(&name, attempt, sender)).await {
+        let (ended, mut end) = mpsc::unbounded_channel::<String>();
+        let watch = Arc::new(Mutex::new(None::<Watch>));
+        let on_push: OnPush = {
+            let watch = Arc::clone(&watch);
+            Arc::new(move |watcher, push| {
+                let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(watch) = watch.as_mut()
+                    && let Some(reason) = watch.on_push(watcher, push)
+                {
+                    let _ = ended.send(reason);
+                }
+            })
+        };
+        match tokio::time::timeout(dial, manager.watch(&name, attempt, on_push)).await {
             Ok(Ok(watchers)) => {
                 backoff = FIRST_BACKOFF;
+                *watch.lock().unwrap_or_else(PoisonError::into_inner) = Some(Watch::new(
+                    Arc::clone(&name),
+                    watchers.len(),
+                    Arc::clone(&sink),
+                ));
                 sink(ChannelEvent::Subscribed);
-                let reason = Watch::new(&name, watchers.len(), &sink)
-                    .run(&manager, pushes, attempt)
-                    .await;
+                let reason = watch_until_lost(&manager, &mut end, attempt).await;
+                watch.lock().unwrap_or_else(PoisonError::into_inner).take();
                 drop(watchers);
                 sink(ChannelEvent::Lost(reason));
             }
@@ -74,18 +92,33 @@ pub(crate) async fn listen(manager: Arc<Manager>, name: Arc<str>, dial: Duration
     }
 }
 
-/// What an announcement tells a watcher for its coverage: the keys of the change, as the
-/// layout names them. `z` holds key suffixes (what follows a release's prefix) of a renewal.
+/// Waits until a watcher is lost (or a Cluster's masters change); why it ended.
+async fn watch_until_lost(
+    manager: &Manager,
+    end: &mut mpsc::UnboundedReceiver<String>,
+    attempt: usize,
+) -> String {
+    let masters = manager.masters(attempt).await.ok().flatten();
+    let mut rediscover = tokio::time::interval(REDISCOVER);
+    rediscover.tick().await;
+    loop {
+        tokio::select! {
+            reason = end.recv() => {
+                return reason.unwrap_or_else(|| "the watching connections closed".to_owned());
+            }
+            _ = rediscover.tick(), if masters.is_some() => {
+                let now = manager.masters(attempt).await.ok().flatten();
+                if now.is_some() && now != masters {
+                    return "the cluster's masters changed".to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// The key suffixes (what follows a release's prefix) of a renewal announced by a script.
 #[derive(Deserialize)]
-struct Cover {
-    #[serde(rename = "p", default)]
-    purpose: String,
-    #[serde(rename = "k")]
-    kind: Kind,
-    #[serde(rename = "x", default)]
-    index: String,
-    #[serde(rename = "s", default)]
-    keys: Vec<String>,
+struct Renewed {
     #[serde(rename = "z", default)]
     suffixes: Vec<String>,
 }
@@ -95,9 +128,9 @@ type Covered = (String, String, String);
 
 /// The watch of one subscription: the coverage of each watcher, and messages waiting to be
 /// seen by every watcher.
-struct Watch<'a> {
-    name: &'a str,
-    sink: &'a EventSink,
+struct Watch {
+    name: Arc<str>,
+    sink: Arc<EventSink>,
     coverage: Vec<HashSet<Covered>>,
     /// Purposes whose whole cache an announcement covered (a truncate), per watcher.
     whole: Vec<HashSet<String>>,
@@ -106,44 +139,14 @@ struct Watch<'a> {
     pending: HashMap<Vec<u8>, Vec<bool>>,
 }
 
-impl<'a> Watch<'a> {
-    fn new(name: &'a str, watchers: usize, sink: &'a EventSink) -> Self {
+impl Watch {
+    fn new(name: Arc<str>, watchers: usize, sink: Arc<EventSink>) -> Self {
         Watch {
             name,
             sink,
             coverage: vec![HashSet::new(); watchers],
             whole: vec![HashSet::new(); watchers],
             pending: HashMap::new(),
-        }
-    }
-
-    /// Handles pushes until a watcher is lost (or a Cluster's masters change); why it ended.
-    async fn run(
-        mut self,
-        manager: &Manager,
-        mut pushes: mpsc::UnboundedReceiver<Push>,
-        attempt: usize,
-    ) -> String {
-        let masters = manager.masters(attempt).await.ok();
-        let mut rediscover = tokio::time::interval(REDISCOVER);
-        rediscover.tick().await;
-        loop {
-            tokio::select! {
-                push = pushes.recv() => match push {
-                    Some((watcher, push)) => {
-                        if let Some(reason) = self.on_push(watcher, push) {
-                            return reason;
-                        }
-                    }
-                    None => return "the watching connections closed".to_owned(),
-                },
-                _ = rediscover.tick(), if masters.is_some() => {
-                    let now = manager.masters(attempt).await.ok();
-                    if now.is_some() && now != masters {
-                        return "the cluster's masters changed".to_owned();
-                    }
-                }
-            }
         }
     }
 
@@ -158,7 +161,7 @@ impl<'a> Watch<'a> {
                 let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
                     return None;
                 };
-                if text(&channel).as_deref() == Some(self.name)
+                if text(&channel).as_deref() == Some(&*self.name)
                     && let Some(payload) = bytes(payload)
                 {
                     self.on_message(watcher, payload);
@@ -178,15 +181,13 @@ impl<'a> Watch<'a> {
     /// anything else (heartbeats) is forwarded once every watcher has heard it, which proves
     /// every watcher's subscription.
     fn on_message(&mut self, watcher: usize, payload: Vec<u8>) {
-        if let Ok(cover) = serde_json::from_slice::<Cover>(&payload) {
-            self.cover(watcher, &cover);
-            match cover.kind {
+        if let Some(announcement) = Announcement::decode(&payload) {
+            self.cover(watcher, &announcement, &payload);
+            match announcement.kind {
                 Kind::Renewed => return,
                 Kind::Heartbeat => {}
                 _ => {
-                    if watcher == 0
-                        && let Some(announcement) = Announcement::decode(&payload)
-                    {
+                    if watcher == 0 {
                         (self.sink)(ChannelEvent::Change(announcement));
                     }
                     return;
@@ -212,19 +213,28 @@ impl<'a> Watch<'a> {
         }
     }
 
-    fn cover(&mut self, watcher: usize, cover: &Cover) {
+    fn cover(&mut self, watcher: usize, announcement: &Announcement, payload: &[u8]) {
         let covered = &mut self.coverage[watcher];
-        if cover.kind == Kind::Truncate {
-            self.whole[watcher].insert(cover.purpose.clone());
-        }
-        for key in &cover.keys {
-            let stored = cache_core::keys::storable(key, keys::MAX_PLAIN_KEY).into_owned();
-            covered.insert((cover.purpose.clone(), cover.index.clone(), stored));
-        }
-        for suffix in &cover.suffixes {
-            if let Some((index, key)) = keys::parse_suffix(suffix) {
-                covered.insert((cover.purpose.clone(), index.to_owned(), key.to_owned()));
+        let purpose = &announcement.purpose;
+        match announcement.kind {
+            Kind::Truncate => {
+                self.whole[watcher].insert(purpose.clone());
             }
+            Kind::Renewed => {
+                let suffixes = serde_json::from_slice::<Renewed>(payload)
+                    .map(|r| r.suffixes)
+                    .unwrap_or_default();
+                for suffix in &suffixes {
+                    if let Some((index, key)) = keys::parse_suffix(suffix) {
+                        covered.insert((purpose.clone(), index.to_owned(), key.to_owned()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for key in &announcement.keys {
+            let stored = cache_core::keys::storable(key, keys::MAX_PLAIN_KEY).into_owned();
+            covered.insert((purpose.clone(), announcement.index.clone(), stored));
         }
     }
 
