@@ -6,7 +6,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cache_core::{
-    Cache, ChangeListener, Entry, Error, ErrorKind, Hit, Index, Prune, Result, async_trait,
+    Cache, ChangeListener, Entry, Error, ErrorKind, Filled, Hit, Index, Lease, LeaseToken, Prune,
+    Result, async_trait,
 };
 
 use crate::breaker::{Breaker, Permit};
@@ -337,6 +338,27 @@ async fn deliver_in_background<I: Index, V: Entry<I>>(shared: Weak<Shared<I, V>>
 }
 
 impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
+    /// Leave to store `value`, or — while the breaker refuses — the invalidation of its keys
+    /// kept (the caller stores it because what its keys point at is outdated: that is
+    /// invalidated once the backend is back, before anything is served again) and the error.
+    fn admit_write(&self, value: &V) -> Result<Permit<'_>> {
+        let shared = &self.shared;
+        let permit = if shared.breaker.refuses_call() {
+            None
+        } else {
+            shared.breaker.permit()
+        };
+        permit.ok_or_else(|| {
+            for &index in shared.inner.indices() {
+                let keys = value.keys(index);
+                if !keys.is_empty() {
+                    shared.keep(Op::Invalidate(index, keys));
+                }
+            }
+            shared.open_error("set")
+        })
+    }
+
     /// A read through the breaker: `read` runs only if the breaker lets the call through and
     /// no kept change is left to deliver first.
     async fn read<T, F>(&self, read: impl FnOnce() -> F) -> Result<Option<T>>
@@ -391,24 +413,35 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
+        let permit = self.admit_write(&value)?;
+        let outcome = self.shared.inner.set(value).await;
+        report(permit, &outcome);
+        outcome
+    }
+
+    /// A lease through the breaker, like a get: none while it is open (the load then runs
+    /// without one) or while kept changes wait to be delivered first.
+    async fn lease(&self, index: I, key: &str) -> Result<Lease<V>> {
         let shared = &self.shared;
-        let permit = if shared.breaker.refuses_call() {
-            None
-        } else {
-            shared.breaker.permit()
+        if shared.breaker.refuses_call() {
+            return Ok(Lease::None);
+        }
+        if shared.pending.is_dirty() && shared.deliver_pending(false).await != Delivery::Done {
+            shared.start_delivery();
+            return Ok(Lease::None);
+        }
+        let Some(permit) = shared.breaker.permit() else {
+            return Ok(Lease::None);
         };
-        let Some(permit) = permit else {
-            // Not stored — but the caller set it because what its keys point at is outdated:
-            // that is invalidated once the backend is back, before anything is served again.
-            for &index in shared.inner.indices() {
-                let keys = value.keys(index);
-                if !keys.is_empty() {
-                    shared.keep(Op::Invalidate(index, keys));
-                }
-            }
-            return Err(shared.open_error("set"));
-        };
-        let outcome = shared.inner.set(value).await;
+        let outcome = shared.inner.lease(index, key).await;
+        report(permit, &outcome);
+        outcome
+    }
+
+    /// A fill through the breaker, like a set.
+    async fn fill(&self, value: Arc<V>, lease: &LeaseToken) -> Result<Filled> {
+        let permit = self.admit_write(&value)?;
+        let outcome = self.shared.inner.fill(value, lease).await;
         report(permit, &outcome);
         outcome
     }

@@ -28,6 +28,8 @@ const DOCUMENTED: &[&str] = &[
     "Connector",
     "Channel",
     "Near",
+    "Lease",
+    "Time",
     "MaxAge",
     "LastUsage",
     "LastUseAge",

@@ -26,11 +26,13 @@ pub enum Kind {
     /// Every object cache on the channel is empty (a server flushed, a table truncated).
     #[serde(rename = "f")]
     Flush,
-    /// The keys' LastUsage was renewed: not a change. A connector whose server also reports
-    /// every write (Redis tracking) announces it so that those reports are not taken for
-    /// changes.
+    /// Keys the server wrote that are no change of their own — their LastUsage renewed, or
+    /// the other keys of an object removed by a change announced through one of its keys:
+    /// nothing for a receiver to do. A connector whose server also reports every write (Redis
+    /// tracking) announces them so that those reports are not taken for changes made behind
+    /// the library's back.
     #[serde(rename = "u")]
-    Renewed,
+    Touched,
     /// A process checking that its own messages come back.
     #[serde(rename = "h")]
     Heartbeat,
@@ -137,8 +139,8 @@ impl Announcement {
         for key in keys {
             let encoded = serde_json::to_string(key).map_or(usize::MAX, |k| k.len()) + 1;
             if base.saturating_add(encoded) > max {
-                if kind == Kind::Renewed {
-                    continue; // not a change: nothing to say instead
+                if kind == Kind::Touched {
+                    continue; // no change: nothing to say instead
                 }
                 let truncate = Announcement {
                     kind: Kind::Truncate,
@@ -235,9 +237,9 @@ mod tests {
         let m = Announcement::decode(&messages[0]).unwrap();
         assert_eq!(m.kind, Kind::Truncate);
         assert!(m.keys.is_empty());
-        // A renewal is no change: a key too long for it is left out, never a truncate.
+        // A touch is no change: a key too long for it is left out, never a truncate.
         let renewed =
-            Announcement::split(1, "org", (Kind::Renewed, false), "id", &["a", &huge], 7_900);
+            Announcement::split(1, "org", (Kind::Touched, false), "id", &["a", &huge], 7_900);
         assert_eq!(Announcement::decode(&renewed[0]).unwrap().keys, ["a"]);
     }
 }

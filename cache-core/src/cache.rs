@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::index::{Entry, Index};
+use crate::lease::{Filled, Lease, LeaseToken};
 
 /// A hit, with what the connector knows of the object.
 #[derive(Debug)]
@@ -88,6 +89,24 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
 
     /// Empties this object cache, every version and index of it, and nothing else.
     async fn truncate(&self) -> Result<()>;
+
+    /// After a miss of `key` under `index` in a read-through: a [`Lease`] on the key — checked
+    /// once more and leased atomically (one script, one statement) — so that across processes
+    /// one loads and the others wait for its fill. The default keeps no leases
+    /// ([`Lease::None`]).
+    async fn lease(&self, index: I, key: &str) -> Result<Lease<V>> {
+        let _ = (index, key);
+        Ok(Lease::None)
+    }
+
+    /// Stores a loaded `value` for the holder of `lease`: only if no set, invalidation, delete
+    /// or truncate touched any of the value's keys since the lease was taken (and the lease is
+    /// still this one). Every change removes the leases of the keys it touches. The default
+    /// (a cache without leases) sets the value.
+    async fn fill(&self, value: Arc<V>, lease: &LeaseToken) -> Result<Filled> {
+        let _ = lease;
+        self.set(value).await.map(|()| Filled::Stored)
+    }
 
     /// Renews the LastUsage of the object stored under `value`'s keys as a hit would (a
     /// stored object that replaced it meanwhile is renewed instead, which is harmless): what a

@@ -13,6 +13,7 @@ mod error;
 mod flight;
 mod index;
 pub mod keys;
+mod lease;
 mod noop;
 mod object_cache;
 pub mod observe;
@@ -33,11 +34,12 @@ pub use coarse::{CoarseClock, RESOLUTION as COARSE_RESOLUTION};
 pub use counter::Counter;
 pub use error::{Error, ErrorKind, Result, causes};
 pub use index::{Entry, Index, entry_keys, unique_indices};
+pub use lease::{Filled, Lease, LeaseToken};
 pub use noop::{NOOP_CONNECTOR, NoopCache};
 pub use object_cache::{CacheStats, LOG_TARGET, ObjectCache};
 pub use settings::{
-    AutoPrune, BreakerSettings, CacheSettings, LogFormat, LogLevel, LogSettings, NearSettings,
-    ReadThrough, TlsFiles, TlsPem,
+    AutoPrune, BreakerSettings, CacheSettings, LeaseSettings, LogFormat, LogLevel, LogSettings,
+    NearSettings, ReadThrough, TlsFiles, TlsPem,
 };
 
 /// Re-exported so connector crates and applications use the same `async_trait`.

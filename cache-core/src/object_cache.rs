@@ -13,6 +13,7 @@ use crate::counter::Counter;
 use crate::error::{ErrorKind, Result};
 use crate::flight::{self, Flights, Gate, Generation, Landed, Seat};
 use crate::index::{Entry, Index};
+use crate::lease::{Filled, Lease, LeaseToken};
 use crate::noop::NoopCache;
 use crate::observe::{ObjectMetrics, Op};
 use crate::settings::ReadThrough;
@@ -93,6 +94,10 @@ struct Counters {
     loads: Counter,
     stale: Counter,
     refreshes: Counter,
+    leases: Counter,
+    lease_waits: Counter,
+    lease_takeovers: Counter,
+    refused_fills: Counter,
 }
 
 /// Counts of what an [`ObjectCache`] has answered since it was created.
@@ -112,6 +117,17 @@ pub struct CacheStats {
     pub stale_answers: u64,
     /// Background reloads of objects close to MaxAge (refresh-ahead).
     pub refreshes: u64,
+    /// Leases taken by read-through misses (shared connectors: this process loads).
+    pub leases: u64,
+    /// Read-through misses that found another process's lease and waited for its fill
+    /// instead of loading.
+    pub lease_waits: u64,
+    /// Leases taken after waiting for another process's lease to expire (its holder died or
+    /// gave up).
+    pub lease_takeovers: u64,
+    /// Loads not cached because a change overtook them (the shared level refused the fill);
+    /// their callers still got what was loaded.
+    pub refused_fills: u64,
 }
 
 impl CacheStats {
@@ -123,6 +139,43 @@ impl CacheStats {
         } else {
             self.hits as f64 / gets as f64
         }
+    }
+}
+
+/// What a flight's lease came to.
+enum Leased<V> {
+    /// Another process's load, filled while this one waited (or found after all).
+    Filled(Arc<V>),
+    /// This flight holds the lease: load, then fill with it.
+    Token(LeaseToken),
+    /// No lease (the cache keeps none, or could not be asked): load, then set.
+    Nothing,
+}
+
+/// The longest pause between two looks for another process's fill.
+const FILL_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Waits up to `left` (a lease's remaining time) for the holder's fill of `key`, looking with
+/// backoff (1 ms, doubling up to [`FILL_POLL_MAX`]); the object once filled, `None` when the
+/// lease ran out first.
+async fn wait_for_fill<I: Index, V: Entry<I>>(
+    cache: &dyn Cache<I, V>,
+    index: I,
+    key: &str,
+    left: std::time::Duration,
+) -> Option<Arc<V>> {
+    let until = tokio::time::Instant::now() + left;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return None;
+        }
+        tokio::time::sleep(pause.min(until - now)).await;
+        if let Ok(Some(value)) = cache.get(index, key).await {
+            return Some(value);
+        }
+        pause = (pause * 2).min(FILL_POLL_MAX);
     }
 }
 
@@ -238,6 +291,10 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             loads: s.loads.get(),
             stale_answers: s.stale.get(),
             refreshes: s.refreshes.get(),
+            leases: s.leases.get(),
+            lease_waits: s.lease_waits.get(),
+            lease_takeovers: s.lease_takeovers.get(),
+            refused_fills: s.refused_fills.get(),
         }
     }
 
@@ -380,6 +437,13 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     ///   a loaded object already on its way to the backend, so its own call removes it. And a
     ///   miss after a change never joins a load begun before it. So once an invalidation has
     ///   returned, no later get or read-through in this process sees the older object.
+    /// - **One load across processes** (shared connectors, `Lease` on by default): a miss takes
+    ///   a lease on the key from the shared level, atomically with checking it again; only
+    ///   the holder loads, and its object is stored only if no change touched its keys since
+    ///   the lease was taken (an overtaken load is returned, not cached). A miss that finds
+    ///   another process's lease waits for that fill (polling the key, with backoff) up to the
+    ///   lease's expiry, then one of the waiters takes the lease over and loads. A hit costs
+    ///   what it did; a miss one round trip more.
     /// - **Stale-if-error** (with `MaxStale`): when the load fails, an object that expired
     ///   less than MaxStale ago (never an invalidated one) is returned instead, logged at warn
     ///   and counted ([`CacheStats::stale_answers`]).
@@ -515,8 +579,8 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         self.answered(&backend.metrics, index, outcome)
     }
 
-    /// One flight's work: the load, caching what it found unless a change overtook it, and
-    /// stale-if-error when it failed.
+    /// One flight's work: a lease on the key (or the fill of another process's), the load,
+    /// caching what it found unless a change overtook it, and stale-if-error when it failed.
     async fn fly<F, Fut, E>(
         &self,
         index: I,
@@ -529,8 +593,13 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         Fut: Future<Output = std::result::Result<Option<V>, E>>,
         E: fmt::Display + Send + Sync + 'static,
     {
-        self.inner.stats.loads.increment();
         let backend = self.inner.backend.load_full();
+        let lease = match self.lease(&backend, index, key).await {
+            Leased::Filled(value) => return Ok(Some(value)),
+            Leased::Token(lease) => Some(lease),
+            Leased::Nothing => None,
+        };
+        self.inner.stats.loads.increment();
         let metrics = &backend.metrics;
         let span = tracing::info_span!(
             target: LOG_TARGET,
@@ -571,13 +640,83 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         if changed(&loaded) {
             return Ok(Some(loaded));
         }
-        self.set(Arc::clone(&loaded)).await;
+        match &lease {
+            Some(lease) => self.fill(&backend, Arc::clone(&loaded), lease).await,
+            None => self.set(Arc::clone(&loaded)).await,
+        }
         // Another process's change announced while the set was on its way (or a switch of
         // backend here) may predate the set's landing: take the set back.
         if changed(&loaded) {
             self.unset(&loaded).await;
         }
         Ok(Some(loaded))
+    }
+
+    /// A lease on `key` for this flight's load — or, when another process holds it, the
+    /// object it fills (waiting for it up to the lease's expiry, then taking the lease over).
+    async fn lease(&self, backend: &Backend<I, V>, index: I, key: &str) -> Leased<V> {
+        let stats = &self.inner.stats;
+        let metrics = &backend.metrics;
+        let mut waited = false;
+        loop {
+            match backend.cache.lease(index, key).await {
+                Ok(Lease::Hit(hit)) => return Leased::Filled(hit.value),
+                Ok(Lease::Granted(lease)) => {
+                    stats.leases.increment();
+                    metrics.leases_taken.increment(1);
+                    if waited {
+                        stats.lease_takeovers.increment();
+                        metrics.lease_takeovers.increment(1);
+                    }
+                    return Leased::Token(lease);
+                }
+                Ok(Lease::None) => return Leased::Nothing,
+                Err(error) => {
+                    // Load without a lease: the cache is an optimisation.
+                    self.failed(metrics, "lease", index.name(), &error);
+                    return Leased::Nothing;
+                }
+                Ok(Lease::Held(left)) => {
+                    if !waited {
+                        waited = true;
+                        stats.lease_waits.increment();
+                        metrics.lease_waits.increment(1);
+                    }
+                    if let Some(value) = wait_for_fill(&*backend.cache, index, key, left).await {
+                        return Leased::Filled(value);
+                    }
+                    // Expired: ask again (one waiter gets it, the others wait on).
+                }
+            }
+        }
+    }
+
+    /// Fills the shared level with a loaded object as the holder of `lease`.
+    async fn fill(&self, backend: &Backend<I, V>, value: Arc<V>, lease: &LeaseToken) {
+        backend.metrics.sets.increment(1);
+        let work = backend.cache.fill(value, lease);
+        let outcome = self
+            .observe(backend, Op::Set, "", work, |r: &Result<Filled>| match r {
+                Ok(_) => "ok",
+                Err(_) => "error",
+            })
+            .await;
+        match outcome {
+            Ok(Filled::Stored) => {}
+            Ok(Filled::Refused) => {
+                self.inner.stats.refused_fills.increment();
+                backend.metrics.refused_fills.increment(1);
+                tracing::debug!(
+                    target: LOG_TARGET,
+                    purpose = %self.inner.purpose,
+                    connector = backend.metrics.connector,
+                    index = lease.index,
+                    "a load was not cached: a change overtook it (the lease's fill was refused)"
+                );
+            }
+            Err(error) if error.kind() == ErrorKind::BreakerOpen => {}
+            Err(error) => self.failed(&backend.metrics, "set", "", &error),
+        }
     }
 
     /// The load failed: an object that expired less than MaxStale ago, when there is one and

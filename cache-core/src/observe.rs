@@ -33,6 +33,8 @@ pub const LOAD_DURATION: &str = "cache_load_duration_seconds";
 pub const STALE_ANSWERS: &str = "cache_stale_answers_total";
 /// `cache_refreshes_total`
 pub const REFRESHES: &str = "cache_refreshes_total";
+/// `cache_leases_total`
+pub const LEASES: &str = "cache_leases_total";
 /// `cache_breaker_state`
 pub const BREAKER_STATE: &str = "cache_breaker_state";
 /// `cache_breaker_transitions_total`
@@ -100,6 +102,12 @@ pub fn describe() {
         REFRESHES,
         Unit::Count,
         "Background reloads of objects close to MaxAge."
+    );
+    describe_counter!(
+        LEASES,
+        Unit::Count,
+        "Read-through leases, by event: taken, waited (another process held it), taken_over \
+         (taken after waiting for its expiry), fill_refused (a change overtook the load)."
     );
     describe_gauge!(
         BREAKER_STATE,
@@ -273,6 +281,10 @@ pub(crate) struct ObjectMetrics {
     pub(crate) load_duration: Histogram,
     pub(crate) stale_answers: Counter,
     pub(crate) refreshes: Counter,
+    pub(crate) leases_taken: Counter,
+    pub(crate) lease_waits: Counter,
+    pub(crate) lease_takeovers: Counter,
+    pub(crate) refused_fills: Counter,
 }
 
 impl ObjectMetrics {
@@ -296,6 +308,10 @@ impl ObjectMetrics {
             load_duration: histogram(LOAD_DURATION, p, c, None),
             stale_answers: counter(STALE_ANSWERS, p, c),
             refreshes: counter(REFRESHES, p, c),
+            leases_taken: counter_with(LEASES, p, c, "event", "taken"),
+            lease_waits: counter_with(LEASES, p, c, "event", "waited"),
+            lease_takeovers: counter_with(LEASES, p, c, "event", "taken_over"),
+            refused_fills: counter_with(LEASES, p, c, "event", "fill_refused"),
             purpose,
             connector,
         }

@@ -49,6 +49,45 @@ pub struct CacheSettings {
     /// memory caches of several processes consistent.
     #[serde(rename = "channel", with = "text")]
     pub channel: String,
+    /// Leases of a shared connector (`redis`, `postgres`) for read-throughs: across processes,
+    /// one load per miss of a key, and no fill that a change overtook. Default: on, 5 s.
+    #[serde(rename = "lease")]
+    pub lease: LeaseSettings,
+}
+
+/// The leases of an object cache (`Caches.<Purpose>.Lease`), see
+/// [`ObjectCache::get_or_load`](crate::ObjectCache::get_or_load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseSettings {
+    /// Whether a read-through miss takes a lease on the key. Default `true`; only shared
+    /// connectors keep leases.
+    #[serde(rename = "enabled")]
+    pub enabled: bool,
+    /// How long a lease holds: the longest the other processes wait for its fill before one
+    /// of them takes it over — make it a little longer than a load takes. Default `5s`.
+    #[serde(rename = "time", with = "duration")]
+    pub time: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            enabled: true,
+            time: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LeaseSettings {
+    /// The lease time, or zero when leases are off.
+    pub fn effective(&self) -> Duration {
+        if self.enabled {
+            self.time
+        } else {
+            Duration::ZERO
+        }
+    }
 }
 
 /// The near cache of an object cache (`Caches.<Purpose>.Near`).
@@ -85,6 +124,7 @@ impl Default for CacheSettings {
             log: LogSettings::default(),
             near: NearSettings::default(),
             channel: String::new(),
+            lease: LeaseSettings::default(),
         }
     }
 }
@@ -133,6 +173,16 @@ impl CacheSettings {
                     "{} is outside 0..1: write the fraction of MaxAge after which a hit reloads \
                      the object, e.g. 0.8, or 0 to disable refresh-ahead",
                     self.refresh_ahead
+                ),
+            ));
+        }
+        if self.lease.enabled && self.lease.time < Duration::from_millis(10) {
+            return Err((
+                "Lease.Time",
+                format!(
+                    "{} is too short for a load: write how long a load may take at most, e.g. \
+                     5s, or Lease: {{ Enabled: false }}",
+                    duration::format(self.lease.time)
                 ),
             ));
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use cache_core::{
-    Cache, Change, ChangeListener, Counter, Entry, Error, Hit, Index, Prune, Result, async_trait,
+    Cache, Change, ChangeListener, Counter, Entry, Error, Filled, Hit, Index, Lease, LeaseToken,
+    Prune, Result, async_trait,
 };
 use cache_memory::MemoryCache;
 
@@ -295,7 +296,7 @@ impl<I: Index, V: Entry<I>> Receiver for Level<I, V> {
             // An index this release does not know (another release's cache): emptying the
             // memory level is always correct.
             (Kind::Invalidate | Kind::Delete, None) => self.clear(),
-            (Kind::Heartbeat | Kind::Renewed, _) => {}
+            (Kind::Heartbeat | Kind::Touched, _) => {}
         }
     }
 
@@ -448,14 +449,72 @@ impl<I: Index, V: Entry<I>> NearCache<I, V> {
         };
         self.shared_hits.increment();
         if healthy && self.level.hub.is_healthy() {
-            let keys = self.level.value_hashes(&hit.value);
-            let memory = &self.level.memory;
-            let age = hit.age.unwrap_or_default();
-            self.level.fence.fill(since, &keys, || {
-                memory.set_now_aged(Arc::clone(&hit.value), age)
-            });
+            self.fill_memory(since, &hit);
         }
         Ok(Some(hit))
+    }
+
+    /// What follows a set or fill of the shared level: a stored object goes to memory (and is
+    /// announced, unless the server did); a failed one leaves none of its keys in memory (the
+    /// shared level may still hold what it replaces); a refused fill changes nothing.
+    async fn after_store(&self, value: Arc<V>, stored: Result<Filled>) -> Result<Filled> {
+        let level = &self.level;
+        let keys = cache_core::entry_keys(&*value, level.memory.indices());
+        match stored {
+            Ok(Filled::Stored) => {}
+            Ok(Filled::Refused) => return Ok(Filled::Refused),
+            Err(error) => {
+                for (position, key) in &keys {
+                    let index = level.memory.indices()[*position];
+                    let _ = level.invalidate(index, &[key.as_str()]);
+                }
+                return Err(error);
+            }
+        }
+        let hashes: Vec<u64> = keys
+            .iter()
+            .map(|(position, key)| key_hash(level.memory.indices()[*position].name(), key))
+            .collect();
+        let address = Arc::as_ptr(&value) as usize;
+        level.note_set(&hashes);
+        level
+            .fence
+            .set(hashes, address, || level.memory.set_now(value));
+        level.sent.increment();
+        if level.server_announces {
+            return Ok(Filled::Stored); // the set script / function announced the keys it took
+        }
+        // Every older object holding one of these keys is gone: the others drop theirs.
+        for (position, index) in level.memory.indices().iter().enumerate() {
+            let keys: Vec<&str> = keys
+                .iter()
+                .filter(|(p, _)| *p == position)
+                .map(|(_, key)| key.as_str())
+                .collect();
+            if !keys.is_empty() {
+                level
+                    .hub
+                    .announce(
+                        &level.purpose,
+                        (Kind::Invalidate, true),
+                        index.name(),
+                        &keys,
+                    )
+                    .await;
+            }
+        }
+        Ok(Filled::Stored)
+    }
+
+    /// Installs a shared hit in memory with its age, unless a change overtook the read that
+    /// began at `since`.
+    fn fill_memory(&self, since: u64, hit: &Hit<V>) {
+        let keys = self.level.value_hashes(&hit.value);
+        let memory = &self.level.memory;
+        let age = hit.age.unwrap_or_default();
+        self.level.fence.fill(since, &keys, || {
+            memory.set_now_aged(Arc::clone(&hit.value), age)
+        });
     }
 
     /// Announces `change` — unless the shared level's server announced it already, as part
@@ -560,51 +619,42 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
-        let level = &self.level;
-        let keys = cache_core::entry_keys(&*value, level.memory.indices());
-        let hashes: Vec<u64> = keys
-            .iter()
-            .map(|(position, key)| key_hash(level.memory.indices()[*position].name(), key))
-            .collect();
-        if let Some(shared) = &self.level.shared
-            && let Err(error) = shared.set(Arc::clone(&value)).await
+        let stored = match &self.level.shared {
+            Some(shared) => shared
+                .set(Arc::clone(&value))
+                .await
+                .map(|()| Filled::Stored),
+            None => Ok(Filled::Stored),
+        };
+        self.after_store(value, stored).await.map(drop)
+    }
+
+    /// A lease of the shared level (see `Cache::lease`); an object filled meanwhile goes to
+    /// memory as a shared hit does.
+    async fn lease(&self, index: I, key: &str) -> Result<Lease<V>> {
+        self.check(index)?;
+        let Some(shared) = &self.level.shared else {
+            return Ok(Lease::None);
+        };
+        let healthy = self.level.hub.is_healthy();
+        let since = self.level.fence.start();
+        let lease = shared.lease(index, key).await?;
+        if let Lease::Hit(hit) = &lease
+            && healthy
+            && self.level.hub.is_healthy()
         {
-            // The shared level may still hold what the value replaces: not in memory, then.
-            for (position, key) in &keys {
-                let index = level.memory.indices()[*position];
-                let _ = level.invalidate(index, &[key.as_str()]);
-            }
-            return Err(error);
+            self.fill_memory(since, hit);
         }
-        let address = Arc::as_ptr(&value) as usize;
-        level.note_set(&hashes);
-        level
-            .fence
-            .set(hashes, address, || level.memory.set_now(value));
-        level.sent.increment();
-        if level.server_announces {
-            return Ok(()); // the set script / function announced the keys it took
-        }
-        // Every older object holding one of these keys is gone: the others drop theirs.
-        for (position, index) in level.memory.indices().iter().enumerate() {
-            let keys: Vec<&str> = keys
-                .iter()
-                .filter(|(p, _)| *p == position)
-                .map(|(_, key)| key.as_str())
-                .collect();
-            if !keys.is_empty() {
-                self.level
-                    .hub
-                    .announce(
-                        &level.purpose,
-                        (Kind::Invalidate, true),
-                        index.name(),
-                        &keys,
-                    )
-                    .await;
-            }
-        }
-        Ok(())
+        Ok(lease)
+    }
+
+    /// The shared level's fill; stored there, the object goes to memory as a set's does.
+    async fn fill(&self, value: Arc<V>, lease: &LeaseToken) -> Result<Filled> {
+        let filled = match &self.level.shared {
+            Some(shared) => shared.fill(Arc::clone(&value), lease).await,
+            None => Ok(Filled::Stored),
+        };
+        self.after_store(value, filled).await
     }
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {

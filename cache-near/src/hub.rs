@@ -350,7 +350,7 @@ impl Inner {
                 }
                 return;
             }
-            Kind::Renewed => return,
+            Kind::Touched => return,
             _ => {}
         }
         if message.origin == self.origin {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cache_core::announcement::{Announcement, Kind};
 use cache_core::{
-    Cache, CacheSettings, Entry, Error, Hit, Index, Prune, Result, async_trait, codec,
+    Cache, CacheSettings, Entry, Error, Filled, Hit, Index, Lease, LeaseToken, Prune, Result,
+    async_trait, codec,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,6 +65,8 @@ pub struct PostgresCache<I: Index, V: Entry<I>> {
     /// tenth of LastUsage, so most hits write no row (reference defect 10), and an idle
     /// object expires at most 10 % early.
     renew_after_ms: i64,
+    /// How long a read-through's lease holds, and a change is noted for fills; 0: no leases.
+    lease_ms: i64,
     values: PhantomData<fn() -> V>,
 }
 
@@ -122,6 +125,7 @@ where
             } else {
                 0
             },
+            lease_ms: ms(cache_core::whole_millis(settings.lease.effective())),
             values: PhantomData,
         }
     }
@@ -247,6 +251,83 @@ where
         }
     }
 
+    /// Stores `value` — as a fill for the holder of `lease`, refused when a change overtook it.
+    async fn store(&self, value: Arc<V>, lease: Option<&LeaseToken>) -> Result<Filled> {
+        let payload = codec::encode(&*value)?;
+        let limit = self.shared.max_object_size;
+        if payload.len() as u64 > limit {
+            return Err(Error::rejected(format!(
+                "postgres: the object is {} bytes encoded, more than Caches.Connectors.Postgres.\
+                 MaxObjectSize ({}); it is not cached (raise the limit if it should be)",
+                payload.len(),
+                cache_core::settings::byte_size::format(limit)
+            )));
+        }
+        let pairs: Vec<(&'static str, String)> = cache_core::entry_keys(&*value, &self.indices)
+            .into_iter()
+            .map(|(position, key)| (self.indices[position].name(), key))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(Filled::Stored);
+        }
+        // Every older object holding one of these keys is gone: announced as an invalidation
+        // of the keys the object takes, index by index.
+        let mut messages = Vec::new();
+        for index in self.indices.iter().map(|i| i.name()) {
+            let keys: Vec<&str> = pairs
+                .iter()
+                .filter(|(name, _)| *name == index)
+                .map(|(_, key)| key.as_str())
+                .collect();
+            if !keys.is_empty() {
+                messages.extend(self.announcements((Kind::Invalidate, true), index, &keys));
+            }
+        }
+        let digest = cache_core::keys::key_set_digest(
+            pairs.iter().map(|(index, key)| (*index, key.as_str())),
+        );
+        let (indices, keys): (Vec<&str>, Vec<String>) = pairs
+            .into_iter()
+            .map(|(index, key)| {
+                let key = match stored(&key) {
+                    std::borrow::Cow::Borrowed(_) => key,
+                    std::borrow::Cow::Owned(digest) => digest,
+                };
+                (index, key)
+            })
+            .unzip();
+        // A row's copy: the payload and the row's own columns.
+        let row_bytes = payload.len() + ROW_OVERHEAD;
+        let inline = cache_core::keys::inline_copies(keys.len(), row_bytes);
+        let rows = self
+            .shared
+            .db
+            .query(
+                Stmt::Set,
+                &[
+                    &self.purpose,
+                    &&*self.shared.version,
+                    &payload,
+                    &indices,
+                    &keys,
+                    &digest,
+                    &inline,
+                    &self.shared.channel,
+                    &messages,
+                    &lease.map(|l| l.index),
+                    &lease.map(|l| stored(&l.key).into_owned()),
+                    &lease.map(|l| l.token.as_str()),
+                ],
+            )
+            .await?;
+        let status: Option<String> = rows.first().and_then(|row| row.try_get(0).ok());
+        Ok(if status.as_deref() == Some("refused") {
+            Filled::Refused
+        } else {
+            Filled::Stored
+        })
+    }
+
     /// The announcements of `kind` of `keys` under `index` (`replaced`: by a set), as the
     /// functions notify them with the change.
     fn announcements(
@@ -288,6 +369,7 @@ where
                     &release,
                     &self.shared.channel,
                     &messages,
+                    &self.lease_ms,
                 ],
             )
             .await
@@ -380,70 +462,75 @@ where
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
-        let payload = codec::encode(&*value)?;
-        let limit = self.shared.max_object_size;
-        if payload.len() as u64 > limit {
-            return Err(Error::rejected(format!(
-                "postgres: the object is {} bytes encoded, more than Caches.Connectors.Postgres.\
-                 MaxObjectSize ({}); it is not cached (raise the limit if it should be)",
-                payload.len(),
-                cache_core::settings::byte_size::format(limit)
-            )));
+        self.store(value, None).await.map(drop)
+    }
+
+    /// One statement: the key checked once more, and leased when it holds no live object.
+    async fn lease(&self, index: I, key: &str) -> Result<Lease<V>> {
+        let index_name = self.check(index)?;
+        if self.lease_ms == 0 {
+            return Ok(Lease::None);
         }
-        let pairs: Vec<(&'static str, String)> = cache_core::entry_keys(&*value, &self.indices)
-            .into_iter()
-            .map(|(position, key)| (self.indices[position].name(), key))
-            .collect();
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        // Every older object holding one of these keys is gone: announced as an invalidation
-        // of the keys the object takes, index by index.
-        let mut messages = Vec::new();
-        for index in self.indices.iter().map(|i| i.name()) {
-            let keys: Vec<&str> = pairs
-                .iter()
-                .filter(|(name, _)| *name == index)
-                .map(|(_, key)| key.as_str())
-                .collect();
-            if !keys.is_empty() {
-                messages.extend(self.announcements((Kind::Invalidate, true), index, &keys));
-            }
-        }
-        let digest = cache_core::keys::key_set_digest(
-            pairs.iter().map(|(index, key)| (*index, key.as_str())),
-        );
-        let (indices, keys): (Vec<&str>, Vec<String>) = pairs
-            .into_iter()
-            .map(|(index, key)| {
-                let key = match stored(&key) {
-                    std::borrow::Cow::Borrowed(_) => key,
-                    std::borrow::Cow::Owned(digest) => digest,
-                };
-                (index, key)
-            })
-            .unzip();
-        // A row's copy: the payload and the row's own columns.
-        let row_bytes = payload.len() + ROW_OVERHEAD;
-        let inline = cache_core::keys::inline_copies(keys.len(), row_bytes);
-        self.shared
+        let stored_key = stored(key).into_owned();
+        let token = format!("{:016x}", rand::random::<u64>());
+        let rows = self
+            .shared
             .db
             .query(
-                Stmt::Set,
+                Stmt::Lease,
                 &[
                     &self.purpose,
+                    &index_name,
+                    &stored_key,
                     &&*self.shared.version,
-                    &payload,
-                    &indices,
-                    &keys,
-                    &digest,
-                    &inline,
-                    &self.shared.channel,
-                    &messages,
+                    &self.lease_ms,
+                    &token,
+                    &self.max_age_ms,
+                    &self.last_usage_ms,
                 ],
             )
-            .await
-            .map(drop)
+            .await?;
+        let unreadable =
+            |e| Error::backend("postgres: a lease returned unreadable columns").with_source(e);
+        let Some(row) = rows.first() else {
+            return Ok(Lease::None);
+        };
+        let status: String = row.try_get(0).map_err(unreadable)?;
+        match status.as_str() {
+            "granted" => Ok(Lease::Granted(LeaseToken {
+                index: index_name,
+                key: key.to_owned(),
+                token,
+            })),
+            "held" => {
+                let left: Option<i64> = row.try_get(3).map_err(unreadable)?;
+                Ok(Lease::Held(std::time::Duration::from_millis(
+                    u64::try_from(left.unwrap_or(0)).unwrap_or(0),
+                )))
+            }
+            _ => {
+                let payload: Vec<u8> = row.try_get(1).map_err(unreadable)?;
+                let age_ms: i64 = row.try_get(2).map_err(unreadable)?;
+                Ok(
+                    codec::decode_hit::<V>(&payload, &self.purpose, CONNECTOR).map_or(
+                        Lease::None,
+                        |value| {
+                            Lease::Hit(Hit {
+                                value,
+                                age: Some(std::time::Duration::from_millis(
+                                    u64::try_from(age_ms).unwrap_or(0),
+                                )),
+                            })
+                        },
+                    ),
+                )
+            }
+        }
+    }
+
+    /// `put_object` as the holder of `lease`: refused when a change overtook the load.
+    async fn fill(&self, value: Arc<V>, lease: &LeaseToken) -> Result<Filled> {
+        self.store(value, Some(lease)).await
     }
 
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
@@ -498,6 +585,7 @@ where
                     &keys,
                     &self.shared.channel,
                     &messages,
+                    &self.lease_ms,
                 ],
             )
             .await

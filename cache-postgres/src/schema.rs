@@ -25,8 +25,13 @@
 //! Every write is a PL/pgSQL function, one atomic round trip: `put_object` serialises writers
 //! of the same keys with transaction-scoped advisory locks (on at most 256 key buckets, taken
 //! in a fixed order), removes every older object sharing a key (reference defect 1), and
-//! stores the new one; `invalidate_keys`, `delete_keys`, `truncate_purpose` and
-//! `renew_objects` do what their names say.
+//! stores the new one (or, as a read-through's fill, only if nothing overtook its lease);
+//! `take_lease`, `invalidate_keys`, `delete_keys`, `truncate_purpose` and `renew_objects` do
+//! what their names say.
+//!
+//! - `leases (purpose, index_name, key, version, token, taken_at, expires_at)` — read-throughs'
+//!   leases; `changes (purpose, index_name, key, changed_at, expires_at)` — keys lately
+//!   invalidated or deleted, so a fill whose lease is older is refused.
 //!
 //! Releases before this layout kept their rows in `entries` (function `set_entries`), and
 //! before that in `objects` / `object_keys` (`set_object`); setup leaves them to the processes
@@ -79,7 +84,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 9";
+const SCHEMA_MARK: &str = "object-cache schema 10";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -94,8 +99,7 @@ SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0);
 DO $setup$
 BEGIN
 IF obj_description(
-       to_regprocedure(
-           '{name}.put_object(text, text, bytea, text[], text[], text, boolean, text, text[])'),
+       to_regprocedure('{name}.put_object(text, text, bytea, text[], text[], text, boolean, text, text[], text, text, text)'),
        'pg_proc')
    IS NOT DISTINCT FROM '{SCHEMA_MARK}' THEN
     RETURN;
@@ -124,17 +128,42 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {s}.bodies (
     payload      bytea       NOT NULL
 );
 CREATE INDEX IF NOT EXISTS bodies_purpose ON {s}.bodies (purpose);
+-- Read-throughs' leases (one per key and release), and when keys were last changed by an
+-- invalidation or delete (for a lease's length: a fill whose lease is older is refused).
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.leases (
+    purpose    text        NOT NULL,
+    index_name text        NOT NULL,
+    key        text        NOT NULL,
+    version    text        NOT NULL,
+    token      text        NOT NULL,
+    taken_at   timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (purpose, index_name, key, version)
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS {s}.changes (
+    purpose    text        NOT NULL,
+    index_name text        NOT NULL,
+    key        text        NOT NULL,
+    changed_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (purpose, index_name, key)
+);
 
 -- Their plans must not depend on the tables' statistics (they may be empty when first
 -- planned): every statement below is an index lookup.
+-- p_lease_index / p_lease_key / p_token: a fill by the holder of that lease, stored only if
+-- the lease is still this one and no key of the object changed since it was taken (returns
+-- 'refused' then); NULL: a plain set. Returns 'stored' otherwise.
 CREATE OR REPLACE FUNCTION {s}.put_object(
     p_purpose text, p_version text, p_payload bytea, p_indices text[], p_keys text[],
-    p_digest text, p_inline boolean, p_channel text, p_messages text[]
-) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+    p_digest text, p_inline boolean, p_channel text, p_messages text[],
+    p_lease_index text, p_lease_key text, p_token text
+) RETURNS text LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
-    v_lock integer;
-    v_old  bigint[];
-    v_id   bigint;
+    v_lock  integer;
+    v_old   bigint[];
+    v_id    bigint;
+    v_taken timestamptz;
 BEGIN
     -- Our own change: the triggers that report changes made by hand stay quiet; the change
     -- announces itself (p_messages, built by the connector) in this transaction.
@@ -148,6 +177,31 @@ BEGIN
     LOOP
         PERFORM pg_advisory_xact_lock({LOCK_CLASS}, v_lock + 1);
     END LOOP;
+
+    IF p_token IS NOT NULL THEN
+        SELECT taken_at INTO v_taken FROM {s}.leases
+        WHERE purpose = p_purpose AND index_name = p_lease_index AND key = p_lease_key
+          AND version = p_version AND token = p_token AND expires_at > now();
+        IF v_taken IS NULL OR EXISTS (
+            SELECT 1 FROM unnest(p_indices, p_keys) AS t(idx, ky)
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM {s}.changes
+                WHERE purpose = p_purpose AND index_name = t.idx AND key = t.ky
+                  AND changed_at >= v_taken
+                OFFSET 0
+            ) c
+        ) OR EXISTS (
+            SELECT 1 FROM unnest(p_indices, p_keys) AS t(idx, ky)
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM {s}.keys
+                WHERE purpose = p_purpose AND index_name = t.idx AND key = t.ky
+                  AND version = p_version AND created_at >= v_taken
+                OFFSET 0
+            ) k
+        ) THEN
+            RETURN 'refused';
+        END IF;
+    END IF;
 
     -- Every older object holding one of the keys goes entirely, with all its keys: of this
     -- release whatever it is, of other releases when its key set differs (another release's
@@ -181,7 +235,87 @@ BEGIN
         object_id = EXCLUDED.object_id, created_at = EXCLUDED.created_at,
         last_used_at = EXCLUDED.last_used_at, digest = EXCLUDED.digest,
         payload = EXCLUDED.payload;
+    -- A set ends the leases of its keys (this release's).
+    DELETE FROM {s}.leases l
+    USING unnest(p_indices, p_keys) AS t(idx, ky)
+    WHERE l.purpose = p_purpose AND l.index_name = t.idx AND l.key = t.ky
+      AND l.version = p_version;
     PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
+    RETURN 'stored';
+END
+$fn$;
+
+-- A read-through missed the key: the live object after all (as the read finds it, with
+-- 'hit'), or its lease — 'granted' to this token, or 'held' by another for ms_left.
+CREATE OR REPLACE FUNCTION {s}.take_lease(
+    p_purpose text, p_index text, p_key text, p_version text, p_lease_ms bigint,
+    p_token text, p_max_age bigint, p_last_usage bigint,
+    OUT status text, OUT payload bytea, OUT age_ms bigint, OUT ms_left bigint
+) LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_expires timestamptz;
+BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
+    SELECT coalesce(e.payload, b.payload),
+           (extract(epoch FROM now() - coalesce(b.created_at, e.created_at)) * 1000)::int8
+    INTO payload, age_ms
+    FROM {s}.keys e
+    LEFT JOIN LATERAL (
+        SELECT x.payload, x.created_at, x.last_used_at FROM {s}.bodies x
+        WHERE x.object_id = e.object_id AND e.payload IS NULL
+        LIMIT 1
+    ) b ON true
+    WHERE e.purpose = p_purpose AND e.index_name = p_index AND e.key = p_key
+      AND e.version = p_version
+      AND (e.payload IS NOT NULL OR b.payload IS NOT NULL)
+      AND (p_max_age = 0
+           OR coalesce(b.created_at, e.created_at) > now() - p_max_age * interval '1 millisecond')
+      AND (p_last_usage = 0
+           OR coalesce(b.last_used_at, e.last_used_at)
+              > now() - p_last_usage * interval '1 millisecond');
+    IF payload IS NOT NULL THEN
+        status := 'hit';
+        RETURN;
+    END IF;
+    INSERT INTO {s}.leases AS l (purpose, index_name, key, version, token, taken_at, expires_at)
+    VALUES (p_purpose, p_index, p_key, p_version, p_token, clock_timestamp(),
+            clock_timestamp() + p_lease_ms * interval '1 millisecond')
+    ON CONFLICT (purpose, index_name, key, version) DO UPDATE
+        SET token = EXCLUDED.token, taken_at = EXCLUDED.taken_at,
+            expires_at = EXCLUDED.expires_at
+        WHERE l.expires_at <= now()
+    RETURNING l.expires_at INTO v_expires;
+    IF v_expires IS NOT NULL THEN
+        status := 'granted';
+        RETURN;
+    END IF;
+    SELECT (extract(epoch FROM l.expires_at - now()) * 1000)::int8 INTO ms_left
+    FROM {s}.leases l
+    WHERE l.purpose = p_purpose AND l.index_name = p_index AND l.key = p_key
+      AND l.version = p_version;
+    status := 'held';
+END
+$fn$;
+
+-- An invalidation or delete of the keys, as a fill whose lease is older sees it: their leases
+-- end, and (leases on: p_lease_ms > 0) the change is noted for that long.
+CREATE OR REPLACE FUNCTION {s}.note_changes(
+    p_purpose text, p_index text, p_keys text[], p_lease_ms bigint
+) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+DECLARE
+    v_key text;
+BEGIN
+    FOREACH v_key IN ARRAY p_keys LOOP
+        DELETE FROM {s}.leases
+        WHERE purpose = p_purpose AND index_name = p_index AND key = v_key;
+        IF p_lease_ms > 0 THEN
+            INSERT INTO {s}.changes (purpose, index_name, key, changed_at, expires_at)
+            VALUES (p_purpose, p_index, v_key, clock_timestamp(),
+                    clock_timestamp() + p_lease_ms * interval '1 millisecond')
+            ON CONFLICT (purpose, index_name, key) DO UPDATE
+                SET changed_at = EXCLUDED.changed_at, expires_at = EXCLUDED.expires_at;
+        END IF;
+    END LOOP;
 END
 $fn$;
 
@@ -190,7 +324,7 @@ $fn$;
 -- objects went.
 CREATE OR REPLACE FUNCTION {s}.invalidate_keys(
     p_purpose text, p_index text, p_keys text[], p_version text, p_channel text,
-    p_messages text[]
+    p_messages text[], p_lease_ms bigint
 ) RETURNS bigint LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_old bigint[];
@@ -214,6 +348,7 @@ BEGIN
         WHERE purpose = p_purpose AND index_name = p_index AND key = v_key
           AND (p_version IS NULL OR version = p_version);
     END LOOP;
+    PERFORM {s}.note_changes(p_purpose, p_index, p_keys, p_lease_ms);
     PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
     RETURN cardinality(v_old);
 END
@@ -221,7 +356,8 @@ $fn$;
 
 -- These key rows only, of every release; their objects stay reachable otherwise.
 CREATE OR REPLACE FUNCTION {s}.delete_keys(
-    p_purpose text, p_index text, p_keys text[], p_channel text, p_messages text[]
+    p_purpose text, p_index text, p_keys text[], p_channel text, p_messages text[],
+    p_lease_ms bigint
 ) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
     v_key text;
@@ -233,6 +369,7 @@ BEGIN
         DELETE FROM {s}.keys
         WHERE purpose = p_purpose AND index_name = p_index AND key = v_key;
     END LOOP;
+    PERFORM {s}.note_changes(p_purpose, p_index, p_keys, p_lease_ms);
     PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
 END
 $fn$;
@@ -245,6 +382,7 @@ BEGIN
     PERFORM set_config('oc.quiet', 'on', true);
     DELETE FROM {s}.keys WHERE purpose = p_purpose;
     DELETE FROM {s}.bodies WHERE purpose = p_purpose;
+    DELETE FROM {s}.leases WHERE purpose = p_purpose;
     IF to_regclass('{name}.entries') IS NOT NULL THEN
         EXECUTE 'DELETE FROM {s}.entries WHERE purpose = $1' USING p_purpose;
     END IF;
@@ -301,6 +439,9 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ));
     GET DIAGNOSTICS v_rows = ROW_COUNT;
+    -- Leases and noted changes past their time (few: one per recent miss or change).
+    DELETE FROM {s}.leases WHERE purpose = p_purpose AND expires_at <= now();
+    DELETE FROM {s}.changes WHERE purpose = p_purpose AND expires_at <= now();
     RETURN v_rows;
 END
 $fn$;
@@ -379,7 +520,8 @@ CREATE OR REPLACE TRIGGER keys_truncated AFTER TRUNCATE ON {s}.keys
 CREATE OR REPLACE TRIGGER bodies_truncated AFTER TRUNCATE ON {s}.bodies
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.announce_flush();
 
-COMMENT ON FUNCTION {s}.put_object(text, text, bytea, text[], text[], text, boolean, text, text[])
+COMMENT ON FUNCTION
+    {s}.put_object(text, text, bytea, text[], text[], text, boolean, text, text[], text, text, text)
     IS '{SCHEMA_MARK}';
 END
 $setup$;

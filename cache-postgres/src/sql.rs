@@ -24,13 +24,19 @@ pub(crate) enum Stmt {
     /// `(purpose, index, key, version, renew_after_ms, max_age_ms, last_usage_ms)`:
     /// [`Renew`](Stmt::Renew) of the object behind a key.
     RenewKey,
-    /// `(purpose, version, payload, indices[], keys[], digest, inline, channel, messages[])`:
-    /// the `put_object` function; it notifies `messages` on `channel` with the change.
+    /// `(purpose, version, payload, indices[], keys[], digest, inline, channel, messages[],
+    /// lease index?, lease key?, token?) -> 'stored' | 'refused'`: the `put_object` function;
+    /// it notifies `messages` on `channel` with the change.
     Set,
-    /// `(purpose, index, keys[], version?, channel, messages[]) -> removed objects`: every
-    /// object behind the keys, of every release (or of `version` only), with all its keys.
+    /// `(purpose, index, key, version, lease_ms, token, max_age_ms, last_usage_ms) -> (status,
+    /// payload, age_ms, ms_left)`: the `take_lease` function.
+    Lease,
+    /// `(purpose, index, keys[], version?, channel, messages[], lease_ms) -> removed objects`:
+    /// every object behind the keys, of every release (or of `version` only), with all its
+    /// keys; their leases end and (leases on) the change is noted.
     Invalidate,
-    /// `(purpose, index, keys[], channel, messages[])`: these key rows only, of every release.
+    /// `(purpose, index, keys[], channel, messages[], lease_ms)`: these key rows only, of every
+    /// release; their leases end and (leases on) the change is noted.
     Delete,
     /// `(purpose, channel, messages[])`: every key and object of the purpose, in one statement.
     Truncate,
@@ -46,12 +52,13 @@ pub(crate) enum Stmt {
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 11] = [
+    pub(crate) const ALL: [Stmt; 12] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
         Stmt::RenewKey,
         Stmt::Set,
+        Stmt::Lease,
         Stmt::Invalidate,
         Stmt::Delete,
         Stmt::Truncate,
@@ -107,6 +114,19 @@ impl Stmt {
                 Type::BOOL,
                 Type::TEXT,
                 Type::TEXT_ARRAY,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+            ],
+            Stmt::Lease => &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
             ],
             Stmt::Invalidate => &[
                 Type::TEXT,
@@ -115,6 +135,7 @@ impl Stmt {
                 Type::TEXT,
                 Type::TEXT,
                 Type::TEXT_ARRAY,
+                Type::INT8,
             ],
             Stmt::Delete => &[
                 Type::TEXT,
@@ -122,6 +143,7 @@ impl Stmt {
                 Type::TEXT_ARRAY,
                 Type::TEXT,
                 Type::TEXT_ARRAY,
+                Type::INT8,
             ],
             Stmt::Truncate => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
             Stmt::PruneKeys | Stmt::PruneBodies => {
@@ -200,10 +222,13 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
                 WHERE purpose = $1 AND index_name = $2 AND key = $3 AND version = $4
              ), $5, $6, $7)"
         ),
-        Stmt::Set => format!("SELECT {s}.put_object($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+        Stmt::Set => {
+            format!("SELECT {s}.put_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        }
+        Stmt::Lease => format!("SELECT * FROM {s}.take_lease($1, $2, $3, $4, $5, $6, $7, $8)"),
         Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
-        Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4, $5, $6)"),
-        Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3, $4, $5)"),
+        Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4, $5, $6, $7)"),
+        Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3, $4, $5, $6)"),
         Stmt::Truncate => format!("SELECT {s}.truncate_purpose($1, $2, $3)"),
         Stmt::PruneKeys => format!("SELECT {s}.prune_keys($1, $2, $3, $4)"),
         Stmt::PruneBodies => format!("SELECT * FROM {s}.prune_bodies($1, $2, $3, $4)"),

@@ -123,7 +123,7 @@ async fn setup_from_four_tasks_at_once_makes_unlogged_tables() {
              WHERE n.nspname = '{s}' AND c.relkind = 'r'",
         )
         .await;
-    assert_eq!(tables, 2, "two tables: keys and bodies");
+    assert_eq!(tables, 4, "four tables: keys, bodies, leases, changes");
     let logged = db
         .count(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::announcement::{Announcement, Kind};
 use cache_core::{
-    Cache, CacheSettings, Entry, Error, ErrorKind, Hit, Index, Result, async_trait, codec,
+    Cache, CacheSettings, Entry, Error, ErrorKind, Filled, Hit, Index, Lease, LeaseToken, Result,
+    async_trait, codec,
 };
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -54,6 +55,8 @@ struct Ops {
     /// LastUsage is renewed once a hit finds it older than this: a tenth of LastUsage, so
     /// hot objects cost no write per hit and an idle object expires at most 10 % early.
     renew_after_ms: u64,
+    /// How long a read-through's lease holds, and a change's tombstone stays; 0: no leases.
+    lease_ms: u64,
     /// Objects whose renewal is under way, so that a hot object is renewed once, not once
     /// per concurrent hit.
     renewing: Mutex<HashSet<String>>,
@@ -138,7 +141,9 @@ impl Ops {
                 .arg(&self.prefix)
                 .arg(&self.tag)
                 .arg(if own_only { "own" } else { "all" })
+                .arg(self.lease_ms)
                 .arg(&self.shared.channel)
+                .arg(&self.purpose)
                 .arg(self.announcements((Kind::Invalidate, false), index, batch));
             let killed: Vec<String> = self.write(&call).await?;
             self.sweep(killed, Sweep::Delete);
@@ -306,6 +311,7 @@ where
                 kept_max_age_ms: cache_core::whole_millis(settings.kept().max_age),
                 kept_last_usage_ms: cache_core::whole_millis(settings.kept().last_usage),
                 renew_after_ms: (last_usage_ms / 10).max(1),
+                lease_ms: cache_core::whole_millis(settings.lease.effective()),
                 renewing: Mutex::new(HashSet::new()),
             }),
             indices: cache_core::unique_indices(indices).into_boxed_slice(),
@@ -357,7 +363,7 @@ where
                     self.hit((index, key), index_key, &object, asked, stale_ok)
                         .await
                 }
-                Some(Stored::Lease(_) | Stored::Pointer(_)) => Ok(None),
+                Some(Stored::Tombstone | Stored::Pointer(_)) => Ok(None),
                 _ => ops.discard(index.name(), key).await.map(|_| None),
             },
             Ok((Some(_), Some((body, bytes)))) => match bytes.as_deref().and_then(value::parse) {
@@ -415,7 +421,9 @@ where
                     .arg(&ops.prefix)
                     .arg(&ops.tag)
                     .arg("body")
+                    .arg(ops.lease_ms)
                     .arg(&ops.shared.channel)
+                    .arg(&ops.purpose)
                     .arg(ops.announcements((Kind::Invalidate, false), index.name(), &[asked_key]));
                 let killed: Vec<String> = ops.write(&call).await?;
                 ops.sweep(killed, Sweep::Delete);
@@ -425,7 +433,8 @@ where
         }
     }
 
-    async fn store(&self, value: Arc<V>) -> Result<()> {
+    /// Stores `value` — as a fill for the holder of `lease`, refused when a change overtook it.
+    async fn store(&self, value: Arc<V>, lease: Option<&LeaseToken>) -> Result<Filled> {
         let ops = &self.ops;
         let payload = codec::encode(&*value)?;
         let limit = ops.shared.config.max_object_size;
@@ -442,7 +451,7 @@ where
             .map(|(position, key)| (self.indices[position].name(), key))
             .collect();
         if pairs.is_empty() {
-            return Ok(());
+            return Ok(Filled::Stored);
         }
         let suffixes: Vec<String> = pairs
             .iter()
@@ -462,6 +471,11 @@ where
             .collect();
         let id = keys::new_object_id();
         let batch_size = if inline { index_keys.len() } else { BATCH };
+        let batches = index_keys.len().div_ceil(batch_size);
+        let (leased, token) = match lease {
+            Some(lease) => (keys::suffix(lease.index, &lease.key), lease.token.as_str()),
+            None => (String::new(), ""),
+        };
         for (n, (batch, batch_pairs)) in index_keys
             .chunks(batch_size)
             .zip(pairs.chunks(batch_size))
@@ -490,12 +504,21 @@ where
                 .arg(if n == 0 { &tail[..] } else { &[][..] })
                 .arg(ops.kept_max_age_ms)
                 .arg(ops.kept_last_usage_ms)
+                .arg(&leased)
+                .arg(token)
+                .arg(if n + 1 == batches { "1" } else { "0" })
                 .arg(&ops.shared.channel)
+                .arg(&ops.purpose)
                 .arg(announcements);
-            let killed: Vec<String> = ops.write(&call).await?;
+            let mut outcome: Vec<String> = ops.write(&call).await?;
+            let stored = outcome.first().is_some_and(|s| s == "stored");
+            let killed = outcome.split_off(1.min(outcome.len()));
             ops.sweep(killed, Sweep::Delete);
+            if !stored {
+                return Ok(Filled::Refused);
+            }
         }
-        Ok(())
+        Ok(Filled::Stored)
     }
 }
 
@@ -534,7 +557,64 @@ where
     }
 
     async fn set(&self, value: Arc<V>) -> Result<()> {
-        self.store(value).await
+        self.store(value, None).await.map(drop)
+    }
+
+    /// One script: the key checked once more, and leased when it holds no live object.
+    async fn lease(&self, index: I, key: &str) -> Result<Lease<V>> {
+        let ops = &self.ops;
+        if ops.lease_ms == 0 {
+            return Ok(Lease::None);
+        }
+        let index_key = self.index_key(index, key)?;
+        let token = keys::new_object_id();
+        let call = Call::new(&ops.shared.scripts.lease)
+            .key(&index_key)
+            .arg(&ops.prefix)
+            .arg(&ops.tag)
+            .arg(ops.lease_ms)
+            .arg(&token)
+            .arg(ops.max_age_ms)
+            .arg(ops.last_usage_ms);
+        let asked = Instant::now();
+        let answer: Vec<redis::Value> = ops.write(&call).await?;
+        let status = match answer.first() {
+            Some(redis::Value::BulkString(s)) => s.as_slice(),
+            Some(redis::Value::SimpleString(s)) => s.as_bytes(),
+            _ => b"",
+        };
+        match (status, answer.get(1)) {
+            (b"granted", _) => Ok(Lease::Granted(LeaseToken {
+                index: index.name(),
+                key: key.to_owned(),
+                token,
+            })),
+            (b"held", Some(redis::Value::Int(left))) => Ok(Lease::Held(Duration::from_millis(
+                u64::try_from(*left).unwrap_or(0),
+            ))),
+            (b"hit", Some(redis::Value::BulkString(bytes))) => match value::parse(bytes) {
+                Some(Stored::Object(object)) => {
+                    let key_stored = if object.body {
+                        keys::body_key(&ops.own, object.id)
+                    } else {
+                        index_key
+                    };
+                    let hit = self
+                        .hit((index, key), key_stored, &object, asked, false)
+                        .await?;
+                    Ok(hit.map_or(Lease::None, Lease::Hit))
+                }
+                _ => Ok(Lease::None),
+            },
+            _ => Err(Error::backend(
+                "redis: the lease script answered something unexpected; please report this",
+            )),
+        }
+    }
+
+    /// The set script as the holder of `lease`: refused when a change overtook the load.
+    async fn fill(&self, value: Arc<V>, lease: &LeaseToken) -> Result<Filled> {
+        self.store(value, Some(lease)).await
     }
 
     /// The renewal script on the object's first key, as a hit that finds LastUsage due would.
@@ -569,6 +649,7 @@ where
                 .keys(index_keys.iter().map(String::as_str))
                 .arg(&ops.prefix)
                 .arg(&ops.tag)
+                .arg(ops.lease_ms)
                 .arg(&ops.shared.channel)
                 .arg(ops.announcements((Kind::Delete, false), index.name(), batch));
             ops.write::<i64>(&call).await?;

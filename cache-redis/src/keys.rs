@@ -69,6 +69,12 @@ pub(crate) fn index_key(version_prefix: &str, index: &str, key: &str) -> String 
     format!("{version_prefix}{}", suffix(index, key))
 }
 
+/// The key of a read-through's lease on the key with `suffix` (`lua/lease.lua`).
+#[cfg(test)]
+pub(crate) fn lease_key(version_prefix: &str, suffix: &str) -> String {
+    format!("{version_prefix}l:{suffix}")
+}
+
 /// The key holding the body of an object stored once (its keys hold pointers to it).
 pub(crate) fn body_key(version_prefix: &str, id: &str) -> String {
     format!("{version_prefix}o:{id}")
@@ -100,6 +106,8 @@ pub(crate) enum Name {
     Index { index: String, key: String },
     /// The body of an object stored once.
     Body,
+    /// A read-through's lease on a key.
+    Lease,
     /// The cache's registry of releases.
     Registry,
 }
@@ -120,6 +128,9 @@ pub(crate) fn parse_key(name: &str) -> Option<(String, Name)> {
     }
     if rest.starts_with("o:") {
         return Some((purpose, Name::Body));
+    }
+    if rest.starts_with("l:") {
+        return Some((purpose, Name::Lease));
     }
     let (index, key) = parse_suffix(rest)?;
     Some((
@@ -218,6 +229,10 @@ mod tests {
             assert_eq!(
                 parse_key(&format!("{prefix}v")),
                 Some((purpose.to_owned(), Name::Registry))
+            );
+            assert_eq!(
+                parse_key(&lease_key(&release, &suffix("id", "1"))),
+                Some((purpose.to_owned(), Name::Lease))
             );
         }
         let release = version_prefix(&prefix("p"), &version_tag("v1"));

@@ -33,6 +33,7 @@ pub(crate) struct Scripts {
     pub(crate) renew: Lua,
     pub(crate) sweep: Lua,
     pub(crate) truncate: Lua,
+    pub(crate) lease: Lua,
 }
 
 impl Scripts {
@@ -44,6 +45,7 @@ impl Scripts {
             renew: Lua::new(include_str!("lua/renew.lua")),
             sweep: Lua::new(include_str!("lua/sweep.lua")),
             truncate: Lua::new(include_str!("lua/truncate.lua")),
+            lease: Lua::new(include_str!("lua/lease.lua")),
         }
     }
 }

@@ -6,14 +6,16 @@
 //! OC3|B|<id>|<created>|<renewed>|<digest>|<n>|<len>:<suffix>...<payload>   a body stored once
 //! OC3|D|...                                                                a body removed
 //! OC3|P|<id>                                                               a pointer to body <id>
-//! OC3|L|<token>                                                            a lease
+//! OC3|T|<ms>                                                               a tombstone
 //! ```
 //!
 //! The id (16 hex digits), both times (13 digits, ms since the epoch, the server's clock) and
 //! the key-set digest (16 hex digits) sit at fixed offsets, so the scripts read them without
 //! the payload and renew LastUsage with `SETRANGE` (see `lua/common.lua`). An object lists
 //! its keys (the suffixes of their names, see [`crate::keys::suffix`]) so that a change
-//! through one key finds the others.
+//! through one key finds the others. A tombstone marks a key invalidated or deleted at that
+//! time (for a lease's length), so that a fill whose load began before is refused; a lease
+//! itself lives in a key of its own (`<release prefix>l:<suffix>`, holding `<token>|<ms>`).
 
 /// The first bytes of every stored value.
 pub(crate) const MAGIC: &[u8] = b"OC3|";
@@ -32,8 +34,8 @@ pub(crate) enum Stored<'a> {
     Dead,
     /// A pointer to the body of object `id`.
     Pointer(&'a str),
-    /// A lease on the key, with its token.
-    Lease(&'a str),
+    /// The key was invalidated or deleted lately: no object.
+    Tombstone,
 }
 
 /// An object as read from a copy or a body.
@@ -83,7 +85,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<Stored<'_>> {
         b'P' if rest.len() == 16 && rest.iter().all(u8::is_ascii_hexdigit) => {
             Some(Stored::Pointer(std::str::from_utf8(rest).ok()?))
         }
-        b'L' if !rest.is_empty() => Some(Stored::Lease(std::str::from_utf8(rest).ok()?)),
+        b'T' => Some(Stored::Tombstone),
         _ => None,
     }
 }
@@ -156,7 +158,7 @@ mod tests {
         let body = object('B', "0000000000000", "0000000000000", "0|", "");
         assert!(matches!(parse(&body), Some(Stored::Object(o)) if o.body && o.payload.is_empty()));
         assert_eq!(parse(b"OC3|P|0123456789abcdef"), Some(Stored::Pointer(ID)));
-        assert_eq!(parse(b"OC3|L|77"), Some(Stored::Lease("77")));
+        assert_eq!(parse(b"OC3|T|1764460800000"), Some(Stored::Tombstone));
         assert_eq!(parse(b"OC3|D|whatever"), Some(Stored::Dead));
     }
 
@@ -168,7 +170,7 @@ mod tests {
             b"OC2|0123456789abcdef0123456789abcdef|1764460800000|".to_vec(),
             b"OC3|P|short".to_vec(),
             b"OC3|P|0123456789abcdeg".to_vec(),
-            b"OC3|L|".to_vec(),
+            b"OC3|L|77".to_vec(),
             b"OC3|X|0123456789abcdef".to_vec(),
             object('I', "17644608000x0", "1764460800000", "0|", "{}"),
             object('I', "1764460800000", "-764460800000", "0|", "{}"),

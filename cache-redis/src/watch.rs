@@ -116,9 +116,9 @@ async fn watch_until_lost(
     }
 }
 
-/// The key suffixes (what follows a release's prefix) of a renewal announced by a script.
+/// The key suffixes (what follows a release's prefix) a script announced as touched.
 #[derive(Deserialize)]
-struct Renewed {
+struct Touched {
     #[serde(rename = "z", default)]
     suffixes: Vec<String>,
 }
@@ -184,7 +184,7 @@ impl Watch {
         if let Some(announcement) = Announcement::decode(&payload) {
             self.cover(watcher, &announcement, &payload);
             match announcement.kind {
-                Kind::Renewed => return,
+                Kind::Touched => return,
                 Kind::Heartbeat => {}
                 _ => {
                     if watcher == 0 {
@@ -220,8 +220,8 @@ impl Watch {
             Kind::Truncate => {
                 self.whole[watcher].insert(purpose.clone());
             }
-            Kind::Renewed => {
-                let suffixes = serde_json::from_slice::<Renewed>(payload)
+            Kind::Touched => {
+                let suffixes = serde_json::from_slice::<Touched>(payload)
                     .map(|r| r.suffixes)
                     .unwrap_or_default();
                 for suffix in &suffixes {
@@ -278,8 +278,9 @@ impl Watch {
                         changed.entry((purpose, index)).or_default().push(key);
                     }
                 }
-                // A body's removal is announced through its keys; the registry is no object.
-                keys::Name::Body | keys::Name::Registry => {}
+                // A body's removal is announced through its keys; the registry and leases are
+                // no objects.
+                keys::Name::Body | keys::Name::Registry | keys::Name::Lease => {}
             }
         }
         for purpose in truncated {

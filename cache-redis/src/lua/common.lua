@@ -1,7 +1,9 @@
 -- Shared by the scripts. What a key holds (value.rs):
 --   OC3|I|<id>|<created>|<renewed>|<digest>|<n>|<len>:<suffix>...<payload>  an object's copy
 --   OC3|B|... the same, the body of an object stored once;  OC3|D|... a removed body
---   OC3|P|<id>  a pointer to the body <release prefix>o:<id>;  OC3|L|<token>  a lease
+--   OC3|P|<id>  a pointer to the body <release prefix>o:<id>;  OC3|T|<ms>  a tombstone (the key
+--   was invalidated or deleted then: fills whose lease is older are refused)
+-- A read-through's lease on a key is <release prefix>l:<suffix>, holding <token>|<ms taken>.
 -- A key name is <release prefix><suffix>, the release prefix <cache prefix><tag>:. Anything
 -- else found in a key (written by someone else, another layout, another type) is never
 -- trusted and never an error: it holds no value.
@@ -41,6 +43,7 @@ local function read(key)
   end
   local kind = string.sub(v, 5, 5)
   if (kind == 'I' or kind == 'B') and not is_object(v) then return nil, nil end
+  if kind == 'T' and not string.match(string.sub(v, 7), '^%d+$') then return nil, nil end
   if kind == 'P' and not string.match(string.sub(v, 7), '^%x+$') then return nil, nil end
   return v, kind
 end
@@ -91,8 +94,9 @@ local function digest_of(rp, v, kind)
 end
 
 -- Removes the object `key` (of the release with prefix `rp`) holds as `v` of kind `kind`:
--- every copy of it still holding it, or its body (appended to `killed`); then `key` itself.
-local function remove(rp, key, v, kind, killed)
+-- every copy of it still holding it (their suffixes appended to `touched`, when given), or its
+-- body (appended to `killed`); then `key` itself.
+local function remove(rp, key, v, kind, killed, touched)
   if kind == 'I' then
     local id = id_of(v, kind)
     local list = suffixes(v) or {}
@@ -100,7 +104,10 @@ local function remove(rp, key, v, kind, killed)
       local k = rp .. s
       if k ~= key then
         local w, wk = read(k)
-        if wk == 'I' and id_of(w, wk) == id then redis.call('DEL', k) end
+        if wk == 'I' and id_of(w, wk) == id then
+          redis.call('DEL', k)
+          if touched then touched[#touched + 1] = s end
+        end
       end
     end
   elseif kind == 'P' then
@@ -131,16 +138,38 @@ local function releases(prefix, tag, now)
   return out
 end
 
+-- Whether `v`, a copy or body, has expired by MaxAge / LastUsage at `now` (kept past it for
+-- stale-if-error only).
+local function expired(v, now, max_age, last_usage)
+  local created, used = tonumber(string.sub(v, 24, 36)), tonumber(string.sub(v, 38, 50))
+  if created == nil or used == nil then return true end
+  local left = remaining(created, used, now, max_age, last_usage)
+  return left ~= nil and left <= 0
+end
+
+-- Marks the key `k` of a release (prefix `rp`, key suffix `suffix`) changed at `now`: its
+-- lease goes, and with leases on (lease_ms > 0) a tombstone stays for that long, so that a
+-- fill whose lease was taken before is refused; otherwise the key just goes.
+local function mark_changed(rp, suffix, now, lease_ms)
+  redis.call('DEL', rp .. 'l:' .. suffix)
+  if lease_ms > 0 then
+    redis.call('SET', rp .. suffix, 'OC3|T|' .. string.format('%013d', now), 'PX', lease_ms)
+  else
+    redis.call('DEL', rp .. suffix)
+  end
+end
+
 -- Publishes ARGV[from..] on `channel`: the announcements of this change, built by the
 -- connector, leaving the server in the same atomic step as the change itself.
 local function announce(channel, from)
   for i = from, #ARGV do redis.call('PUBLISH', channel, ARGV[i]) end
 end
 
--- Tells the listeners on `channel` that these keys of `purpose` (their suffixes) had their
--- LastUsage renewed: not a change, so the server's reports of those writes are not taken for
--- one (see the channel's tracking).
-local function announce_renewed(channel, purpose, touched)
+-- Tells the listeners on `channel` that these keys of `purpose` (their suffixes) were written
+-- as no change of their own (LastUsage renewed; the other keys of an object removed through
+-- an announced key), so the server's reports of those writes are not taken for changes made
+-- behind the library's back (see the channel's tracking).
+local function announce_touched(channel, purpose, touched)
   if #touched > 0 then
     redis.call('PUBLISH', channel, cjson.encode({o = 0, p = purpose, k = 'u', z = touched}))
   end

@@ -43,7 +43,7 @@ for _, k in ipairs(targets) do
     if wk == 'I' then touched[#touched + 1] = string.sub(k, #own + 1) end
   end
 end
-announce_renewed(ARGV[8], ARGV[9], touched)
+announce_touched(ARGV[8], ARGV[9], touched)
 if left == nil then
   register(prefix, tag, 0, 0)
   return {-1, key}

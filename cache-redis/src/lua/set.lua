@@ -3,15 +3,53 @@
 -- ARGV: prefix, tag, id, mode ('I': a copy under each key; 'P': a pointer to the body),
 -- digest, tail ('<n>|<list><payload>': what follows the digest in a copy or body; with 'P',
 -- given in the first batch only, which then stores the body), max_age_ms, last_usage_ms,
--- channel, then the announcements of the keys the object takes (published).
--- Removes every other object holding one of the keys — of this release whatever it is, of
--- other releases when its key set differs (another release's copy of the same object stays)
--- — then stores the object. Returns the bodies it removed, for their pointers to be swept.
+-- lease ('': a plain set; else the suffix of the key a read-through leased), token (the
+-- lease's), last ('1' in the last batch), channel, purpose, then the announcements of the
+-- keys the object takes (published).
+-- A fill (with a lease) is refused — nothing stored, and a body this set wrote in an earlier
+-- batch removed — unless the lease is still this one and no key of the object changed since it
+-- was taken (a tombstone, or an object set, after it). Then, as a plain set: removes every
+-- other object holding one of the keys — of this release whatever it is, of other releases
+-- when its key set differs (another release's copy of the same object stays) — stores the
+-- object, and ends the keys' leases. Returns {'stored' or 'refused', bodies removed...}.
 local prefix, tag, id, mode, digest, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local max_age, last_usage = tonumber(ARGV[7]), tonumber(ARGV[8])
+local lease, token, last = ARGV[9], ARGV[10], ARGV[11] == '1'
 local now = now_ms()
 local own = prefix .. tag .. ':'
 local killed = {}
+local touched = {}
+
+if lease ~= '' then
+  local held = redis.pcall('GET', own .. 'l:' .. lease)
+  local taken = nil
+  if type(held) == 'string' then
+    local t, at = string.match(held, '^(%x+)|(%d+)$')
+    if t == token then taken = tonumber(at) end
+  end
+  local overtaken = taken == nil
+  for i = 1, #KEYS do
+    if overtaken then break end
+    local v, kind = read(KEYS[i])
+    if kind == 'T' then
+      overtaken = tonumber(string.sub(v, 7)) >= taken
+    elseif kind == 'I' then
+      overtaken = tonumber(string.sub(v, 24, 36)) >= taken and id_of(v, kind) ~= id
+    elseif kind == 'P' and id_of(v, kind) ~= id then
+      local body = redis.pcall('GETRANGE', own .. 'o:' .. id_of(v, kind), 0, 36)
+      overtaken = type(body) == 'string' and #body == 37
+        and (tonumber(string.sub(body, 24, 36)) or 0) >= taken
+    end
+  end
+  if overtaken then
+    -- An earlier batch of this fill may have stored the body: it goes (its pointers then
+    -- answer nothing, and are swept).
+    local result = { 'refused' }
+    if mode == 'P' and kill(own .. 'o:' .. id) then result[2] = own .. 'o:' .. id end
+    return result
+  end
+end
+
 local all = releases(prefix, tag, now)
 for i = 1, #KEYS do
   local suffix = string.sub(KEYS[i], #own + 1)
@@ -20,9 +58,9 @@ for i = 1, #KEYS do
     local v, kind = read(k)
     if kind == 'I' or kind == 'P' then
       if r == 1 then
-        if id_of(v, kind) ~= id then remove(rp, k, v, kind, killed) end
+        if id_of(v, kind) ~= id then remove(rp, k, v, kind, killed, touched) end
       elseif digest_of(rp, v, kind) ~= digest then
-        remove(rp, k, v, kind, killed)
+        remove(rp, k, v, kind, killed, touched)
       end
     end
   end
@@ -50,7 +88,14 @@ for i = 1, #KEYS do
   else
     redis.call('SET', KEYS[i], value)
   end
+  -- A set ends the key's lease (a fill its own, in its last batch).
+  local suffix = string.sub(KEYS[i], #own + 1)
+  if suffix ~= lease then redis.call('DEL', own .. 'l:' .. suffix) end
 end
+if lease ~= '' and last then redis.call('DEL', own .. 'l:' .. lease) end
 if left then register(prefix, tag, now + left, left) else register(prefix, tag, 0, 0) end
-announce(ARGV[9], 10)
-return killed
+announce(ARGV[12], 14)
+announce_touched(ARGV[12], ARGV[13], touched)
+local result = { 'stored' }
+for _, body in ipairs(killed) do result[#result + 1] = body end
+return result

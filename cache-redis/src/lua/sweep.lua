@@ -40,7 +40,7 @@ while done < n do
   at = colon + len + 1
   done = done + 1
 end
-announce_renewed(ARGV[7], ARGV[8], renewed)
+announce_touched(ARGV[7], ARGV[8], renewed)
 if at == 1 and done < n then return {0, n, n} end -- one entry larger than a chunk: garbled
 if done == n and mode == 'delete' and string.sub(head, 1, 6) == 'OC3|D|' then
   redis.call('DEL', body)
