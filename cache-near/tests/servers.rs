@@ -76,6 +76,7 @@ mod redis_conformance {
     }
 
     cache_core::conformance_suite!(fixture);
+    cache_core::leases_suite!(fixture);
     cache_core::model_test!(fixture);
 }
 
@@ -101,6 +102,7 @@ mod postgres_conformance {
     }
 
     cache_core::conformance_suite!(fixture);
+    cache_core::leases_suite!(fixture);
     cache_core::model_test!(fixture);
 }
 

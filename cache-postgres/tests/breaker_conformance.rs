@@ -25,4 +25,5 @@ async fn fixture() -> Option<impl Fixture> {
 }
 
 cache_core::conformance_suite!(fixture);
+cache_core::leases_suite!(fixture);
 cache_core::model_test!(fixture);

@@ -20,6 +20,7 @@ async fn fixture() -> Option<impl Fixture> {
 }
 
 cache_core::conformance_suite!(fixture);
+cache_core::leases_suite!(fixture);
 cache_core::model_test!(fixture);
 
 /// Caches of two releases (version strings) in the same database.

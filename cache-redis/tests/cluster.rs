@@ -28,6 +28,7 @@ async fn fixture() -> Option<impl Fixture> {
 }
 
 cache_core::conformance_suite!(fixture);
+cache_core::leases_suite!(fixture);
 cache_core::model_test!(fixture);
 
 /// The keys of `purpose` on each node, in seed order.

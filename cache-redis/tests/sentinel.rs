@@ -43,6 +43,7 @@ async fn fixture() -> Option<impl Fixture> {
 }
 
 cache_core::conformance_suite!(fixture);
+cache_core::leases_suite!(fixture);
 cache_core::model_test!(fixture);
 
 async fn connect(addr: &str) -> redis::aio::MultiplexedConnection {

@@ -18,6 +18,7 @@
 
 pub mod cases;
 mod channel;
+pub mod leases;
 pub mod load;
 pub mod logs;
 pub mod metrics;
