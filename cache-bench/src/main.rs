@@ -54,7 +54,7 @@ fn args() -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated|keys|deploy|fanout|propagation]"
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated|keys|deploy|fanout|propagation|stampede]"
                 ));
             }
         }
@@ -92,6 +92,46 @@ async fn shared_keys(servers: &Servers) -> Vec<keys::KeyScale> {
         out.extend(keys::postgres(url).await);
     }
     out
+}
+
+/// Cross-process stampedes (8 processes, 1 000 `get_or_load`s of one missing key) and the
+/// miss path's cost with a lease, on every shared connector that has a server.
+async fn shared_stampedes(
+    servers: &Servers,
+) -> (Vec<stampede::Stampede>, Vec<stampede::MissCost>) {
+    use cache_core::testkit::{TestEntry, TestIndex};
+    use cache_core::{Cache, CacheSettings, LeaseSettings};
+    use std::sync::Arc;
+    let settings = |leases: bool| CacheSettings {
+        lease: LeaseSettings {
+            enabled: leases,
+            ..LeaseSettings::default()
+        },
+        ..CacheSettings::default()
+    };
+    let (mut stampedes, mut costs) = (Vec::new(), Vec::new());
+    if let Some(url) = &servers.redis {
+        let make = |purpose: &str, leases: bool| -> Arc<dyn Cache<TestIndex, TestEntry>> {
+            cache_redis::RedisConnector::new(cache_redis::RedisConfig::with_url(url), "bench")
+                .expect("redis")
+                .cache(purpose, TestIndex::BUILT, &settings(leases))
+        };
+        stampedes.push(stampede::shared("redis", 8, 1_000, |p| make(p, true)).await);
+        costs.push(stampede::miss_cost("redis", make).await);
+    }
+    if let Some(url) = &servers.postgres {
+        let config = cache_postgres::PostgresConfig::with_url(url);
+        let setup = cache_postgres::PostgresConnector::new(&config, "bench").expect("postgres");
+        setup.setup().await.expect("setup");
+        let make = |purpose: &str, leases: bool| -> Arc<dyn Cache<TestIndex, TestEntry>> {
+            cache_postgres::PostgresConnector::new(&config, "bench")
+                .expect("postgres")
+                .cache(purpose, TestIndex::BUILT, &settings(leases))
+        };
+        stampedes.push(stampede::shared("postgres", 8, 1_000, |p| make(p, true)).await);
+        costs.push(stampede::miss_cost("postgres", make).await);
+    }
+    (stampedes, costs)
 }
 
 /// Propagation between two processes over every transport that has a server.
@@ -174,12 +214,20 @@ async fn run(args: &Args) -> Result<(), String> {
     let deploy_run = Duration::from_secs(if args.quick { 1 } else { 3 });
     let rounds = if args.quick { 200 } else { 1_000 };
     let fanout_seconds = if args.quick { 1 } else { 3 };
-    if let Some(only @ ("keys" | "deploy" | "fanout" | "propagation")) = args.only.as_deref() {
+    if let Some(only @ ("keys" | "deploy" | "fanout" | "propagation" | "stampede")) =
+        args.only.as_deref()
+    {
         let mut report = Report::empty(args.quick);
         match only {
             "keys" => report.keys = shared_keys(&servers).await,
             "deploy" => report.deploys = deploys(&servers, deploy_run).await,
             "fanout" => report.fanouts = fanouts(&servers, fanout_seconds).await,
+            "stampede" => {
+                report.stampede.push(stampede::run(1_000).await);
+                let (stampedes, costs) = shared_stampedes(&servers).await;
+                report.stampede.extend(stampedes);
+                report.miss_costs = costs;
+            }
             _ => report.propagation = propagations(&servers, rounds).await,
         }
         report.evaluate_goals();
@@ -256,6 +304,9 @@ async fn run(args: &Args) -> Result<(), String> {
     progress.set_message("stampede");
     if everything {
         report.stampede.push(stampede::run(1_000).await);
+        let (stampedes, costs) = shared_stampedes(&servers).await;
+        report.stampede.extend(stampedes);
+        report.miss_costs = costs;
     }
     progress.set_message("hits measured alone");
     if everything {

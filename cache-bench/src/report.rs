@@ -12,7 +12,7 @@ use crate::fanout::Fanout;
 use crate::isolated::Isolated;
 use crate::keys::KeyScale;
 use crate::propagation::Propagation;
-use crate::stampede::Stampede;
+use crate::stampede::{MissCost, Stampede};
 use crate::workload::{Measurement, Workload};
 
 /// One measured cell.
@@ -127,6 +127,9 @@ pub(crate) struct Report {
     /// Many listening processes, one changing at a steady rate.
     #[serde(default)]
     pub(crate) fanouts: Vec<Fanout>,
+    /// A read-through's miss with a lease against without.
+    #[serde(default)]
+    pub(crate) miss_costs: Vec<MissCost>,
     /// The issues' goals.
     pub(crate) goals: Vec<Goal>,
 }
@@ -145,6 +148,7 @@ impl Report {
             keys: Vec::new(),
             deploys: Vec::new(),
             fanouts: Vec::new(),
+            miss_costs: Vec::new(),
             goals: Vec::new(),
         }
     }
@@ -328,8 +332,13 @@ impl Report {
             ));
         }
         for s in &self.stampede {
+            let place = if s.processes > 1 {
+                format!(" across {} {} processes", s.processes, s.connector)
+            } else {
+                String::new()
+            };
             goals.push(Goal::at_most(
-                format!("a stampede of {} misses of one key runs one load", s.tasks),
+                format!("a stampede of {} misses of one key{place} runs one load", s.tasks),
                 s.loads as f64,
                 1.0,
                 " loads",
@@ -494,14 +503,42 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| tasks | loads | one load alone µs | waiters p50 µs | p99 µs | max µs |"
+                "| connector | processes | tasks | loads | one load alone µs | waiters p50 µs | \
+                 p99 µs | max µs |"
             );
-            let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
             for s in &self.stampede {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                    s.tasks, s.loads, s.single_us, s.p50_us, s.p99_us, s.max_us
+                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                    s.connector,
+                    s.processes.max(1),
+                    s.tasks,
+                    s.loads,
+                    s.single_us,
+                    s.p50_us,
+                    s.p99_us,
+                    s.max_us
+                );
+            }
+            out.push('\n');
+        }
+        if !self.miss_costs.is_empty() {
+            let _ = writeln!(
+                out,
+                "### read-through miss (get_or_load of a missing key, instant load): with a \
+                 lease against without\n"
+            );
+            let _ = writeln!(out, "| connector | leased µs | without µs | difference µs |");
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+            for m in &self.miss_costs {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {:.0} | {:.0} |",
+                    m.connector,
+                    m.leased_us,
+                    m.plain_us,
+                    m.leased_us - m.plain_us
                 );
             }
             out.push('\n');

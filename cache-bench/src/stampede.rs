@@ -18,6 +18,12 @@ const LOAD: Duration = Duration::from_millis(5);
 /// What one stampede did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Stampede {
+    /// Where: `memory` (one process), or a shared connector with several processes.
+    #[serde(default)]
+    pub(crate) connector: String,
+    /// Processes (object caches with connections of their own) the tasks were spread over.
+    #[serde(default)]
+    pub(crate) processes: u64,
     /// Tasks that missed the same key at once.
     pub(crate) tasks: u64,
     /// Loads the source of truth served for them.
@@ -30,6 +36,7 @@ pub(crate) struct Stampede {
     pub(crate) max_us: f64,
 }
 
+/// One process on the memory connector.
 pub(crate) async fn run(tasks: u64) -> Stampede {
     let connector = MemoryConnector::new(MemoryConfig::enabled());
     let cache = ObjectCache::new(
@@ -40,6 +47,18 @@ pub(crate) async fn run(tasks: u64) -> Stampede {
             &CacheSettings::default(),
         ) as Arc<dyn Cache<_, _>>,
     );
+    stampede("memory", vec![cache], tasks).await
+}
+
+/// `tasks` concurrent `get_or_load`s of one missing key spread over `caches` (processes), the
+/// load taking [`LOAD`]: how many loads ran and how long the waiters took.
+pub(crate) async fn stampede(
+    connector: &str,
+    caches: Vec<ObjectCache<TestIndex, TestEntry>>,
+    tasks: u64,
+) -> Stampede {
+    let processes = caches.len() as u64;
+    let cache = caches[0].clone();
     let loads = Arc::new(AtomicU64::new(0));
     let loader = |i: u64| {
         let loads = Arc::clone(&loads);
@@ -58,8 +77,9 @@ pub(crate) async fn run(tasks: u64) -> Stampede {
     loads.store(0, Ordering::SeqCst);
     let barrier = Arc::new(tokio::sync::Barrier::new(tasks as usize));
     let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let (cache, barrier, load) = (cache.clone(), Arc::clone(&barrier), loader(2));
+        .map(|n| {
+            let cache = caches[n as usize % caches.len()].clone();
+            let (barrier, load) = (Arc::clone(&barrier), loader(2));
             tokio::spawn(async move {
                 barrier.wait().await;
                 let started = Instant::now();
@@ -79,12 +99,72 @@ pub(crate) async fn run(tasks: u64) -> Stampede {
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Stampede {
+        connector: connector.to_owned(),
+        processes,
         tasks,
         loads: loads.load(Ordering::SeqCst),
         single_us,
         p50_us: at(0.5),
         p99_us: at(0.99),
         max_us: latencies.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// The miss path of a read-through on a shared connector with leases against without: the
+/// median `get_or_load` of a key that misses, with an instant load, µs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MissCost {
+    /// The connector.
+    pub(crate) connector: String,
+    /// With a lease (get, lease, load, fill).
+    pub(crate) leased_us: f64,
+    /// Without (get, load, set).
+    pub(crate) plain_us: f64,
+}
+
+/// Processes of a shared connector: `processes` object caches of one purpose, each made by
+/// `make` (with connections of its own).
+pub(crate) async fn shared(
+    connector: &str,
+    processes: usize,
+    tasks: u64,
+    make: impl Fn(&str) -> Arc<dyn Cache<TestIndex, TestEntry>>,
+) -> Stampede {
+    let purpose = format!("stampede-{connector}-{}", std::process::id());
+    let caches = (0..processes)
+        .map(|_| ObjectCache::new(purpose.as_str(), make(&purpose)))
+        .collect();
+    stampede(connector, caches, tasks).await
+}
+
+/// [`MissCost`] of caches made by `make(purpose, leases on)`.
+pub(crate) async fn miss_cost(
+    connector: &str,
+    make: impl Fn(&str, bool) -> Arc<dyn Cache<TestIndex, TestEntry>>,
+) -> MissCost {
+    let median = |leases: bool| {
+        let purpose = format!("miss-{connector}-{leases}-{}", std::process::id());
+        let cache = ObjectCache::new(purpose.as_str(), make(&purpose, leases));
+        async move {
+            let mut times = Vec::new();
+            for i in 0..300u64 {
+                let started = Instant::now();
+                cache
+                    .get_or_load(TestIndex::Id, &format!("org-{i}"), move || async move {
+                        Ok::<_, std::convert::Infallible>(Some(entry(i)))
+                    })
+                    .await
+                    .expect("infallible");
+                times.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        }
+    };
+    MissCost {
+        connector: connector.to_owned(),
+        leased_us: median(true).await,
+        plain_us: median(false).await,
     }
 }
 
