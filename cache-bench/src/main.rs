@@ -96,9 +96,7 @@ async fn shared_keys(servers: &Servers) -> Vec<keys::KeyScale> {
 
 /// Cross-process stampedes (8 processes, 1 000 `get_or_load`s of one missing key) and the
 /// miss path's cost with a lease, on every shared connector that has a server.
-async fn shared_stampedes(
-    servers: &Servers,
-) -> (Vec<stampede::Stampede>, Vec<stampede::MissCost>) {
+async fn shared_stampedes(servers: &Servers) -> (Vec<stampede::Stampede>, Vec<stampede::MissCost>) {
     use cache_core::testkit::{TestEntry, TestIndex};
     use cache_core::{Cache, CacheSettings, LeaseSettings};
     use std::sync::Arc;

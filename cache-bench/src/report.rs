@@ -338,7 +338,10 @@ impl Report {
                 String::new()
             };
             goals.push(Goal::at_most(
-                format!("a stampede of {} misses of one key{place} runs one load", s.tasks),
+                format!(
+                    "a stampede of {} misses of one key{place} runs one load",
+                    s.tasks
+                ),
                 s.loads as f64,
                 1.0,
                 " loads",
@@ -506,7 +509,10 @@ impl Report {
                 "| connector | processes | tasks | loads | one load alone µs | waiters p50 µs | \
                  p99 µs | max µs |"
             );
-            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            let _ = writeln!(
+                out,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            );
             for s in &self.stampede {
                 let _ = writeln!(
                     out,
@@ -529,7 +535,10 @@ impl Report {
                 "### read-through miss (get_or_load of a missing key, instant load): with a \
                  lease against without\n"
             );
-            let _ = writeln!(out, "| connector | leased µs | without µs | difference µs |");
+            let _ = writeln!(
+                out,
+                "| connector | leased µs | without µs | difference µs |"
+            );
             let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
             for m in &self.miss_costs {
                 let _ = writeln!(

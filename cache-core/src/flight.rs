@@ -250,3 +250,50 @@ impl Drop for ChangePass<'_> {
         self.0.state().changes -= 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_load_is_refused_leave_while_a_change_runs_and_given_it_after() {
+        let gate = Gate::default();
+        {
+            let _change = gate.change().await;
+            assert!(gate.try_load().is_none(), "a change runs: no load is set");
+        }
+        let pass = gate.try_load();
+        assert!(pass.is_some(), "no change runs: a load may be set");
+        // Two loads at once are fine; a change waits for both.
+        let second = gate.try_load();
+        assert!(second.is_some());
+        drop((pass, second));
+        let _change = gate.change().await;
+    }
+
+    #[tokio::test]
+    async fn a_change_waits_for_the_loads_being_set() {
+        let gate = Arc::new(Gate::default());
+        let pass = gate.try_load();
+        assert!(pass.is_some());
+        let waiting = {
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move {
+                let _change = gate.change().await;
+            })
+        };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "the change must wait for the load");
+        assert!(
+            gate.try_load().is_none(),
+            "a waiting change stops new loads"
+        );
+        drop(pass);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the change ran once the load landed")
+            .unwrap();
+    }
+}

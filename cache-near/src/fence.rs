@@ -140,6 +140,40 @@ mod tests {
     }
 
     #[test]
+    fn a_change_before_the_read_began_is_no_change_for_it() {
+        let fence = Fence::default();
+        let (a, b) = (key_hash("id", "a"), key_hash("id", "b"));
+        fence.change(vec![a], || {});
+        let since = fence.start();
+        fence.change(vec![b], || {});
+        assert!(
+            fence.fill(since, &[a], || {}),
+            "a's change came before the read began"
+        );
+        assert!(fence.changed_since(since, &[b], 0), "b's came after");
+    }
+
+    #[test]
+    fn another_values_set_is_a_change_and_the_values_own_set_is_not() {
+        let fence = Fence::default();
+        let a = key_hash("id", "a");
+        let since = fence.start();
+        fence.set(vec![a], 1, || {});
+        assert!(
+            !fence.changed_since(since, &[a], 1),
+            "the value's own set is no change for it"
+        );
+        assert!(
+            fence.changed_since(since, &[a], 2),
+            "another value's set of its key is a change"
+        );
+        assert!(
+            !fence.fill(since, &[a], || {}),
+            "a fill after a set of its key"
+        );
+    }
+
+    #[test]
     fn a_fill_older_than_the_log_is_never_installed() {
         let fence = Fence::default();
         let since = fence.start();

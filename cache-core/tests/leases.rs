@@ -1,0 +1,242 @@
+//! How `ObjectCache::get_or_load` uses a shared level's leases (SPEC 12), over an in-test cache
+//! whose answers to `lease` each test scripts: another process's fill waited for instead of a
+//! load, an expired lease taken over, a refused fill counted (and its value still returned), a
+//! lease error never failing the caller. (The connectors' own leases are tested on real
+//! servers: the lease cases of the conformance suite and `cache-near/tests/leases.rs`.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_core::{
+    Cache, Entry, Error, Filled, Index, Lease, LeaseToken, ObjectCache, Result, async_trait,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct ById;
+
+impl Index for ById {
+    fn name(self) -> &'static str {
+        "id"
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct User {
+    id: String,
+    revision: u32,
+}
+
+impl Entry<ById> for User {
+    fn keys(&self, _: ById) -> Vec<String> {
+        vec![self.id.clone()]
+    }
+}
+
+/// What the double's `lease` answers next.
+enum Answer {
+    Granted,
+    Held(Duration),
+    Hit(u32),
+    Fails,
+}
+
+/// A shared level that keeps objects in a map and answers `lease` as scripted.
+#[derive(Default)]
+struct Leasing {
+    objects: Mutex<HashMap<String, Arc<User>>>,
+    answers: Mutex<VecDeque<Answer>>,
+    /// What `fill` answers (`None`: stores).
+    refuse: Mutex<bool>,
+    sets: AtomicUsize,
+    fills: AtomicUsize,
+}
+
+#[async_trait]
+impl Cache<ById, User> for Leasing {
+    fn connector(&self) -> &'static str {
+        "leasing"
+    }
+    fn indices(&self) -> &[ById] {
+        &[ById]
+    }
+    async fn get(&self, _: ById, key: &str) -> Result<Option<Arc<User>>> {
+        Ok(self.objects.lock().unwrap().get(key).cloned())
+    }
+    async fn set(&self, value: Arc<User>) -> Result<()> {
+        self.sets.fetch_add(1, Ordering::SeqCst);
+        self.objects.lock().unwrap().insert(value.id.clone(), value);
+        Ok(())
+    }
+    async fn lease(&self, index: ById, key: &str) -> Result<Lease<User>> {
+        let answer = self.answers.lock().unwrap().pop_front();
+        match answer {
+            Some(Answer::Granted) => Ok(Lease::Granted(LeaseToken {
+                index: index.name(),
+                key: key.to_owned(),
+                token: "t".to_owned(),
+            })),
+            Some(Answer::Held(left)) => Ok(Lease::Held(left)),
+            Some(Answer::Hit(revision)) => Ok(Lease::Hit(cache_core::Hit {
+                value: Arc::new(User {
+                    id: key.to_owned(),
+                    revision,
+                }),
+                age: None,
+            })),
+            Some(Answer::Fails) => Err(Error::unavailable("down")),
+            None => Ok(Lease::None),
+        }
+    }
+    async fn fill(&self, value: Arc<User>, lease: &LeaseToken) -> Result<Filled> {
+        assert_eq!(lease.token, "t");
+        self.fills.fetch_add(1, Ordering::SeqCst);
+        if *self.refuse.lock().unwrap() {
+            return Ok(Filled::Refused);
+        }
+        self.objects.lock().unwrap().insert(value.id.clone(), value);
+        Ok(Filled::Stored)
+    }
+    async fn invalidate(&self, _: ById, keys: &[&str]) -> Result<()> {
+        let mut map = self.objects.lock().unwrap();
+        for key in keys {
+            map.remove(*key);
+        }
+        Ok(())
+    }
+    async fn delete(&self, index: ById, keys: &[&str]) -> Result<()> {
+        self.invalidate(index, keys).await
+    }
+    async fn truncate(&self) -> Result<()> {
+        self.objects.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+fn rig(answers: Vec<Answer>) -> (ObjectCache<ById, User>, Arc<Leasing>) {
+    let leasing = Arc::new(Leasing::default());
+    leasing.answers.lock().unwrap().extend(answers);
+    let cache = ObjectCache::new("users", Arc::clone(&leasing) as Arc<dyn Cache<_, _>>);
+    (cache, leasing)
+}
+
+/// `get_or_load` of user 7 with a load counted in `loads` that yields `revision`.
+async fn load(
+    cache: &ObjectCache<ById, User>,
+    loads: &Arc<AtomicUsize>,
+    revision: u32,
+) -> Option<Arc<User>> {
+    let loads = Arc::clone(loads);
+    cache
+        .get_or_load(ById, "7", move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(Some(User {
+                id: "7".into(),
+                revision,
+            }))
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_granted_lease_loads_once_and_fills_instead_of_setting() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(leasing.fills.load(Ordering::SeqCst), 1);
+    assert_eq!(leasing.sets.load(Ordering::SeqCst), 0, "a fill, not a set");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.leases, stats.lease_waits, stats.refused_fills),
+        (1, 0, 0)
+    );
+    assert_eq!(cache.get(ById, "7").await.unwrap().revision, 1);
+}
+
+#[tokio::test]
+async fn a_refused_fill_is_counted_and_the_caller_still_gets_its_load() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    *leasing.refuse.lock().unwrap() = true;
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
+    assert_eq!(cache.stats().refused_fills, 1);
+    assert!(
+        cache.get(ById, "7").await.is_none(),
+        "a refused fill is not cached"
+    );
+}
+
+#[tokio::test]
+async fn a_held_lease_is_waited_for_and_the_holders_fill_answers() {
+    let (cache, leasing) = rig(vec![Answer::Held(Duration::from_secs(5))]);
+    let filler = {
+        let leasing = Arc::clone(&leasing);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            leasing.objects.lock().unwrap().insert(
+                "7".into(),
+                Arc::new(User {
+                    id: "7".into(),
+                    revision: 9,
+                }),
+            );
+        })
+    };
+    let loads = Arc::new(AtomicUsize::new(0));
+    let found = tokio::time::timeout(Duration::from_secs(4), load(&cache, &loads, 1))
+        .await
+        .expect("the holder's fill ends the wait, long before the lease would");
+    filler.await.unwrap();
+    assert_eq!(found.unwrap().revision, 9, "the other process's fill");
+    assert_eq!(loads.load(Ordering::SeqCst), 0, "no load of its own");
+    let stats = cache.stats();
+    assert_eq!((stats.lease_waits, stats.loads, stats.leases), (1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_is_taken_over_after_its_time_and_no_later() {
+    let lease = Duration::from_millis(500);
+    let (cache, leasing) = rig(vec![Answer::Held(lease), Answer::Granted]);
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = tokio::time::Instant::now();
+    assert_eq!(load(&cache, &loads, 2).await.unwrap().revision, 2);
+    let waited = started.elapsed();
+    assert!(
+        waited >= lease && waited < lease + Duration::from_millis(50),
+        "waited {waited:?} for a lease of {lease:?}"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(leasing.fills.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.lease_waits, stats.lease_takeovers, stats.leases),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_object_found_when_leasing_is_a_hit_without_a_load() {
+    let (cache, leasing) = rig(vec![Answer::Hit(5)]);
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 5);
+    assert_eq!(loads.load(Ordering::SeqCst), 0);
+    assert_eq!(leasing.fills.load(Ordering::SeqCst), 0);
+    assert_eq!(cache.stats().leases, 0);
+}
+
+#[tokio::test]
+async fn a_lease_that_fails_never_fails_the_caller_and_the_load_is_set() {
+    let (cache, leasing) = rig(vec![Answer::Fails]);
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 3).await.unwrap().revision, 3);
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        leasing.sets.load(Ordering::SeqCst),
+        1,
+        "set without a lease"
+    );
+    assert_eq!(cache.stats().errors, 1, "the lease's failure is counted");
+}
