@@ -39,10 +39,13 @@ pub struct MemoryCache<I: Index, V: Entry<I>> {
     renewals: OnceLock<Renewals<V>>,
 }
 
+/// What [`MemoryCache::on_renewal_due`] calls with an object whose LastUsage is due.
+type RenewalHook<V> = Box<dyn Fn(&Arc<V>) + Send + Sync>;
+
 /// A renewal hook and how often it is called per object (µs).
 struct Renewals<V> {
     every: u64,
-    hook: Box<dyn Fn(&Arc<V>) + Send + Sync>,
+    hook: RenewalHook<V>,
 }
 
 impl<I: Index, V: Entry<I>> fmt::Debug for MemoryCache<I, V> {
