@@ -1,13 +1,14 @@
 //! `cargo xtask`: the project's tasks.
 //!
-//! - `cargo xtask test [--pg-matrix=off|all|16,18]` — start throwaway Redis and PostgreSQL
-//!   (plain and TLS: `servers/tls.rs`), run every test of the workspace (nextest when
-//!   installed, else `cargo test`) and the doc tests, then the cache-postgres tests on
-//!   PostgreSQL 15, 16, 17 and 18 (`pg_matrix.rs`; `XTASK_PG_MATRIX=off` skips that too), stop
-//!   the servers.
+//! - `cargo xtask test [--pg-matrix=off|all|16,18] [--redis-matrix=off|all]` — start
+//!   throwaway Redis and PostgreSQL (plain and TLS: `servers/tls.rs`), run every test of the
+//!   workspace (nextest when installed, else `cargo test`) and the doc tests, then the
+//!   cache-postgres tests on PostgreSQL 15, 16, 17 and 18 (`pg_matrix.rs`;
+//!   `XTASK_PG_MATRIX=off` skips them) and the Redis tests on Redis 7.0, Redis 6.2 and Valkey 9
+//!   (`redis_matrix.rs`; `XTASK_REDIS_MATRIX=off` skips them), stop the servers.
 //! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, and each
 //!   `cache-config` feature building on its own.
-//! - `cargo xtask ci`    — lint, then test with the whole PostgreSQL matrix.
+//! - `cargo xtask ci`    — lint, then test with the whole PostgreSQL and Redis matrices.
 //! - `cargo xtask bench [--quick] [--compare OLD.json]` — start the servers, run the benchmark
 //!   harness (`cache-bench`) over every connector and its baselines, write `target/bench/`.
 //! - `cargo xtask pg-setup <url> [schema]` — create or update the PostgreSQL cache tables.
@@ -22,6 +23,7 @@
 
 mod demo;
 mod pg_matrix;
+mod redis_matrix;
 mod servers;
 mod summary;
 mod util;
@@ -35,12 +37,14 @@ use util::Result;
 
 const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|demo|pg-setup|pg-latest|mutants>
 
-  test [--pg-matrix=off|all|16,18]
+  test [--pg-matrix=off|all|16,18] [--redis-matrix=off|all]
          start throwaway redis-server and PostgreSQL (plain and TLS), run all tests
          (+ doc tests), then the cache-postgres tests on PostgreSQL 15, 16, 17, 18
-         (or the versions given; off or XTASK_PG_MATRIX=off skips them), stop the servers
+         (or the versions given; off or XTASK_PG_MATRIX=off skips them) and the Redis
+         tests on Redis 7.0, Redis 6.2 and Valkey 9 (off or XTASK_REDIS_MATRIX=off skips
+         them), stop the servers
   lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
-  ci     lint, then test with the whole PostgreSQL matrix
+  ci     lint, then test with the whole PostgreSQL and Redis matrices
   serve  start all servers, print their env vars, stay up until Ctrl-C / SIGTERM
   bench [--quick] [--compare OLD.json]
          start the servers, benchmark every connector against its baselines,
@@ -64,10 +68,15 @@ fn main() {
     let result = match task.as_str() {
         "test" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
-            matrix_choice(&args, std::env::var("XTASK_PG_MATRIX").ok()).and_then(|c| test(&c))
+            matrix_choice(
+                &args,
+                std::env::var("XTASK_PG_MATRIX").ok(),
+                std::env::var("XTASK_REDIS_MATRIX").ok(),
+            )
+            .and_then(|(pg, redis)| test(&pg, redis))
         }
         "lint" => lint(),
-        "ci" => lint().and_then(|()| test(&Choice::all())),
+        "ci" => lint().and_then(|()| test(&Choice::all(), true)),
         "pg-latest" => pg_matrix::latest(),
         "serve" => serve(),
         "pg-setup" => pg_setup(),
@@ -124,30 +133,51 @@ fn fmt_duration(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// The PostgreSQL versions `cargo xtask test` runs: `--pg-matrix=X` or `--pg-matrix X` (the
-/// last one wins), else the `XTASK_PG_MATRIX` variable `env`, else all.
-fn matrix_choice(args: &[String], env: Option<String>) -> Result<Choice> {
-    let mut value = env;
+/// The PostgreSQL versions `cargo xtask test` runs and whether it runs the Redis matrix:
+/// `--pg-matrix=X` / `--redis-matrix=X` (or with the value as the next argument; the last one
+/// wins), else the `XTASK_PG_MATRIX` / `XTASK_REDIS_MATRIX` variables `pg_env` / `redis_env`,
+/// else all.
+fn matrix_choice(
+    args: &[String],
+    pg_env: Option<String>,
+    redis_env: Option<String>,
+) -> Result<(Choice, bool)> {
+    let (mut pg, mut redis) = (pg_env, redis_env);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         if let Some(v) = arg.strip_prefix("--pg-matrix=") {
-            value = Some(v.to_owned());
+            pg = Some(v.to_owned());
         } else if arg == "--pg-matrix" {
-            value = Some(
+            pg = Some(
                 args.next()
                     .ok_or("--pg-matrix needs a value: off, all or 16,18")?
+                    .clone(),
+            );
+        } else if let Some(v) = arg.strip_prefix("--redis-matrix=") {
+            redis = Some(v.to_owned());
+        } else if arg == "--redis-matrix" {
+            redis = Some(
+                args.next()
+                    .ok_or("--redis-matrix needs a value: off or all")?
                     .clone(),
             );
         } else {
             return Err(format!("unknown argument {arg:?} for test\n\n{USAGE}"));
         }
     }
-    value.map_or_else(|| Ok(Choice::all()), |v| Choice::parse(&v))
+    let pg = pg.map_or_else(|| Ok(Choice::all()), |v| Choice::parse(&v))?;
+    let redis = redis.map_or(Ok(true), |v| redis_matrix::parse(&v))?;
+    Ok((pg, redis))
 }
 
-fn test(choice: &Choice) -> Result<()> {
-    // Before the servers: a missing PostgreSQL build is downloaded, or fails early.
+fn test(choice: &Choice, redis_matrix: bool) -> Result<()> {
+    // Before the servers: a missing PostgreSQL or Redis build is downloaded, or fails early.
     let matrix = pg_matrix::Matrix::prepare(choice, &servers::postgres::Install::system()?)?;
+    let redis_matrix = if redis_matrix {
+        redis_matrix::Matrix::prepare()?
+    } else {
+        redis_matrix::Matrix::off()
+    };
     let servers = servers::Servers::start()?;
     let env = servers.env();
     for (k, v) in &env {
@@ -196,10 +226,22 @@ fn test(choice: &Choice) -> Result<()> {
     } else {
         matrix.run(&servers, &env)
     };
+    // The Redis matrix runs even if tests failed, so one run reports everything.
+    let redis_result = if redis_matrix.is_empty() {
+        eprintln!("\nxtask: Redis matrix skipped (--redis-matrix=off)");
+        Ok(())
+    } else if util::should_stop() {
+        Err("interrupted".into())
+    } else {
+        redis_matrix.run(&env)
+    };
     eprintln!("xtask: stopping servers");
     drop(servers);
     drop(matrix);
-    tests_result.and(doc_result).and(matrix_result)
+    tests_result
+        .and(doc_result)
+        .and(matrix_result)
+        .and(redis_result)
 }
 
 fn lint() -> Result<()> {
@@ -437,22 +479,30 @@ mod tests {
     #[test]
     fn matrix_choice_takes_the_flag_over_the_variable() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(matrix_choice(&[], None).unwrap(), Choice::all());
-        assert_eq!(matrix_choice(&[], Some("off".into())).unwrap(), Choice::Off);
+        let pg = |a: &[&str], env: Option<&str>| {
+            matrix_choice(&args(a), env.map(str::to_owned), None).map(|(pg, _)| pg)
+        };
+        assert_eq!(pg(&[], None).unwrap(), Choice::all());
+        assert_eq!(pg(&[], Some("off")).unwrap(), Choice::Off);
         assert_eq!(
-            matrix_choice(&args(&["--pg-matrix=17"]), Some("off".into())).unwrap(),
+            pg(&["--pg-matrix=17"], Some("off")).unwrap(),
             Choice::Majors(vec![17])
         );
-        assert_eq!(
-            matrix_choice(&args(&["--pg-matrix", "off"]), None).unwrap(),
-            Choice::Off
-        );
-        assert!(matrix_choice(&args(&["--pg-matrix"]), None).is_err());
+        assert_eq!(pg(&["--pg-matrix", "off"], None).unwrap(), Choice::Off);
+        assert!(pg(&["--pg-matrix"], None).is_err());
         assert!(
-            matrix_choice(&args(&["--quick"]), None)
+            pg(&["--quick"], None)
                 .unwrap_err()
                 .contains("unknown argument")
         );
+        let redis = |a: &[&str], env: Option<&str>| {
+            matrix_choice(&args(a), None, env.map(str::to_owned)).map(|(_, redis)| redis)
+        };
+        assert!(redis(&[], None).unwrap());
+        assert!(!redis(&[], Some("off")).unwrap());
+        assert!(redis(&["--redis-matrix=all"], Some("off")).unwrap());
+        assert!(!redis(&["--redis-matrix", "off"], None).unwrap());
+        assert!(redis(&["--redis-matrix"], None).is_err());
     }
 
     #[test]

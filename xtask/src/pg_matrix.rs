@@ -170,41 +170,16 @@ impl Matrix {
     }
 }
 
-/// Runs the cache-postgres tests against `url`; their counts, or why there are none. A run
-/// that exits with an error but whose summary shows no failed test counts one failure.
+/// Runs the cache-postgres tests against `url`; their counts, or why there are none.
 fn run_suite(url: &str, env: &[(&'static str, String)], nextest: bool) -> Result<Counts> {
-    let mut cmd = crate::cargo();
-    if nextest {
-        cmd.args(["nextest", "run", "--workspace", "--all-features"])
-            .args(["--no-fail-fast", "--status-level", "slow"])
-            .args(["-E", "package(cache-postgres)"]);
-    } else {
-        cmd.args([
-            "test",
-            "-p",
-            "cache-postgres",
-            "--all-features",
-            "--no-fail-fast",
-        ]);
-    }
-    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("CACHE_TEST_POSTGRES_URL", url)
-        .env("CACHE_TEST_REQUIRE_SERVERS", "1");
-    let (status, output) = util::run_tee(&mut cmd)?;
-    let counts = if nextest {
-        summary::nextest(&output)
-    } else {
-        summary::libtest(&output)
-    };
-    match counts {
-        Some(mut c) => {
-            if !status.success() && c.failed == 0 {
-                c.failed = 1;
-            }
-            Ok(c)
-        }
-        None => Err(format!("no test summary ({status})")),
-    }
+    let mut env: Vec<(&str, String)> = env.to_vec();
+    env.push(("CACHE_TEST_POSTGRES_URL", url.to_owned()));
+    summary::run_suite(
+        "package(cache-postgres)",
+        &["cache-postgres"],
+        &env,
+        nextest,
+    )
 }
 
 /// The major version in `postgres --version` output, e.g. 15 in

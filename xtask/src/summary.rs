@@ -1,6 +1,52 @@
 //! Test counts from the output of a test run: nextest's `Summary` line, or libtest's
 //! `test result:` lines when nextest is not installed.
 
+use std::process::Command;
+
+use crate::util::{self, Result};
+
+/// Runs the tests nextest's `filter` selects (`cargo nextest run --workspace --all-features
+/// -E filter`: the same build as the main test run, so nothing is rebuilt) — without nextest,
+/// `cargo test` of `packages` — with `env` and `CACHE_TEST_REQUIRE_SERVERS=1`; their counts,
+/// or why there are none. A run that exits with an error but whose summary shows no failed
+/// test counts one failure.
+pub(crate) fn run_suite(
+    filter: &str,
+    packages: &[&str],
+    env: &[(&str, String)],
+    with_nextest: bool,
+) -> Result<Counts> {
+    let mut cmd: Command = crate::cargo();
+    if with_nextest {
+        cmd.args(["nextest", "run", "--workspace", "--all-features"])
+            .args(["--no-fail-fast", "--status-level", "slow"])
+            .args(["-E", filter]);
+    } else {
+        cmd.arg("test");
+        for package in packages {
+            cmd.args(["-p", package]);
+        }
+        cmd.args(["--all-features", "--no-fail-fast"]);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("CACHE_TEST_REQUIRE_SERVERS", "1");
+    let (status, output) = util::run_tee(&mut cmd)?;
+    let counts = if with_nextest {
+        nextest(&output)
+    } else {
+        libtest(&output)
+    };
+    match counts {
+        Some(mut c) => {
+            if !status.success() && c.failed == 0 {
+                c.failed = 1;
+            }
+            Ok(c)
+        }
+        None => Err(format!("no test summary ({status})")),
+    }
+}
+
 /// How many tests passed and failed in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Counts {

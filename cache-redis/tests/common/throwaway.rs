@@ -1,4 +1,6 @@
 //! A `redis-server` of a test's or benchmark's own, on a free loopback port, killed on drop.
+//! The binary is `$CACHE_TEST_REDIS_SERVER` when set (the server of `cargo xtask test`'s Redis
+//! matrix being tested, e.g. a valkey-server), else `redis-server` from `PATH`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +41,9 @@ impl Server {
                 .map(|a| a.port())
                 .expect("a free loopback port")
         });
-        let mut command = Command::new("redis-server");
+        let binary =
+            std::env::var_os("CACHE_TEST_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
+        let mut command = Command::new(binary);
         if let Some(dir) = dir {
             command.arg("--dir").arg(dir);
         }

@@ -29,8 +29,9 @@ impl Drop for Process {
     }
 }
 
-/// The redis-server binary, installed with apt-get when missing (with redis-cli).
-fn binary() -> Result<PathBuf> {
+/// Debian's redis-server binary, installed with apt-get when missing (with redis-cli, which
+/// also sets up the clusters of the other servers of the matrix).
+pub(crate) fn binary() -> Result<PathBuf> {
     if let Some(b) = util::which("redis-server").filter(|_| util::which("redis-cli").is_some()) {
         return Ok(b);
     }
@@ -40,9 +41,10 @@ fn binary() -> Result<PathBuf> {
         .ok_or_else(|| "redis-server still not found after installing it".to_owned())
 }
 
-/// Starts `redis-server <args>` (which choose the port) in `dir`/`name`, bound to 127.0.0.1,
-/// and waits up to 15 s until it is running and `ready` says so.
+/// Starts `server <args>` (which choose the port) in `dir`/`name`, bound to 127.0.0.1, and
+/// waits up to 15 s until it is running and `ready` says so.
 fn launch(
+    server: &Path,
     dir: &Path,
     name: &str,
     port: u16,
@@ -52,7 +54,7 @@ fn launch(
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(binary()?)
+    let child = Command::new(server)
         .args(args)
         .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -65,7 +67,7 @@ fn launch(
         // Own process group: Ctrl-C reaches us, and we stop the servers in order.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", server.display()))?;
     let mut process = Process { child, port };
     util::wait_until(name, Duration::from_secs(15), || {
         matches!(process.child.try_wait(), Ok(None)) && ready()
@@ -139,13 +141,19 @@ impl Transport<'_> {
         }
     }
 
-    /// Starts `redis-server <args>` listening on `port` this way, and waits until it answers
-    /// PING.
-    fn spawn(self, dir: &Path, name: &str, port: u16, args: &[&str]) -> Result<Process> {
+    /// Starts `server <args>` listening on `port` this way, and waits until it answers PING.
+    fn spawn(
+        self,
+        server: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<Process> {
         let listen = self.listen(port);
         let mut all = args.to_vec();
         all.extend(listen.iter().map(String::as_str));
-        launch(dir, name, port, &all, || match self {
+        launch(server, dir, name, port, &all, || match self {
             Transport::Plain => ping(port),
             Transport::Tls(_) => self
                 .cli(port, &["PING"])
@@ -165,10 +173,17 @@ pub(crate) struct RedisServer {
 impl RedisServer {
     /// Installs redis-server if missing, starts it and waits until it answers PING.
     pub(crate) fn start() -> Result<Self> {
+        Self::start_on(&binary()?)
+    }
+
+    /// Starts the `server` binary (a redis-server or valkey-server) and waits until it answers
+    /// PING.
+    pub(crate) fn start_on(server: &Path) -> Result<Self> {
         let dir = TempDir::new("xtask-redis")?;
         let socket = dir.path().join("redis.sock");
         let socket_text = socket.to_string_lossy().into_owned();
         let process = Transport::Plain.spawn(
+            server,
             dir.path(),
             "single",
             util::free_port()?,
@@ -237,7 +252,7 @@ impl RedisTlsServer {
             "--tls-auth-clients",
             auth,
         ];
-        let process = launch(dir.path(), "tls", port, &args, || {
+        let process = launch(&binary()?, dir.path(), "tls", port, &args, || {
             tls_cli(port, certs, true, &["PING"]).is_ok_and(|out| out.trim() == "PONG")
         })
         .map_err(|e| {
@@ -287,6 +302,11 @@ pub(crate) struct RedisCluster {
 impl RedisCluster {
     /// Starts the nodes, listening by `transport`, and joins them into one cluster.
     pub(crate) fn start(transport: Transport<'_>) -> Result<Self> {
+        Self::start_on(transport, &binary()?)
+    }
+
+    /// Like [`start`](Self::start), with the `server` binary.
+    pub(crate) fn start_on(transport: Transport<'_>, server: &Path) -> Result<Self> {
         let dir = TempDir::new(match transport {
             Transport::Plain => "xtask-redis-cluster",
             Transport::Tls(_) => "xtask-redis-tls-cluster",
@@ -294,6 +314,7 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for i in 0..3 {
             nodes.push(transport.spawn(
+                server,
                 dir.path(),
                 &format!("node{i}"),
                 util::free_port()?,
@@ -352,12 +373,18 @@ pub(crate) struct RedisSentinels {
 impl RedisSentinels {
     /// Starts the master, its replica and the sentinels, all listening by `transport`.
     pub(crate) fn start(transport: Transport<'_>) -> Result<Self> {
+        Self::start_on(transport, &binary()?)
+    }
+
+    /// Like [`start`](Self::start), with the `server` binary.
+    pub(crate) fn start_on(transport: Transport<'_>, server: &Path) -> Result<Self> {
         let dir = TempDir::new(match transport {
             Transport::Plain => "xtask-redis-sentinel",
             Transport::Tls(_) => "xtask-redis-tls-sentinel",
         })?;
         // No delay before a replica's first sync (the default waits 5 s for more replicas).
         let master = transport.spawn(
+            server,
             dir.path(),
             "master",
             util::free_port()?,
@@ -365,6 +392,7 @@ impl RedisSentinels {
         )?;
         let master_port = master.port.to_string();
         let replica = transport.spawn(
+            server,
             dir.path(),
             "replica",
             util::free_port()?,
@@ -389,6 +417,7 @@ impl RedisSentinels {
             .map_err(|e| format!("writing {}: {e}", conf.display()))?;
             let conf = conf.to_string_lossy().into_owned();
             sentinels.push(transport.spawn(
+                server,
                 dir.path(),
                 &name,
                 util::free_port()?,
