@@ -1,10 +1,11 @@
 //! [`Breaker`]: the state machine of one connector's circuit breaker.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cache_core::BreakerSettings;
+use cache_core::{BreakerSettings, FailureEvent};
 use tokio::time::Instant;
 
 /// Where a breaker is.
@@ -102,7 +103,13 @@ struct Inner {
     interval_ends: Option<Instant>,
     /// While open: when trial calls are let through.
     open_until: Instant,
+    /// The failure events counted lately, oldest first (at most [`COUNTED_EVENTS`]).
+    events: VecDeque<FailureEvent>,
 }
+
+/// How many counted failure events a breaker remembers: more than the connections of a pool
+/// that can fail at once.
+const COUNTED_EVENTS: usize = 256;
 
 /// Leave to make one call, given by [`Breaker::permit`]. Report the outcome with
 /// [`success`](Permit::success) or [`failure`](Permit::failure); a permit dropped without
@@ -124,8 +131,20 @@ impl Permit<'_> {
     }
 
     /// The call failed because the backend is unhealthy: timeout, connection, server error.
-    pub fn failure(mut self) {
+    pub fn failure(self) {
+        self.failure_of(None);
+    }
+
+    /// The call failed as part of `event` (see [`FailureEvent`]): the failures of one event
+    /// count once — the first one reported — however many calls it failed.
+    pub fn failure_of(mut self, event: Option<FailureEvent>) {
         self.reported = true;
+        if let Some(event) = event
+            && !self.breaker.first_of(event)
+        {
+            // Counted already: neither a failure again nor a success.
+            return;
+        }
         self.breaker.after(self.generation, false);
     }
 }
@@ -164,6 +183,7 @@ impl Breaker {
                 counts: Counts::default(),
                 interval_ends: interval_end(&settings, now),
                 open_until: now,
+                events: VecDeque::new(),
             }),
         }
     }
@@ -235,6 +255,19 @@ impl Breaker {
             generation,
             reported: false,
         })
+    }
+
+    /// Whether `event` was not counted yet (and remember it as counted).
+    fn first_of(&self, event: FailureEvent) -> bool {
+        let mut inner = self.lock();
+        if inner.events.contains(&event) {
+            return false;
+        }
+        if inner.events.len() == COUNTED_EVENTS {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(event);
+        true
     }
 
     fn after(&self, generation: u64, success: bool) {

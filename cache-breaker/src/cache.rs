@@ -74,7 +74,7 @@ pub fn is_failure(error: &Error) -> bool {
 
 fn report<T>(permit: Permit<'_>, outcome: &Result<T>) {
     match outcome {
-        Err(error) if is_failure(error) => permit.failure(),
+        Err(error) if is_failure(error) => permit.failure_of(error.event()),
         _ => permit.success(),
     }
 }

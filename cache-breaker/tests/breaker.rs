@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cache_breaker::{Breaker, BreakerState};
-use cache_core::BreakerSettings;
+use cache_core::{BreakerSettings, FailureEvent};
 
 fn settings(consecutive: u32, ratio: f64, min_requests: u32) -> BreakerSettings {
     BreakerSettings {
@@ -38,6 +38,37 @@ async fn consecutive_failures_must_exceed_the_limit() {
     run(&b, 0, 5);
     run(&b, 1, 5);
     assert_eq!(b.state(), BreakerState::Closed, "a success resets the run");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_failures_of_one_event_count_once() {
+    // A lost connection fails the 8 commands in flight on it at once.
+    let b = Breaker::new("test", settings(5, 0.5, 4));
+    let lost = FailureEvent::new();
+    let permits: Vec<_> = (0..8).map(|_| b.permit().expect("closed")).collect();
+    for permit in permits {
+        permit.failure_of(Some(lost));
+    }
+    assert_eq!(b.state(), BreakerState::Closed, "one event, one failure");
+    assert_eq!(b.counts().failures, 1);
+    assert_eq!(b.counts().consecutive_failures, 1);
+    // Another report of it later still is the same event.
+    b.permit().expect("closed").failure_of(Some(lost));
+    assert_eq!(b.counts().failures, 1);
+
+    // Distinct events (connections lost one after another) and failures of no known event
+    // count each.
+    for _ in 0..3 {
+        b.permit()
+            .expect("closed")
+            .failure_of(Some(FailureEvent::new()));
+    }
+    assert_eq!(b.counts().consecutive_failures, 4);
+    b.permit().expect("closed").failure_of(None);
+    assert_eq!(b.counts().consecutive_failures, 5);
+    assert_eq!(b.state(), BreakerState::Closed);
+    b.permit().expect("closed").failure_of(None);
+    assert_eq!(b.state(), BreakerState::Open, "6 failures > 5");
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,6 +2,9 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +93,70 @@ struct Details {
     temporary: bool,
     message: String,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    event: Option<FailureEvent>,
+}
+
+/// One cause of failures: errors that carry the same event failed together for one reason —
+/// the commands in flight on a connection that was lost (a restart, `CLIENT KILL`,
+/// `pg_terminate_backend`, a proxy's idle timeout, a failover) — and the circuit breaker counts
+/// them as one failure, not one per command.
+///
+/// A connector asks its [`Losses`] for the event of a connection it finds lost and attaches it
+/// ([`Error::with_event`]) to the errors that say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FailureEvent(u64);
+
+impl FailureEvent {
+    /// A new event, distinct from every other one made in this process.
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        FailureEvent(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for FailureEvent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The failure events of one connector's lost connections: the connections found lost within
+/// [`Losses::WINDOW`] of the first of them are one event. A server restart, a failover, a
+/// proxy's idle timeout or an administrator's `CLIENT KILL` / `pg_terminate_backend` drop
+/// many connections at once, and every call in flight on any of them fails; that is one
+/// cause, not one failure per call or per connection. A server that refuses new connections
+/// or does not answer fails calls with errors of no event, each counted.
+#[derive(Debug, Default)]
+pub struct Losses {
+    /// When the current event began, and the event.
+    current: Mutex<Option<(Instant, FailureEvent)>>,
+}
+
+impl Losses {
+    /// How long after a first loss further losses belong to its event.
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    /// No loss yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The event of a connection found lost now.
+    pub fn event(&self) -> FailureEvent {
+        self.event_at(Instant::now())
+    }
+
+    fn event_at(&self, now: Instant) -> FailureEvent {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        match *current {
+            Some((began, event)) if now.saturating_duration_since(began) < Self::WINDOW => event,
+            _ => {
+                let event = FailureEvent::new();
+                *current = Some((now, event));
+                event
+            }
+        }
+    }
 }
 
 /// The result of a cache operation.
@@ -103,6 +170,7 @@ impl Error {
             temporary: kind.is_temporary_by_default(),
             message: message.into(),
             source: None,
+            event: None,
         }))
     }
 
@@ -151,6 +219,17 @@ impl Error {
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.0.source = Some(Box::new(source));
         self
+    }
+
+    /// Marks this error as one of the failures of `event` (see [`FailureEvent`]).
+    pub fn with_event(mut self, event: FailureEvent) -> Self {
+        self.0.event = Some(event);
+        self
+    }
+
+    /// The failure event this error belongs to, if its connector knows one.
+    pub fn event(&self) -> Option<FailureEvent> {
+        self.0.event
     }
 
     /// Overrides whether this error is temporary.
@@ -217,6 +296,9 @@ impl fmt::Debug for Error {
         if let Some(source) = &self.0.source {
             d.field("source", source);
         }
+        if let Some(event) = &self.0.event {
+            d.field("event", event);
+        }
         d.finish()
     }
 }
@@ -233,6 +315,26 @@ impl StdError for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_within_the_window_of_the_first_are_one_event() {
+        let losses = Losses::new();
+        let start = Instant::now();
+        let first = losses.event_at(start);
+        assert_eq!(losses.event_at(start + Duration::from_millis(10)), first);
+        assert_eq!(
+            losses.event_at(start + Losses::WINDOW - Duration::from_millis(1)),
+            first
+        );
+        let next = losses.event_at(start + Losses::WINDOW);
+        assert_ne!(next, first, "a loss after the window is a new event");
+        assert_eq!(losses.event_at(start + Losses::WINDOW * 3 / 2), next);
+        assert_ne!(
+            Losses::new().event(),
+            next,
+            "connectors' events are distinct"
+        );
+    }
 
     #[test]
     fn a_result_of_a_hit_is_two_words() {

@@ -32,7 +32,7 @@ pub use channel::{Channel, ChannelEvent, EventSink, Listening, ListeningTask};
 pub use clock::{Clock, Expiry, ManualClock, SharedClock, SystemClock, Timestamp, whole_millis};
 pub use coarse::{CoarseClock, RESOLUTION as COARSE_RESOLUTION};
 pub use counter::Counter;
-pub use error::{Error, ErrorKind, Result, causes};
+pub use error::{Error, ErrorKind, FailureEvent, Losses, Result, causes};
 pub use index::{Entry, Index, entry_keys, unique_indices};
 pub use lease::{Filled, Lease, LeaseToken};
 pub use noop::{NOOP_CONNECTOR, NoopCache};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bb8::{ErrorSink, RunError};
 use tokio::sync::Notify;
 
-use crate::{Error, Result};
+use crate::{Error, FailureEvent, Result};
 
 /// The error sink of a pool: remembers the last connect error and wakes every checkout
 /// waiting for a connection. Cheap to clone; clones share the state.
@@ -25,7 +25,9 @@ pub struct ConnectFailures {
 
 #[derive(Debug, Default)]
 struct Inner {
-    last: Mutex<String>,
+    /// Why the last connect attempt failed, and its failure event: the checkouts it ends
+    /// fail together, counted once by the breaker.
+    last: Mutex<(String, Option<FailureEvent>)>,
     notify: Notify,
 }
 
@@ -37,6 +39,10 @@ impl ConnectFailures {
 
     /// The last connect error, empty if there was none.
     pub fn last(&self) -> String {
+        self.last_with_event().0
+    }
+
+    fn last_with_event(&self) -> (String, Option<FailureEvent>) {
         self.inner
             .last
             .lock()
@@ -57,7 +63,7 @@ impl<E: std::error::Error + Send + 'static> ErrorSink<E> for ConnectFailures {
             .inner
             .last
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = why;
+            .unwrap_or_else(PoisonError::into_inner) = (why, Some(FailureEvent::new()));
         self.inner.notify.notify_waiters();
     }
 
@@ -67,7 +73,8 @@ impl<E: std::error::Error + Send + 'static> ErrorSink<E> for ConnectFailures {
 }
 
 /// Waits for `get` (a bb8 `get` / `get_owned`) at most `wait`, and not at all past a failed
-/// connect attempt. `backend` and `timeout_hint` name the server and the setting to look at in
+/// connect attempt (then the error carries the attempt's [`FailureEvent`], the same for every
+/// checkout it ended). `backend` and `timeout_hint` name the server and the setting to look at in
 /// the errors; `user` turns an error of the connection manager into a cache error.
 pub async fn checkout<C, E>(
     get: impl Future<Output = std::result::Result<C, RunError<E>>>,
@@ -90,10 +97,15 @@ pub async fn checkout<C, E>(
                  is the pool large enough?"
             ))),
         },
-        () = &mut failed => Err(Error::unavailable(format!(
-            "{backend}: cannot connect: {}",
-            failures.last()
-        ))),
+        () = &mut failed => {
+            let (why, event) = failures.last_with_event();
+            let error = Error::unavailable(format!("{backend}: cannot connect: {why}"));
+            // Every checkout this attempt ends fails with it: one failure for the breaker.
+            Err(match event {
+                Some(event) => error.with_event(event),
+                None => error,
+            })
+        }
     }
 }
 
@@ -117,6 +129,38 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(error.kind(), crate::ErrorKind::Unavailable);
         assert_eq!(error.message(), "db: cannot connect: connection refused");
+        assert!(
+            error.event().is_some(),
+            "a failed attempt is a failure event"
+        );
+    }
+
+    // Paused time: the sleeps below end once every waiter is parked in its checkout.
+    #[tokio::test(start_paused = true)]
+    async fn the_checkouts_one_failed_connect_ends_share_its_event() {
+        let failures = ConnectFailures::new();
+        let wait = |failures: ConnectFailures| async move {
+            let never = std::future::pending::<std::result::Result<(), RunError<Error>>>();
+            checkout(never, &failures, Duration::from_secs(30), "db", "X", |e| e)
+                .await
+                .unwrap_err()
+        };
+        let waiting: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(wait(failures.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ErrorSink::<Error>::sink(&failures, Error::unavailable("connection reset"));
+        let mut events = Vec::new();
+        for waiter in waiting {
+            events.push(waiter.await.unwrap().event());
+        }
+        assert!(events[0].is_some());
+        assert!(events.iter().all(|e| *e == events[0]), "{events:?}");
+        // The next failed attempt is another event.
+        let next = tokio::spawn(wait(failures.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ErrorSink::<Error>::sink(&failures, Error::unavailable("connection refused"));
+        assert_ne!(next.await.unwrap().event(), events[0]);
     }
 
     #[tokio::test]

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use tokio_postgres::types::ToSql;
 
 use crate::CONNECTOR;
-use crate::connector::Shared;
 use crate::reads::Reads;
+use crate::shared::Shared;
 use crate::sql::Stmt;
 
 /// A stored object as read, shared by every get of its key that one statement answered:

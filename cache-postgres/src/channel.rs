@@ -18,7 +18,7 @@ use cache_core::{
 };
 use tokio_postgres::AsyncMessage;
 
-use crate::connector::Shared;
+use crate::shared::Shared;
 use crate::sql::Stmt;
 use crate::tls::Connect;
 

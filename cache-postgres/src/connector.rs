@@ -14,6 +14,7 @@ use crate::channel::PostgresChannel;
 use crate::config::PostgresConfig;
 use crate::db::{Db, Manager};
 use crate::schema::{self, Schema};
+use crate::shared::Shared;
 use crate::sql::Statements;
 use crate::tls::Connect;
 
@@ -22,24 +23,6 @@ use crate::tls::Connect;
 #[derive(Clone, Debug)]
 pub struct PostgresConnector {
     pub(crate) shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) db: Db,
-    pub(crate) version: Arc<str>,
-    /// Read statements one object cache runs at once per index (see `reads`).
-    pub(crate) max_concurrent_reads: usize,
-    /// `MaxObjectSize`: the largest encoded object stored.
-    pub(crate) max_object_size: u64,
-    pub(crate) schema: Schema,
-    /// The origin the functions stamp on the announcements of this connector's changes.
-    pub(crate) origin: u64,
-    /// The notification channel of the schema (see [`PostgresChannel`]).
-    pub(crate) channel: String,
-    /// How a connection of our own connects (the channel's listener); `None` on an
-    /// application's pool.
-    listener: Option<Connect>,
 }
 
 fn config_error(key: &str, message: String) -> Error {

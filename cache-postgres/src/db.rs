@@ -18,7 +18,7 @@ use std::time::Duration;
 use bb8::ManageConnection;
 use bb8_postgres::PostgresConnectionManager;
 use cache_core::pool::ConnectFailures;
-use cache_core::{Error, ErrorKind, Result};
+use cache_core::{Error, ErrorKind, Losses, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
@@ -75,6 +75,8 @@ pub(crate) struct Db {
     timeout: Duration,
     /// Connect errors of our pool, so a checkout does not wait on a refusing server.
     failures: ConnectFailures,
+    /// The failure events of lost connections.
+    losses: Losses,
 }
 
 enum Pool {
@@ -108,6 +110,7 @@ impl Db {
             pool_wait,
             timeout,
             failures,
+            losses: Losses::new(),
         }
     }
 
@@ -123,6 +126,7 @@ impl Db {
             timeout,
             // The application's pool reports its errors elsewhere: waits are bounded by time.
             failures: ConnectFailures::new(),
+            losses: Losses::new(),
         }
     }
 
@@ -135,26 +139,28 @@ impl Db {
     pub(crate) async fn query(&self, stmt: Stmt, params: &Params<'_>) -> Result<Vec<Row>> {
         match &self.pool {
             Pool::Own(pool) => {
+                // The whole call is bounded by PoolTimeout + StatementTimeout.
                 let started = std::time::Instant::now();
+                let left = || self.longest_call().saturating_sub(started.elapsed());
                 let mut connection = self.own_connection(pool).await?;
-                match self.run(&mut connection, stmt, params).await {
-                    // A pooled connection made before this call and dead now was lost while
-                    // it sat in the pool (a server restart, a failover, a proxy's idle
-                    // timeout, an administrator): not the server failing this call. Once
-                    // more on a new connection before it counts.
-                    Err(error)
-                        if error.kind() == ErrorKind::Unavailable
-                            && connection.connected < started =>
-                    {
+                match self.run(&mut connection, stmt, params, left()).await {
+                    // The connection was lost under the call (a server restart, a failover,
+                    // a proxy's idle timeout, `pg_terminate_backend`): not the server failing
+                    // this call. Once more on a new connection, within what is left of the
+                    // bound; an error of a loss carries its event (see `Losses`), so the
+                    // breaker counts it once whatever number of calls it failed.
+                    Err(error) if error.kind() == ErrorKind::Unavailable => {
                         connection.broken = true;
                         drop(connection);
-                        let mut fresh = self.fresh_connection(pool).await?;
-                        let result = self.run(&mut fresh, stmt, params).await;
+                        let Ok(mut fresh) = self.fresh_connection(pool, left()).await else {
+                            return Err(error.with_event(self.losses.event()));
+                        };
+                        let result = self.run(&mut fresh, stmt, params, left()).await;
                         if !fresh.broken {
                             // Give it to the pool (it may be full meanwhile: then it goes).
                             let _ = pool.add(fresh);
                         }
-                        result
+                        result.map_err(|e| self.lost(e))
                     }
                     result => result,
                 }
@@ -178,22 +184,29 @@ impl Db {
         }
     }
 
-    /// Runs `stmt` on `connection` within the statement timeout; marks the connection broken
-    /// when it did not answer in time.
+    /// Runs `stmt` on `connection` within the statement timeout and `left` of the call's
+    /// bound; marks the connection broken when it did not answer in time or was lost.
     async fn run(
         &self,
         connection: &mut Connection,
         stmt: Stmt,
         params: &Params<'_>,
+        left: Duration,
     ) -> Result<Vec<Row>> {
-        let result = tokio::time::timeout(self.timeout, async {
+        let result = tokio::time::timeout(self.timeout.min(left), async {
             let statement = connection.prepared(stmt, &self.statements).await?;
             retry_conflicts(|| connection.client.query(&statement, params)).await
         })
         .await;
         match result {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(pg_error(e)),
+            Ok(Err(e)) => {
+                let error = pg_error(e);
+                if error.kind() == ErrorKind::Unavailable {
+                    connection.broken = true;
+                }
+                Err(error)
+            }
             Err(_) => {
                 // The server may still be working on it: do not queue behind it.
                 connection.broken = true;
@@ -202,15 +215,28 @@ impl Db {
         }
     }
 
-    /// A new connection outside the pool's idle ones, within the pool wait.
-    async fn fresh_connection(&self, pool: &bb8::Pool<Manager>) -> Result<Connection> {
-        tokio::time::timeout(self.pool_wait, pool.dedicated_connection())
+    /// A new connection outside the pool's idle ones, within the pool wait and `left`.
+    async fn fresh_connection(
+        &self,
+        pool: &bb8::Pool<Manager>,
+        left: Duration,
+    ) -> Result<Connection> {
+        tokio::time::timeout(self.pool_wait.min(left), pool.dedicated_connection())
             .await
             .map_err(|_| {
                 Error::timeout(
                     "postgres: no new connection within Caches.Connectors.Postgres.PoolTimeout",
                 )
             })?
+    }
+
+    /// `error` marked with the event of a loss when it says the connection was lost.
+    fn lost(&self, error: Error) -> Error {
+        if error.kind() == ErrorKind::Unavailable {
+            error.with_event(self.losses.event())
+        } else {
+            error
+        }
     }
 
     /// Runs `stmt` and returns the count its single row reports.
@@ -437,9 +463,6 @@ pub(crate) struct Connection {
     client: Client,
     prepared: [Option<Statement>; Stmt::ALL.len()],
     broken: bool,
-    /// When it was connected: a connection older than a call that fails was lost while it
-    /// sat in the pool, and the call is tried once more on a new one.
-    connected: std::time::Instant,
 }
 
 impl Connection {
@@ -482,7 +505,6 @@ impl ManageConnection for Manager {
             client,
             prepared: Default::default(),
             broken: false,
-            connected: std::time::Instant::now(),
         })
     }
 

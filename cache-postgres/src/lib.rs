@@ -11,6 +11,7 @@ mod connector;
 mod db;
 mod reads;
 mod schema;
+mod shared;
 mod sql;
 mod tls;
 

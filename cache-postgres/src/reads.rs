@@ -17,7 +17,7 @@ use std::mem;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cache_core::{Error, Result};
+use cache_core::{Error, FailureEvent, Result};
 use tokio::sync::oneshot;
 
 /// Most keys one statement looks up; a longer queue is served by the following turns.
@@ -136,7 +136,14 @@ impl<T: Clone> Reads<T> {
                 }
             }
         }
-        let result = lookup(keys).await;
+        let mut result = lookup(keys).await;
+        if let Err(e) = &mut result
+            && e.event().is_none()
+            && !turn.others.is_empty()
+        {
+            // One statement failed for all these gets: one failure for the breaker.
+            *e = mem::replace(e, Error::backend("")).with_event(FailureEvent::new());
+        }
         for other in mem::take(&mut turn.others) {
             let answer = match &result {
                 Ok(found) => Ok(found.get(&other.key).cloned()),
@@ -212,7 +219,11 @@ impl<T> Drop for Pending<'_, T> {
 
 /// The same error for another get (the source stays with the get that ran the statement).
 fn copy(e: &Error) -> Error {
-    Error::new(e.kind(), e.message()).set_temporary(e.is_temporary())
+    let copy = Error::new(e.kind(), e.message()).set_temporary(e.is_temporary());
+    match e.event() {
+        Some(event) => copy.with_event(event),
+        None => copy,
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +325,49 @@ mod tests {
             [vec!["a"], vec!["bb", "ccc", "missing"]]
         );
         assert_eq!(taken(&reads), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_failed_statement_is_one_failure_event_for_all_its_gets() {
+        let reads = Arc::new(Reads::<usize>::new(1, WAIT));
+        let gate = Arc::new(Notify::new());
+        let first = tokio::spawn({
+            let (reads, gate) = (reads.clone(), gate.clone());
+            async move {
+                reads
+                    .get("a", move |_keys| async move {
+                        gate.notified().await;
+                        Ok(HashMap::new())
+                    })
+                    .await
+            }
+        });
+        until(|| taken(&reads) == (1, 0)).await;
+        let failing = |_keys: Vec<String>| async move {
+            Err::<HashMap<String, usize>, _>(Error::timeout("slow"))
+        };
+        let second = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.get("b", failing).await }
+        });
+        until(|| taken(&reads) == (1, 1)).await;
+        let third = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.get("c", failing).await }
+        });
+        until(|| taken(&reads) == (1, 2)).await;
+        gate.notify_one();
+        assert_eq!(first.await.unwrap().unwrap(), None);
+        let (second, third) = (
+            second.await.unwrap().unwrap_err(),
+            third.await.unwrap().unwrap_err(),
+        );
+        assert_eq!(second.kind(), ErrorKind::Timeout);
+        assert!(
+            second.event().is_some(),
+            "the statement's failure is an event"
+        );
+        assert_eq!(second.event(), third.event(), "one event for both gets");
     }
 
     #[tokio::test]

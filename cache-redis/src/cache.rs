@@ -18,9 +18,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::CONNECTOR;
-use crate::connector::Shared;
 use crate::pool::Conn;
 use crate::scripts::Call;
+use crate::shared::Shared;
 use crate::value::{Object, Stored};
 use crate::{keys, value};
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use cache_core::{Channel, EventSink, Listening, ListeningTask, Result, async_trait};
 
 use crate::config::RedisConfig;
-use crate::connector::Shared;
 use crate::pool::Manager;
+use crate::shared::Shared;
 
 /// The largest message published (pub/sub itself takes far more; this keeps one message from
 /// tying up a connection).

@@ -12,6 +12,7 @@ mod error;
 mod keys;
 mod pool;
 mod scripts;
+mod shared;
 mod topology;
 mod value;
 mod watch;

@@ -14,8 +14,8 @@
 //!   the old master fails (it is gone) or is refused writes (`READONLY`, it was demoted), is
 //!   retired, and its replacement goes to the new master.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bb8::ManageConnection;
@@ -78,6 +78,8 @@ pub(crate) struct Connection {
 pub(crate) struct Health {
     /// Set when a command on it failed at the connection level or timed out: bb8 drops it.
     broken: AtomicBool,
+    /// When it was found broken first.
+    broken_at: OnceLock<Instant>,
     /// When it was connected.
     connected: Instant,
 }
@@ -86,19 +88,23 @@ impl Health {
     fn new() -> Self {
         Health {
             broken: AtomicBool::new(false),
+            broken_at: OnceLock::new(),
             connected: Instant::now(),
         }
     }
 
     /// Retires the connection.
     pub(crate) fn broken(&self) {
+        self.broken_at.get_or_init(Instant::now);
         self.broken.store(true, Ordering::Relaxed);
     }
 
-    /// Whether it was connected before `instant`: then a connection-level failure means it
-    /// was lost while it sat in the pool, not that the server refuses the call.
-    pub(crate) fn connected_before(&self, instant: Instant) -> bool {
-        self.connected < instant
+    /// Whether it was connected after `other` was found broken (`other` not broken: false).
+    pub(crate) fn connected_after_loss_of(&self, other: &Health) -> bool {
+        other
+            .broken_at
+            .get()
+            .is_some_and(|lost| self.connected > *lost)
     }
 
     fn is_broken(&self) -> bool {

@@ -44,9 +44,19 @@ impl Server {
         let binary =
             std::env::var_os("CACHE_TEST_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
         let mut command = Command::new(binary);
-        if let Some(dir) = dir {
-            command.arg("--dir").arg(dir);
-        }
+        // Never the working directory: a dump.rdb left there by another server (of another
+        // version, which an older server refuses to load) must not be read.
+        let own_dir;
+        let dir = match dir {
+            Some(dir) => dir,
+            None => {
+                own_dir = std::env::temp_dir()
+                    .join(format!("redis-throwaway-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&own_dir).expect("a temporary directory");
+                &own_dir
+            }
+        };
+        command.arg("--dir").arg(dir);
         let child = command
             .args(extra)
             .args([
