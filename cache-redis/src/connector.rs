@@ -70,8 +70,15 @@ impl RedisConnector {
         let pool = pool
             .error_sink(Box::new(connect_failures.clone()))
             .build_unchecked(manager);
+        let channel = crate::channel::channel_name(&config);
         Ok(RedisConnector {
-            shared: Arc::new(Shared::new(config, version, pool, connect_failures)),
+            shared: Arc::new(Shared::new(
+                config,
+                version,
+                channel,
+                pool,
+                connect_failures,
+            )),
         })
     }
 

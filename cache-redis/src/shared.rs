@@ -80,10 +80,12 @@ enum Attempt<T> {
 }
 
 impl Shared {
-    /// What a connector for `config` shares, scoping objects by the application's `version`.
+    /// What a connector for `config` shares, scoping objects by the application's `version`
+    /// and announcing changes on `channel`.
     pub(crate) fn new(
         config: RedisConfig,
         version: &str,
+        channel: String,
         pool: Pool,
         connect_failures: cache_core::pool::ConnectFailures,
     ) -> Self {
@@ -92,7 +94,7 @@ impl Shared {
             next_lane: AtomicUsize::new(0),
             losses: Losses::new(),
             origin: (rand::random::<u64>() >> 1) | 1,
-            channel: crate::channel::channel_name(&config),
+            channel,
             config,
             version: version.into(),
             pool,
