@@ -31,8 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cache_config::{Caches, Loader};
-use cache_core::{Entry, ObjectCache};
+use cache_config::{Caches, Entry, Loader, ObjectCache};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing_subscriber::layer::SubscriberExt;

@@ -7,6 +7,9 @@
 use figment::value::{Dict, Map, Value};
 use figment::{Error, Metadata, Profile, Provider};
 
+use crate::layer::CONNECTORS;
+use crate::model::BUILT_IN;
+
 /// Keys whose values are text: taken exactly as written, never parsed as numbers or
 /// booleans.
 const TEXT_KEYS: &[&str] = &[
@@ -29,7 +32,22 @@ const TEXT_KEYS: &[&str] = &[
     "connector",
 ];
 
-/// The variables `<prefix>_CACHES_...`, keys split at `_` except inside declared purposes.
+/// The keys of one object cache (`Caches.<Purpose>.<Key>`, lower case): where the name of a
+/// purpose that was not declared ends in a variable name.
+const SETTINGS: &[&str] = &[
+    "connector",
+    "maxage",
+    "lastusage",
+    "lastuseage",
+    "maxstale",
+    "refreshahead",
+    "log",
+    "near",
+    "channel",
+    "lease",
+];
+
+/// The variables `<prefix>_CACHES_...`, keys split at `_` except inside purposes.
 pub(crate) struct EnvVars {
     prefix: String,
     /// Declared purposes (lower case) that contain `_`, longest first.
@@ -72,6 +90,7 @@ impl EnvVars {
                     let after = &rest[p.len()..];
                     (p.as_str(), after.strip_prefix('_').unwrap_or(after))
                 }
+                None if path.len() == 1 && path[0] == "caches" => below_caches(rest),
                 None => rest.split_once('_').unwrap_or((rest, "")),
             };
             if segment.is_empty() {
@@ -82,6 +101,27 @@ impl EnvVars {
         }
         (path.first().map(String::as_str) == Some("caches")).then_some(path)
     }
+}
+
+/// The key right below `caches` at the start of `rest` (no declared purpose), and what
+/// follows it. A key the configuration knows there (`connectors`, a built-in object cache, a
+/// connector's shorthand) ends at the first `_`; anything else is a purpose that was not
+/// declared, named whole up to the first key of an object cache (`not_declared_maxage` →
+/// `not_declared`), so that the error about it names it as written.
+fn below_caches(rest: &str) -> (&str, &str) {
+    let (first, after) = rest.split_once('_').unwrap_or((rest, ""));
+    let known = first == "connectors" || BUILT_IN.contains(&first) || CONNECTORS.contains(&first);
+    if known || after.is_empty() {
+        return (first, after);
+    }
+    let mut end = first.len();
+    for part in after.split('_') {
+        if SETTINGS.contains(&part) {
+            return (&rest[..end], &rest[end + 1..]);
+        }
+        end += 1 + part.len();
+    }
+    (rest, "")
 }
 
 impl Provider for EnvVars {
@@ -160,5 +200,56 @@ mod tests {
         );
         assert_eq!(path(&env, "OTHER_CACHES_INSTANCE_MAXAGE"), None);
         assert_eq!(path(&env, "APP_CACHES__MAXAGE"), None);
+    }
+
+    #[test]
+    fn undeclared_purposes_with_underscores_stay_one_key() {
+        let env = EnvVars::new("APP", &["user_profile".into()]);
+        for (name, expected) in [
+            (
+                "APP_CACHES_NOT_DECLARED_MAXAGE",
+                "caches.not_declared.maxage",
+            ),
+            (
+                "APP_CACHES_NOT_DECLARED_NEAR_ENABLED",
+                "caches.not_declared.near.enabled",
+            ),
+            ("APP_CACHES_NOT_DECLARED", "caches.not_declared"),
+            ("APP_CACHES_A_B_C_LOG_LEVEL", "caches.a_b_c.log.level"),
+            ("APP_CACHES_SESSIONS_MAXAGE", "caches.sessions.maxage"),
+            (
+                "APP_CACHES_USER_PROFILES_MAXAGE",
+                "caches.user_profiles.maxage",
+            ),
+            // Keys the configuration knows still end at the first `_`.
+            ("APP_CACHES_INSTANCE_MAXAGE", "caches.instance.maxage"),
+            (
+                "APP_CACHES_CONNECTORS_MEMORY_AUTOPRUNE_INTERVAL",
+                "caches.connectors.memory.autoprune.interval",
+            ),
+            ("APP_CACHES_REDIS_POOLSIZE", "caches.redis.poolsize"),
+        ] {
+            assert_eq!(path(&env, name).as_deref(), Some(expected), "{name}");
+        }
+    }
+
+    /// [`SETTINGS`] lists exactly the keys of [`cache_core::CacheSettings`].
+    #[test]
+    fn settings_are_the_keys_of_an_object_cache() {
+        let error =
+            figment::Figment::from(figment::providers::Serialized::defaults(Dict::from([(
+                "unknown".to_owned(),
+                Value::from(1),
+            )])))
+            .extract::<cache_core::CacheSettings>()
+            .expect_err("an unknown key");
+        let figment::error::Kind::UnknownField(_, allowed) = error.kind else {
+            panic!("not an unknown key: {error}");
+        };
+        let mut allowed: Vec<&str> = allowed.to_vec(); // aliases included
+        allowed.sort_unstable();
+        let mut settings = SETTINGS.to_vec();
+        settings.sort_unstable();
+        assert_eq!(allowed, settings);
     }
 }

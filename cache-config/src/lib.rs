@@ -30,3 +30,7 @@ pub use cache_core::{
 };
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub use cache_near::{ChannelState, NearStats};
+/// serde, whose derives make a value storable on any connector, so that a service needs no
+/// serde dependency of its own: `#[derive(cache_config::serde::Serialize,
+/// cache_config::serde::Deserialize)]` with `#[serde(crate = "cache_config::serde")]`.
+pub use serde;

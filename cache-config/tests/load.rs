@@ -663,6 +663,37 @@ fn declared_purposes_with_underscores_work_from_the_environment() {
 }
 
 #[test]
+fn an_undeclared_purpose_with_underscores_is_named_whole_from_the_environment() {
+    // (variable, the key path the error must name)
+    let cases = [
+        ("APP_CACHES_NOT_DECLARED_MAXAGE", "Caches.not_declared"),
+        (
+            "APP_CACHES_NOT_DECLARED_NEAR_ENABLED",
+            "Caches.not_declared",
+        ),
+        ("APP_CACHES_NOT_DECLARED", "Caches.not_declared"),
+        ("APP_CACHES_USER_PROFILES_CONNECTOR", "Caches.user_profiles"),
+        ("APP_CACHES_SESSIONS_MAXAGE", "Caches.sessions"),
+    ];
+    for (variable, path) in cases {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(variable, "5m");
+            let error = Loader::new()
+                .purpose("user_profile")
+                .env_prefix("APP")
+                .load()
+                .expect_err("an undeclared purpose");
+            assert_eq!(error.path(), path, "{variable}: {error}");
+            assert!(error.message().starts_with("unknown key"), "{error}");
+            Ok(())
+        });
+    }
+    // The same purpose in a file is one key already.
+    let error = load("Caches: { not_declared: { MaxAge: 5m } }").expect_err("undeclared");
+    assert_eq!(error.path(), "Caches.not_declared", "{error}");
+}
+
+#[test]
 fn read_through_settings_load() {
     let config = load("Caches: { Instance: { MaxAge: 5m, MaxStale: 1h, RefreshAhead: 0.8 } }")
         .expect("loads");

@@ -1,5 +1,6 @@
 //! `cargo xtask demo [--processes 3] [--seconds 20] [--connector redis|postgres]`: near caches
-//! across OS processes. Starts the throwaway servers, builds `cache-config`'s example
+//! across OS processes. Starts the one throwaway server the connector needs (a plain
+//! redis-server or PostgreSQL, not the tests' whole set), builds `cache-config`'s example
 //! `near_demo` (release, features `redis,postgres`), runs it as N processes of one simulated
 //! service (process 0 also changes objects and invalidates them), and shows what their
 //! `NEAR_DEMO {json}` lines report: requests, memory / shared hits and misses, the propagation
@@ -86,8 +87,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .join("release")
         .join("examples")
         .join("near_demo");
-    let servers = servers::Servers::start()?;
-    let env = servers.env();
+    let server = Server::start(&options.connector)?;
+    let env = server.env();
     let run_id = format!(
         "near-demo-{}",
         SystemTime::now()
@@ -122,8 +123,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let finished = wait_all(&mut children, limit);
     let outputs: Vec<Result<(ExitStatus, Vec<String>)>> =
         children.into_iter().map(Demo::finish).collect();
-    eprintln!("xtask: stopping servers");
-    drop(servers);
+    eprintln!("xtask: stopping the {} server", options.connector);
+    drop(server);
     finished?;
 
     let mut reports = Vec::new();
@@ -155,6 +156,36 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Ok(())
     } else {
         Err(problems.join("; "))
+    }
+}
+
+/// The one server the demo's connector needs. (`servers::Servers::start`, for the tests, also
+/// starts Redis Clusters, Sentinels, TLS servers and a second PostgreSQL: minutes the demo
+/// does not use.) Stopped when dropped.
+enum Server {
+    Redis(servers::redis::RedisServer),
+    Postgres(servers::postgres::PostgresServer),
+}
+
+impl Server {
+    /// Starts the plain server of `connector` (`redis` or `postgres`), installing it with
+    /// apt-get when missing, and waits until it accepts connections.
+    fn start(connector: &str) -> Result<Self> {
+        if connector == "postgres" {
+            eprintln!("xtask: starting postgres");
+            Ok(Server::Postgres(servers::postgres::PostgresServer::start()?))
+        } else {
+            eprintln!("xtask: starting redis-server");
+            Ok(Server::Redis(servers::redis::RedisServer::start()?))
+        }
+    }
+
+    /// The variable `near_demo` reads the server's URL from.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Server::Redis(redis) => vec![("CACHE_TEST_REDIS_URL", redis.url())],
+            Server::Postgres(postgres) => vec![("CACHE_TEST_POSTGRES_URL", postgres.url())],
+        }
     }
 }
 

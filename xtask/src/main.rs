@@ -6,7 +6,8 @@
 //!   cache-postgres tests on PostgreSQL 15, 16, 17 and 18 (`pg_matrix.rs`;
 //!   `XTASK_PG_MATRIX=off` skips them) and the Redis tests on Redis 7.0, Redis 6.2 and Valkey 9
 //!   (`redis_matrix.rs`; `XTASK_REDIS_MATRIX=off` skips them), stop the servers.
-//! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, and each
+//! - `cargo xtask lint`  — fmt check, clippy `-D warnings`, rustdoc `-D warnings`, every crate
+//!   packaged and built from its package (`cargo package --workspace`), and each
 //!   `cache-config` feature building on its own.
 //! - `cargo xtask ci`    — lint, then test with the whole PostgreSQL and Redis matrices.
 //! - `cargo xtask bench [--quick] [--compare OLD.json]` — start the servers, run the benchmark
@@ -43,7 +44,8 @@ const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|demo|pg-setup|
          (or the versions given; off or XTASK_PG_MATRIX=off skips them) and the Redis
          tests on Redis 7.0, Redis 6.2 and Valkey 9 (off or XTASK_REDIS_MATRIX=off skips
          them), stop the servers
-  lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cache-config features
+  lint   cargo fmt --check, clippy -D warnings, rustdoc -D warnings, cargo package --workspace,
+         cache-config features
   ci     lint, then test with the whole PostgreSQL and Redis matrices
   serve  start all servers, print their env vars, stay up until Ctrl-C / SIGTERM
   bench [--quick] [--compare OLD.json]
@@ -266,6 +268,14 @@ fn lint() -> Result<()> {
         cargo()
             .args(["doc", "--workspace", "--all-features", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    // Every crate stays publishable: metadata, versions on path dependencies, and (the
+    // verification: ~30 s more with a warm target directory, ~2 min on a fresh clone) each
+    // crate building from its packaged files alone, which is what catches a file included
+    // from outside the crate or left out of the package.
+    step(
+        "cargo package --workspace (each crate built from its package)",
+        cargo().args(["package", "--workspace", "--allow-dirty"]),
     )?;
     let manifest = root().join("cache-config").join("Cargo.toml");
     if manifest.is_file() {
