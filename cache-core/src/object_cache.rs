@@ -155,30 +155,6 @@ enum Leased<V> {
 /// The longest pause between two looks for another process's fill.
 const FILL_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Waits up to `left` (a lease's remaining time) for the holder's fill of `key`, looking with
-/// backoff (1 ms, doubling up to [`FILL_POLL_MAX`]); the object once filled, `None` when the
-/// lease ran out first.
-async fn wait_for_fill<I: Index, V: Entry<I>>(
-    cache: &dyn Cache<I, V>,
-    index: I,
-    key: &str,
-    left: std::time::Duration,
-) -> Option<Arc<V>> {
-    let until = tokio::time::Instant::now() + left;
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= until {
-            return None;
-        }
-        tokio::time::sleep(pause.min(until - now)).await;
-        if let Ok(Some(value)) = cache.get(index, key).await {
-            return Some(value);
-        }
-        pause = (pause * 2).min(FILL_POLL_MAX);
-    }
-}
-
 impl<I: Index, V: Entry<I>> Clone for ObjectCache<I, V> {
     fn clone(&self) -> Self {
         ObjectCache {
@@ -392,7 +368,10 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     /// Stores `value` under all its keys, invalidating older objects that shared one. Never
     /// fails: a backend error is logged and counted. A set that fails still invalidates what
     /// the value's keys pointed at (as far as the backend can be told): the caller set it
-    /// because those objects are outdated.
+    /// because those objects are outdated. When the backend is unhealthy (a temporary error)
+    /// those invalidations run in the background, so a set takes no longer than one call
+    /// (its connector's bound, e.g. `PoolTimeout` + `WriteTimeout`); when it refused the value
+    /// they run before the set returns.
     pub async fn set(&self, value: impl Into<Arc<V>>) {
         let value = value.into();
         let backend = self.inner.backend.load_full();
@@ -416,7 +395,17 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             }
             Err(error) => {
                 self.failed(&backend.metrics, "set", "", &error);
-                self.unset(&value).await;
+                // The backend is unhealthy (a timeout, a lost connection): taking the keys
+                // back may take as long again per index, so it runs after the call returns,
+                // which stays within its own bound. A request the backend refused (a value it
+                // cannot store) is taken back at once.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) if error.is_temporary() => {
+                        let this = self.clone();
+                        runtime.spawn(async move { this.unset(&value).await });
+                    }
+                    _ => self.unset(&value).await,
+                }
             }
         }
     }
@@ -653,10 +642,14 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     }
 
     /// A lease on `key` for this flight's load — or, when another process holds it, the
-    /// object it fills (waiting for it up to the lease's expiry, then taking the lease over).
+    /// object it fills: asking again with backoff (1 ms, doubling up to [`FILL_POLL_MAX`])
+    /// until the holder's fill is there, or the lease is free to take — because it expired
+    /// (the holder died or hangs) or a change ended it (the holder's fill would be refused):
+    /// then one of the waiters takes it and loads.
     async fn lease(&self, backend: &Backend<I, V>, index: I, key: &str) -> Leased<V> {
         let stats = &self.inner.stats;
         let metrics = &backend.metrics;
+        let mut pause = std::time::Duration::from_millis(1);
         let mut waited = false;
         loop {
             match backend.cache.lease(index, key).await {
@@ -682,10 +675,10 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                         stats.lease_waits.increment();
                         metrics.lease_waits.increment(1);
                     }
-                    if let Some(value) = wait_for_fill(&*backend.cache, index, key, left).await {
-                        return Leased::Filled(value);
-                    }
-                    // Expired: ask again (one waiter gets it, the others wait on).
+                    // Never past the lease's expiry, when it may be taken over.
+                    tokio::time::sleep(pause.min(left.max(std::time::Duration::from_millis(1))))
+                        .await;
+                    pause = (pause * 2).min(FILL_POLL_MAX);
                 }
             }
         }

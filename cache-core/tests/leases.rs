@@ -1,7 +1,9 @@
 //! How `ObjectCache::get_or_load` uses a shared level's leases (SPEC 12), over an in-test cache
-//! whose answers to `lease` each test scripts: another process's fill waited for instead of a
-//! load, an expired lease taken over, a refused fill counted (and its value still returned), a
-//! lease error never failing the caller. (The connectors' own leases are tested on real
+//! whose first answers to `lease` each test scripts (then it answers as a shared level would:
+//! a hit once filled, held until the other process's lease ends, then granted): another
+//! process's fill waited for instead of a load, an expired lease taken over, a lease a change
+//! ended taken at once, a refused fill counted (and its value still returned), a lease error
+//! never failing the caller. (The connectors' own leases are tested on real
 //! servers: the lease cases of the conformance suite and `cache-near/tests/leases.rs`.)
 
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +39,8 @@ impl Entry<ById> for User {
 /// What the double's `lease` answers next.
 enum Answer {
     Granted,
+    /// Another process holds the lease for this long (from then on the double answers as
+    /// that lease dictates).
     Held(Duration),
     Hit(u32),
     Fails,
@@ -51,6 +55,8 @@ struct Leasing {
     refuse: Mutex<bool>,
     sets: AtomicUsize,
     fills: AtomicUsize,
+    /// Until when another process holds the lease (Tokio time).
+    held_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 #[async_trait]
@@ -70,14 +76,21 @@ impl Cache<ById, User> for Leasing {
         Ok(())
     }
     async fn lease(&self, index: ById, key: &str) -> Result<Lease<User>> {
-        let answer = self.answers.lock().unwrap().pop_front();
-        match answer {
-            Some(Answer::Granted) => Ok(Lease::Granted(LeaseToken {
+        let granted = || {
+            Lease::Granted(LeaseToken {
                 index: index.name(),
                 key: key.to_owned(),
                 token: "t".to_owned(),
-            })),
-            Some(Answer::Held(left)) => Ok(Lease::Held(left)),
+            })
+        };
+        let answer = self.answers.lock().unwrap().pop_front();
+        let now = tokio::time::Instant::now();
+        match answer {
+            Some(Answer::Granted) => Ok(granted()),
+            Some(Answer::Held(left)) => {
+                *self.held_until.lock().unwrap() = Some(now + left);
+                Ok(Lease::Held(left))
+            }
             Some(Answer::Hit(revision)) => Ok(Lease::Hit(cache_core::Hit {
                 value: Arc::new(User {
                     id: key.to_owned(),
@@ -86,7 +99,24 @@ impl Cache<ById, User> for Leasing {
                 age: None,
             })),
             Some(Answer::Fails) => Err(Error::unavailable("down")),
-            None => Ok(Lease::None),
+            // As a shared level: the fill, else the other process's lease until it ends.
+            None => {
+                if let Some(found) = self.objects.lock().unwrap().get(key) {
+                    return Ok(Lease::Hit(cache_core::Hit {
+                        value: Arc::clone(found),
+                        age: None,
+                    }));
+                }
+                let mut held = self.held_until.lock().unwrap();
+                match *held {
+                    Some(until) if now < until => Ok(Lease::Held(until - now)),
+                    Some(_) => {
+                        *held = None;
+                        Ok(granted())
+                    }
+                    None => Ok(Lease::None),
+                }
+            }
         }
     }
     async fn fill(&self, value: Arc<User>, lease: &LeaseToken) -> Result<Filled> {
@@ -169,7 +199,8 @@ async fn a_refused_fill_is_counted_and_the_caller_still_gets_its_load() {
     );
 }
 
-#[tokio::test]
+// Paused time: the 4 s below is Tokio's, so a loaded machine cannot miss it.
+#[tokio::test(start_paused = true)]
 async fn a_held_lease_is_waited_for_and_the_holders_fill_answers() {
     let (cache, leasing) = rig(vec![Answer::Held(Duration::from_secs(5))]);
     let filler = {
@@ -199,7 +230,7 @@ async fn a_held_lease_is_waited_for_and_the_holders_fill_answers() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_is_taken_over_after_its_time_and_no_later() {
     let lease = Duration::from_millis(500);
-    let (cache, leasing) = rig(vec![Answer::Held(lease), Answer::Granted]);
+    let (cache, leasing) = rig(vec![Answer::Held(lease)]);
     let loads = Arc::new(AtomicUsize::new(0));
     let started = tokio::time::Instant::now();
     assert_eq!(load(&cache, &loads, 2).await.unwrap().revision, 2);
@@ -210,6 +241,35 @@ async fn an_expired_lease_is_taken_over_after_its_time_and_no_later() {
     );
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(leasing.fills.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.lease_waits, stats.lease_takeovers, stats.leases),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_a_change_ended_is_taken_at_once() {
+    let (cache, leasing) = rig(vec![Answer::Held(Duration::from_secs(5))]);
+    let change = {
+        let leasing = Arc::clone(&leasing);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // Another process's invalidation ends the holder's lease (its fill would be
+            // refused): nothing will be filled.
+            *leasing.held_until.lock().unwrap() = Some(tokio::time::Instant::now());
+        })
+    };
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = tokio::time::Instant::now();
+    assert_eq!(load(&cache, &loads, 4).await.unwrap().revision, 4);
+    let waited = started.elapsed();
+    change.await.unwrap();
+    assert!(
+        waited < Duration::from_millis(100),
+        "waited {waited:?}: not for the ended lease's 5 s"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
     let stats = cache.stats();
     assert_eq!(
         (stats.lease_waits, stats.lease_takeovers, stats.leases),

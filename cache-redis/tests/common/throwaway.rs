@@ -90,6 +90,12 @@ impl Server {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Its process id (to stop it with SIGSTOP, say).
+    #[allow(dead_code)] // not every includer needs it
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it at once (SIGKILL).
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
