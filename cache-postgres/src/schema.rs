@@ -84,7 +84,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 10";
+const SCHEMA_MARK: &str = "object-cache schema 11";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -199,6 +199,11 @@ BEGIN
                 OFFSET 0
             ) k
         ) THEN
+            -- The lease, if still this one's, ends: the next miss loads again at once
+            -- instead of waiting for it to expire.
+            DELETE FROM {s}.leases
+            WHERE purpose = p_purpose AND index_name = p_lease_index AND key = p_lease_key
+              AND version = p_version AND token = p_token;
             RETURN 'refused';
         END IF;
     END IF;

@@ -112,6 +112,20 @@ pub async fn a_change_after_the_lease_refuses_the_fill(f: &dyn Fixture) {
     }
 }
 
+/// A refused fill ends its lease: the next miss is leased at once (and loads the object
+/// again), not told to wait for a fill that will never come until the lease expires.
+pub async fn a_refused_fill_ends_its_lease(f: &dyn Fixture) {
+    let c = cache(f, "lease_refused", Duration::from_secs(5)).await;
+    let token = granted(&c, Id, "1").await;
+    // A change of another key of the object: it ends that key's lease only.
+    c.invalidate(Name, &["uno"]).await.unwrap();
+    assert_eq!(fill(&c, object(1), &token).await, Filled::Refused);
+    match lease(&c, Id, "1").await {
+        Lease::Granted(next) => assert_ne!(next.token, token.token),
+        other => panic!("after a refused fill the key must be leased again, got {other:?}"),
+    }
+}
+
 /// A lease expires: another ask takes it over, and the first holder's late fill is refused.
 pub async fn an_expired_lease_is_taken_over_and_its_late_fill_refused(f: &dyn Fixture) {
     let time = Duration::from_millis(300);
@@ -168,6 +182,7 @@ macro_rules! leases_suite {
             $crate::__leases_cases!($make;
                 a_miss_is_leased_once_and_the_fill_is_stored,
                 a_change_after_the_lease_refuses_the_fill,
+                a_refused_fill_ends_its_lease,
                 an_expired_lease_is_taken_over_and_its_late_fill_refused,
                 a_plain_set_stores_and_ends_the_leases,
                 without_leases_a_miss_takes_none,

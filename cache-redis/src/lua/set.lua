@@ -8,7 +8,8 @@
 -- keys the object takes (published).
 -- A fill (with a lease) is refused — nothing stored, and a body this set wrote in an earlier
 -- batch removed — unless the lease is still this one and no key of the object changed since it
--- was taken (a tombstone, or an object set, after it). Then, as a plain set: removes every
+-- was taken (a tombstone, or an object set, after it); a refused fill ends its lease. Then, as
+-- a plain set: removes every
 -- other object holding one of the keys — of this release whatever it is, of other releases
 -- when its key set differs (another release's copy of the same object stays) — stores the
 -- object, and ends the keys' leases. Returns {'stored' or 'refused', bodies removed...}.
@@ -43,7 +44,9 @@ if lease ~= '' then
   end
   if overtaken then
     -- An earlier batch of this fill may have stored the body: it goes (its pointers then
-    -- answer nothing, and are swept).
+    -- answer nothing, and are swept). The lease, still this one's, ends: the next miss
+    -- loads again at once instead of waiting for it to expire.
+    if taken ~= nil then redis.call('DEL', own .. 'l:' .. lease) end
     local result = { 'refused' }
     if mode == 'P' and kill(own .. 'o:' .. id) then result[2] = own .. 'o:' .. id end
     return result
