@@ -1,8 +1,14 @@
 //! Fault injection on a real `redis-server` of the test's own (started by the test; installed by
 //! `cargo xtask test`): under steady load the server is killed with SIGKILL and restarted with
-//! its saved data. The breaker must open, keep calls cheap while open, close once the server is
-//! back, and deliver the invalidation made during the outage before serving the restored
-//! (stale) object. A second test flushes the scripts under load: the breaker must not open.
+//! its saved data. The breaker must open, keep calls while open away from the backend, close
+//! once the server is back, and deliver the invalidation made during the outage before serving
+//! the restored (stale) object. A second test flushes the scripts under load: the breaker must
+//! not open.
+//!
+//! No assertion here times a call: what a loaded machine cannot change is asserted (how many
+//! calls reached the backend, states, what is served). Where a bound is the point it is
+//! [`generous`]; the cost of a call while open is timed by the benchmark (cache-bench's
+//! "redis, breaker open" cells).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use cache_breaker::{Breaker, BreakerCache, BreakerState};
 use cache_core::testkit::{TestEntry, TestIndex};
-use cache_core::{BreakerSettings, Cache, CacheSettings, ObjectCache};
+use cache_core::{
+    BreakerSettings, Cache, CacheSettings, Filled, Hit, Lease, LeaseToken, ObjectCache, Result,
+    async_trait,
+};
 use cache_redis::{RedisConfig, RedisConnector};
 
 #[path = "../../cache-redis/tests/common/throwaway.rs"]
@@ -33,9 +42,100 @@ fn server(dir: Option<&std::path::Path>) -> Option<Server> {
     server
 }
 
+/// A bound for a loaded machine on what takes `figure` when nothing else runs: 5x it, and at
+/// least 2 s beyond it (issue 26: a test asserts no wall-clock duration a busy CI machine can
+/// miss).
+fn generous(figure: Duration) -> Duration {
+    (figure * 5).max(figure + Duration::from_secs(2))
+}
+
+/// The Redis cache with every call that reaches it counted: what the breaker let through.
+struct Counted {
+    inner: Arc<dyn Cache<TestIndex, TestEntry>>,
+    calls: AtomicU64,
+}
+
+impl Counted {
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Cache<TestIndex, TestEntry> for Counted {
+    fn connector(&self) -> &'static str {
+        self.inner.connector()
+    }
+    fn indices(&self) -> &[TestIndex] {
+        self.inner.indices()
+    }
+    fn get_ready(&self, index: TestIndex, key: &str) -> Option<Result<Option<Arc<TestEntry>>>> {
+        let ready = self.inner.get_ready(index, key);
+        if ready.is_some() {
+            self.count();
+        }
+        ready
+    }
+    async fn get(&self, index: TestIndex, key: &str) -> Result<Option<Arc<TestEntry>>> {
+        self.count();
+        self.inner.get(index, key).await
+    }
+    async fn get_entry(&self, index: TestIndex, key: &str) -> Result<Option<Hit<TestEntry>>> {
+        self.count();
+        self.inner.get_entry(index, key).await
+    }
+    async fn get_stale(&self, index: TestIndex, key: &str) -> Result<Option<Hit<TestEntry>>> {
+        self.count();
+        self.inner.get_stale(index, key).await
+    }
+    async fn set(&self, value: Arc<TestEntry>) -> Result<()> {
+        self.count();
+        self.inner.set(value).await
+    }
+    async fn invalidate(&self, index: TestIndex, keys: &[&str]) -> Result<()> {
+        self.count();
+        self.inner.invalidate(index, keys).await
+    }
+    async fn delete(&self, index: TestIndex, keys: &[&str]) -> Result<()> {
+        self.count();
+        self.inner.delete(index, keys).await
+    }
+    async fn truncate(&self) -> Result<()> {
+        self.count();
+        self.inner.truncate().await
+    }
+    async fn lease(&self, index: TestIndex, key: &str) -> Result<Lease<TestEntry>> {
+        self.count();
+        self.inner.lease(index, key).await
+    }
+    async fn fill(&self, value: Arc<TestEntry>, lease: &LeaseToken) -> Result<Filled> {
+        self.count();
+        self.inner.fill(value, lease).await
+    }
+    async fn touch(&self, value: &TestEntry) -> Result<()> {
+        self.count();
+        self.inner.touch(value).await
+    }
+    fn change_token(&self) -> u64 {
+        self.inner.change_token()
+    }
+    fn changed_since(&self, token: u64, value: &TestEntry) -> bool {
+        self.inner.changed_since(token, value)
+    }
+    fn announced_on(&self) -> Option<u64> {
+        self.inner.announced_on()
+    }
+}
+
 struct Rig {
     cache: ObjectCache<TestIndex, TestEntry>,
     breaker: Arc<Breaker>,
+    /// The backend behind the breaker, counting the calls that reached it.
+    backend: Arc<Counted>,
     raw: redis::Client,
 }
 
@@ -60,12 +160,19 @@ fn rig(port: u16, purpose: &str) -> Rig {
             interval: Duration::ZERO,
         },
     ));
-    let backend: Arc<dyn Cache<TestIndex, TestEntry>> =
-        connector.cache(purpose, TestIndex::BUILT, &CacheSettings::default());
-    let guarded = BreakerCache::new(purpose, backend, Arc::clone(&breaker));
+    let backend = Arc::new(Counted {
+        inner: connector.cache(purpose, TestIndex::BUILT, &CacheSettings::default()),
+        calls: AtomicU64::new(0),
+    });
+    let guarded = BreakerCache::new(
+        purpose,
+        Arc::clone(&backend) as Arc<dyn Cache<TestIndex, TestEntry>>,
+        Arc::clone(&breaker),
+    );
     Rig {
         cache: ObjectCache::new(purpose, Arc::new(guarded)),
         breaker,
+        backend,
         raw: redis::Client::open(url).unwrap(),
     }
 }
@@ -75,9 +182,10 @@ fn rig(port: u16, purpose: &str) -> Rig {
 struct Seen {
     calls: AtomicU64,
     calls_while_open: AtomicU64,
-    /// Slowest get or set that started while the breaker was rejecting, in ns.
+    /// Slowest get or set that started while the breaker was rejecting, in ns (printed, not
+    /// asserted: the benchmark times a call while open).
     slowest_open_ns: AtomicU64,
-    /// Slowest get or set overall, in ns.
+    /// Slowest get or set overall, in ns (printed).
     slowest_ns: AtomicU64,
     opened: AtomicBool,
 }
@@ -152,6 +260,8 @@ async fn a_killed_server_opens_the_breaker_and_nothing_stale_is_served_after_it(
     let tasks = load(&rig, &stop, &seen);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let (calls_before, backend_calls_before) =
+        (seen.calls.load(Ordering::SeqCst), rig.backend.calls());
     server.kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -159,13 +269,20 @@ async fn a_killed_server_opens_the_breaker_and_nothing_stale_is_served_after_it(
     assert!(refused.is_err(), "the backend is down: the caller is told");
     tokio::time::sleep(Duration::from_millis(2_800)).await;
     let errors_while_down = rig.cache.stats().errors;
-    let calls_while_down = seen.calls.load(Ordering::Relaxed);
+    let calls_while_down = seen.calls.load(Ordering::SeqCst) - calls_before;
+    let backend_calls_while_down = rig.backend.calls() - backend_calls_before;
 
     let server = Server::start_in(Some(port), Some(&dir)).expect("redis-server restarts");
     let restarted = Instant::now();
-    let deadline = restarted + Duration::from_secs(10);
+    // Generous for a loaded machine: the breaker lets a trial call through its Timeout (1 s)
+    // after its last failure, and one success closes it. What is checked is that it closes by
+    // itself once the server is back; no benchmark times a recovery (the figure is printed).
+    let close_bound = generous(rig.breaker.settings().timeout);
     while rig.breaker.state() != BreakerState::Closed {
-        assert!(Instant::now() < deadline, "the breaker did not close");
+        assert!(
+            restarted.elapsed() < close_bound,
+            "the breaker did not close within {close_bound:?} after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let closed_after = restarted.elapsed();
@@ -179,23 +296,24 @@ async fn a_killed_server_opens_the_breaker_and_nothing_stale_is_served_after_it(
     let slowest_open = Duration::from_nanos(seen.slowest_open_ns.load(Ordering::Relaxed));
     eprintln!(
         "outage of {:?}: {calls_while_down} calls, {open_calls} while open (slowest {slowest_open:?}), \
-         {errors_while_down} errors logged, slowest call overall {:?}; closed {closed_after:?} \
-         after the restart",
+         {backend_calls_while_down} reached the backend, {errors_while_down} errors logged, \
+         slowest call overall {:?}; closed {closed_after:?} after the restart",
         restarted.duration_since(killed),
         Duration::from_nanos(seen.slowest_ns.load(Ordering::Relaxed)),
     );
     assert!(open_calls > 100, "the load kept running while open");
+    // Calls while open never reach the backend: of the outage's calls only those before the
+    // breaker opened, one trial call per Timeout (1 s) and the invalidation above did — a
+    // handful, where a breaker that let calls through while open would pass on hundreds.
+    // (Counted, not timed: how cheap a call while open is, the benchmark measures.)
     assert!(
-        slowest_open < Duration::from_millis(50),
-        "a call while open took {slowest_open:?}"
+        backend_calls_while_down < 50,
+        "{backend_calls_while_down} of the {calls_while_down} calls during the outage reached \
+         the backend ({open_calls} made while open): the breaker did not hold"
     );
     assert!(
         errors_while_down < 50,
         "{errors_while_down} failed calls reached the backend during the outage: the breaker did not hold"
-    );
-    assert!(
-        closed_after < Duration::from_secs(3),
-        "closed {closed_after:?} after the restart"
     );
     // The restored server still had "stale"; the kept invalidation was delivered first.
     assert!(
@@ -266,9 +384,13 @@ fn admin() -> redis::AsyncConnectionConfig {
 
 /// How long after the server is back another process may still read an object invalidated
 /// during the outage by a process that stays idle: the delivery task's longest backoff
-/// (`RETRY_MAX`, 1 s) plus the breaker's Timeout (1 s in this rig), plus a second of slack
-/// for a loaded machine.
-const IDLE_DELIVERY_BOUND: Duration = Duration::from_secs(3);
+/// (`RETRY_MAX`, 1 s) plus the breaker's Timeout (1 s in this rig), made [`generous`] for a
+/// loaded machine. What is checked is that the idle process's own task delivers it (without
+/// it the restored object is served until MaxAge); no benchmark times the delivery (the
+/// figure is printed).
+fn idle_delivery_bound() -> Duration {
+    generous(cache_breaker::RETRY_MAX + Duration::from_secs(1))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_process_delivers_its_kept_invalidation_so_others_stop_reading_it() {
@@ -282,6 +404,9 @@ async fn an_idle_process_delivers_its_kept_invalidation_so_others_stop_reading_i
     let a = rig(port, "idle");
     let b = rig(port, "idle");
     a.cache.set(TestEntry::new("stale", &["old-name"])).await;
+    // Found in the same round as a miss of "stale", it says the miss came from the restored
+    // server (not from a server that lost its data, nor from a failed call).
+    a.cache.set(TestEntry::new("control", &[])).await;
     let mut raw = a
         .raw
         .get_multiplexed_async_connection_with_config(&admin())
@@ -297,25 +422,51 @@ async fn an_idle_process_delivers_its_kept_invalidation_so_others_stop_reading_i
     // Back with its saved data, "stale" included. A makes no call from here on.
     let _server = Server::start_in(Some(port), Some(&dir)).expect("redis-server restarts");
     let restarted = Instant::now();
+    let bound = idle_delivery_bound();
     let mut last_stale = None;
-    while restarted.elapsed() < IDLE_DELIVERY_BOUND + Duration::from_secs(2) {
-        if b.cache.get(Id, "stale").await.is_some()
-            || b.cache.get(TestIndex::Name, "old-name").await.is_some()
-        {
+    // B reads until the server answers it without the invalidated object: the control object
+    // found, B's breaker closed and no error around the reads of both keys.
+    let gone_after = loop {
+        let errors = b.cache.stats().errors;
+        let closed = b.breaker.state() == BreakerState::Closed;
+        let control = b.cache.get(Id, "control").await.is_some();
+        let stale = b.cache.get(Id, "stale").await.is_some()
+            || b.cache.get(TestIndex::Name, "old-name").await.is_some();
+        let answered =
+            closed && b.breaker.state() == BreakerState::Closed && b.cache.stats().errors == errors;
+        if stale {
             last_stale = Some(restarted.elapsed());
+        } else if answered && control {
+            break restarted.elapsed();
         }
+        assert!(
+            restarted.elapsed() < bound,
+            "B still read the object invalidated during the outage (last {last_stale:?} after \
+             the server came back), or the server never answered without it, within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "B last read the invalidated object {last_stale:?} after the restart, and the server \
+         answered without it {gone_after:?} after (bound {bound:?})"
+    );
+    // Gone for good: it never comes back.
+    let gone = Instant::now();
+    while gone.elapsed() < Duration::from_secs(1) {
+        assert!(
+            b.cache.get(Id, "stale").await.is_none()
+                && b.cache.get(TestIndex::Name, "old-name").await.is_none(),
+            "B read the invalidated object again after the server answered without it"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    eprintln!(
-        "B last read the invalidated object {last_stale:?} after the restart (bound {IDLE_DELIVERY_BOUND:?})"
-    );
-    assert!(
-        last_stale.is_none_or(|t| t < IDLE_DELIVERY_BOUND),
-        "B still read the object invalidated during the outage {last_stale:?} after the server came back"
-    );
     assert!(
         b.cache.get(Id, "stale").await.is_none(),
         "delivered by A's background task"
+    );
+    assert!(
+        b.cache.get(Id, "control").await.is_some(),
+        "the restored data is served otherwise"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -125,19 +125,33 @@ mod tests {
 
     #[test]
     fn coarse_time_stays_within_a_few_resolutions_of_the_wall_clock() {
+        // Behind by the resolution plus the scheduling delay of the ticker thread, which a
+        // loaded machine makes as long as it likes: the bound is generous (5x the resolution,
+        // and at least 2 s beyond it). What is checked is that coarse time is never ahead of
+        // the wall clock and keeps following it; the worst lag seen is printed.
+        let bound = (RESOLUTION * 5).max(RESOLUTION + Duration::from_secs(2));
         let clock = CoarseClock;
+        let mut worst = 0;
         for _ in 0..200 {
             let before = exact_micros();
             let coarse = clock.now().as_micros();
             let after = exact_micros();
-            // Never ahead of the wall clock; behind by at most the resolution plus the
-            // scheduling delay of the ticker thread (generous: a loaded 2-core machine).
             assert!(coarse <= after, "coarse {coarse} ahead of {after}");
+            let behind = before.saturating_sub(coarse);
+            worst = worst.max(behind);
             assert!(
-                before.saturating_sub(coarse) < 50_000,
-                "coarse time {} µs behind",
-                before - coarse
+                u128::from(behind) < bound.as_micros(),
+                "coarse time {behind} µs behind"
             );
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        eprintln!("coarse time at most {worst} µs behind the wall clock");
+        // The ticker moves it on: it passes a moment of the wall clock taken now (a running
+        // ticker that stopped writing would leave it there for good).
+        let mark = exact_micros();
+        let started = std::time::Instant::now();
+        while clock.now().as_micros() < mark {
+            assert!(started.elapsed() < bound, "coarse time stopped advancing");
             std::thread::sleep(Duration::from_micros(300));
         }
         assert_ne!(STATE.load(Ordering::Acquire), STOPPED, "the ticker runs");

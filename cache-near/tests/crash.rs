@@ -2,10 +2,10 @@
 //! stale (SPEC 11: the announcement is part of the change). This test binary runs itself as a
 //! child that changes one object through its own near cache as fast as it can (sets of new
 //! revisions, and invalidations); the parent, holding the object in its memory level (it reads
-//! it all the time), kills the child with SIGKILL a random moment into its work, waits the
-//! propagation bound, and compares what its near cache serves with what the shared level
-//! holds. [`KILLS`] times per server; a memory level serving an object the shared level no
-//! longer holds is a stale window.
+//! it all the time), kills the child with SIGKILL a random moment into its work, lets its last
+//! change land ([`SETTLE`]), and waits for what its near cache serves to agree with what the
+//! shared level holds. [`KILLS`] times per server; a memory level still serving an object the
+//! shared level no longer holds [`BOUND`] after the kill is a stale window.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -24,9 +24,16 @@ use TestIndex::Id;
 
 /// Children killed per server.
 const KILLS: usize = 200;
-/// How long after the kill the parent looks: generous for a loaded CI machine (the benchmark
-/// measures the real propagation delay).
-const BOUND: Duration = Duration::from_millis(300);
+/// How long after the kill the parent lets a change the child sent just before it died land
+/// on the server before it looks (a pause, not a bound: nothing is asserted about it).
+const SETTLE: Duration = Duration::from_millis(300);
+/// How long after the kill the parent waits for its memory level to agree with the shared
+/// level: generous for a loaded CI machine (5x the 300 ms it once was, and at least 2 s
+/// beyond it). What is checked is that it agrees at all — a change whose announcement died
+/// with the process would leave the memory level stale until MaxAge. The benchmark
+/// (cache-bench's propagation cells) measures the real propagation delay; the slowest
+/// agreement here is printed.
+const BOUND: Duration = Duration::from_millis(2_300);
 
 /// A shared level and its channel on `backend` at `url`.
 fn connect(backend: &str, url: &str, purpose: &str) -> (TestCache, Arc<dyn Channel>) {
@@ -123,6 +130,7 @@ fn kill_children(backend: &str, url: &str) -> usize {
         (reader, truth)
     });
     let mut stale = 0;
+    let mut slowest = Duration::ZERO;
     let mut revision = 1_000_000u64;
     for round in 0..KILLS {
         // Keep the object in the parent's memory while the child changes it.
@@ -155,22 +163,35 @@ fn kill_children(backend: &str, url: &str) -> usize {
         child.wait().unwrap();
         reading.store(false, Ordering::Relaxed);
         runtime.block_on(task).unwrap();
-        std::thread::sleep(BOUND);
-        let (served, held) = runtime.block_on(async {
-            (
-                reader.get(Id, "x").await.unwrap().map(|o| o.revision),
-                truth.get(Id, "x").await.unwrap().map(|o| o.revision),
-            )
-        });
+        let died = Instant::now();
+        std::thread::sleep(SETTLE);
+        let (served, held) = loop {
+            let (served, held) = runtime.block_on(async {
+                (
+                    reader.get(Id, "x").await.unwrap().map(|o| o.revision),
+                    truth.get(Id, "x").await.unwrap().map(|o| o.revision),
+                )
+            });
+            if served.is_none() || served == held || died.elapsed() >= BOUND {
+                break (served, held);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let waited = died.elapsed();
         if served.is_some() && served != held {
             stale += 1;
             eprintln!(
-                "round {round}: memory served revision {served:?} {BOUND:?} after the child \
+                "round {round}: memory served revision {served:?} {waited:?} after the child \
                  died; the shared level holds {held:?}"
             );
+        } else {
+            slowest = slowest.max(waited);
         }
     }
-    eprintln!("{backend}: {stale} stale windows in {KILLS} kills");
+    eprintln!(
+        "{backend}: {stale} stale windows in {KILLS} kills (slowest agreement {slowest:?} \
+         after a kill)"
+    );
     stale
 }
 

@@ -114,6 +114,43 @@ fn object(revision: u64) -> TestEntry {
     TestEntry::new("hot", &["hot.example"]).revision(revision)
 }
 
+/// A bound for a loaded machine on what takes `figure` when nothing else runs: 5x it, and at
+/// least 2 s beyond it (issue 26: a test asserts no wall-clock duration a busy CI machine can
+/// miss).
+fn generous(figure: Duration) -> Duration {
+    (figure * 5).max(figure + Duration::from_secs(2))
+}
+
+/// Waits until no process serves a hot object that `served` picks (a change reached every
+/// memory level): the time it took. The deadline is generous; a process that keeps serving
+/// it for longer fails `what`.
+async fn until_no_process_serves(
+    caches: &[Cache],
+    what: &str,
+    served: impl Fn(&TestEntry) -> bool,
+) -> Duration {
+    let deadline = Duration::from_secs(5);
+    let started = Instant::now();
+    loop {
+        let mut serving = Vec::new();
+        for (n, cache) in caches.iter().enumerate() {
+            if let Some(found) = cache.get(Id, "hot").await
+                && served(&found)
+            {
+                serving.push((n, found.revision));
+            }
+        }
+        if serving.is_empty() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: (process, revision) {serving:?} still served after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Every process runs `tasks` concurrent `get_or_load`s of the hot object, with a load taking
 /// `load` and counted in `loads`; the longest any of them took.
 async fn herd(caches: &[Cache], tasks: usize, loads: &Arc<AtomicU64>, load: Duration) -> Duration {
@@ -222,9 +259,11 @@ async fn a_hung_holder_is_taken_over(server: Server, near: bool) {
     );
     let takeovers: u64 = caches.iter().map(|c| c.stats().lease_takeovers).sum();
     assert_eq!(takeovers, 1);
-    // Generous for a loaded machine: the bound is the point (the lease, one load, polling).
+    // The bound is the point (nobody waits for the hung load: the lease, one load, polling),
+    // made generous for a loaded machine. No benchmark times a takeover (cache-bench's
+    // stampede cells time waiters behind a load that returns); the figure is printed above.
     assert!(
-        longest < lease + load + Duration::from_secs(2),
+        longest < generous(lease + load),
         "a caller waited {longest:?} (lease {lease:?}, load {load:?})"
     );
 }
@@ -277,14 +316,17 @@ async fn an_outdated_load_is_never_cached(server: Server, near: bool, delay: Dur
             caches[0].stats()
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for (n, cache) in caches.iter().enumerate() {
-        let found = cache.get(Id, "hot").await;
-        assert!(
-            found.as_ref().is_none_or(|f| f.revision != 1),
-            "process {n} serves the outdated load ({server:?}, near: {near}, load {delay:?})"
-        );
-    }
+    // The invalidation reaches every memory level (waited for, not slept on); an outdated
+    // load that was cached anywhere would be served for good.
+    let gone = until_no_process_serves(
+        &caches,
+        &format!("the outdated load ({server:?}, near: {near}, load {delay:?})"),
+        |found| found.revision == 1,
+    )
+    .await;
+    eprintln!(
+        "{server:?} (near: {near}, load {delay:?}): outdated load served by none {gone:?} after the invalidation"
+    );
 }
 
 macro_rules! lease_tests {

@@ -15,7 +15,8 @@ use cache_near::{Hub, NearCache};
 use TestIndex::Id;
 
 async fn wait_healthy(hub: &Hub) {
-    for _ in 0..500 {
+    // At least 5 s: a deadline against a hang, not a time bound.
+    for _ in 0..2_500 {
         if hub.is_healthy() {
             return;
         }

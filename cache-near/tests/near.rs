@@ -69,7 +69,8 @@ cache_core::conformance_suite!(fixture);
 cache_core::model_test!(fixture);
 
 async fn wait_healthy(hub: &Hub) {
-    for _ in 0..500 {
+    // At least 5 s: a deadline against a hang, not a time bound.
+    for _ in 0..2_500 {
         if hub.is_healthy() {
             return;
         }

@@ -36,9 +36,16 @@ const SECONDS: u64 = 20;
 const PROCESSES: usize = 3;
 /// Objects shared by the processes.
 const OBJECTS: u64 = 24;
-/// How late a read may still return a replaced revision: the propagation delay allowed, with
-/// room for a loaded 2-core CI machine scheduling three processes and the servers.
-const BOUND: Duration = Duration::from_millis(100);
+/// How late a read may still return a replaced revision. Generous for a loaded 2-core CI
+/// machine scheduling three processes and the servers (5x the 100 ms this once was, and at
+/// least 2 s beyond it): a hub stays healthy while its heartbeats come back up to `SILENCE`
+/// (1 s) late, so a correct process may serve a replaced revision that long on a machine that
+/// delays its messages. What is checked is that no replaced revision outlives that (a
+/// process deaf to the others serves what it read until MaxAge, past the run: the broken
+/// scenario shows the checker catches it). The propagation delay itself, sub-millisecond, is
+/// measured by the benchmark (cache-bench's propagation cells); the worst lag seen here is
+/// printed.
+const BOUND: Duration = Duration::from_millis(2_100);
 
 fn now_ns() -> u64 {
     u64::try_from(

@@ -15,6 +15,14 @@ use TestIndex::{Id, Name};
 
 type TestCache = Arc<PostgresCache<TestIndex, TestEntry>>;
 
+/// A bound for a loaded machine on what the configuration lets take `figure`: 5x it, and at
+/// least 2 s beyond it (issue 26: a test asserts no wall-clock duration a busy CI machine can
+/// miss). What such a bound checks is that a call gives up at its timeout instead of hanging;
+/// the figures are printed.
+fn generous(figure: Duration) -> Duration {
+    (figure * 5).max(figure + Duration::from_secs(2))
+}
+
 /// A schema of this test's own, with a plain client on the same database to look inside.
 struct Db {
     url: String,
@@ -341,13 +349,15 @@ async fn a_blocked_statement_gives_up_at_the_statement_timeout() {
     c.set(entry("1", &[])).await.unwrap();
     // Another session holds the table: every statement on it waits.
     let locker = db.lock_keys().await;
+    // Still below the default StatementTimeout (3 s), which a timeout not applied would show.
+    let bound = generous(config.statement_timeout);
     for _ in 0..3 {
         let started = Instant::now();
         let error = c.get(Id, "1").await.unwrap_err();
         let took = started.elapsed();
-        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
-        assert!(took < Duration::from_millis(1_000), "waited {took:?}");
         eprintln!("get gave up after {took:?}: {error}");
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+        assert!(took < bound, "waited {took:?}");
     }
     locker.batch_execute("ROLLBACK").await.unwrap();
     assert!(c.get(Id, "1").await.unwrap().is_some(), "works again");
@@ -506,10 +516,14 @@ async fn queued_gets_give_up_in_time_when_statements_hang() {
         let error = get.await.unwrap().unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
     }
-    // The first statement is cancelled after 300 ms, the one for the queue after 600 ms.
+    // The first statement is cancelled after 300 ms, the one for the queue after 600 ms;
+    // generous, and still below the 6 s of 20 statements timing out one after the other.
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(1_500), "waited {took:?}");
     eprintln!("20 queued gets gave up after {took:?}");
+    assert!(
+        took < generous(2 * config.statement_timeout),
+        "waited {took:?}"
+    );
     locker.batch_execute("ROLLBACK").await.unwrap();
     assert!(c.get(Id, "1").await.unwrap().is_some(), "works again");
     db.drop().await;
@@ -556,8 +570,11 @@ async fn killed_connections_are_replaced_and_a_lost_server_is_unavailable() {
     let c = cache(&down, "down", &CacheSettings::default());
     let started = Instant::now();
     let error = c.get(Id, "1").await.unwrap_err();
+    let took = started.elapsed();
+    eprintln!("a get with nothing listening failed after {took:?}: {error}");
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Below the pool wait (the default StatementTimeout + 1 s) a failed connect must end.
+    assert!(took < generous(config.connect_timeout), "waited {took:?}");
     assert_eq!(
         down.setup().await.unwrap_err().kind(),
         ErrorKind::Unavailable

@@ -30,6 +30,14 @@ async fn operations_fail_fast_while_down_and_recover_when_back() {
         pool_timeout: Duration::from_millis(300),
         ..RedisConfig::with_url(format!("redis://127.0.0.1:{}/", server.port))
     };
+    // What a get and a set may take while the server is down, by the configuration: each
+    // waits at most PoolTimeout for a connection and Read/WriteTimeout for the answer, once
+    // more on a new connection when the pooled one turns out lost. The bound is generous for
+    // a loaded machine (5x, and at least 2 s beyond): what is checked is that a call gives up
+    // at its timeouts instead of hanging (no benchmark times a call to a dead server; the
+    // figure is printed).
+    let configured = 2 * 2 * (config.pool_timeout + config.read_timeout);
+    let bound = (configured * 5).max(configured + Duration::from_secs(2));
     let connector = RedisConnector::new(config, "v1").unwrap();
     let backend = connector.cache::<TestIndex, TestEntry>(
         "outage",
@@ -53,8 +61,8 @@ async fn operations_fail_fast_while_down_and_recover_when_back() {
         slowest = slowest.max(started.elapsed());
     }
     assert!(
-        slowest < Duration::from_secs(1),
-        "a get + set while down took {slowest:?}"
+        slowest < bound,
+        "a get + set while down took {slowest:?} (configured at most {configured:?})"
     );
     assert!(
         backend.invalidate(TestIndex::Id, &["a"]).await.is_err(),

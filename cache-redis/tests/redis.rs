@@ -181,6 +181,12 @@ async fn an_unreachable_server_fails_fast_and_does_not_fail_startup() {
         read_timeout: Duration::from_millis(300),
         ..RedisConfig::with_url("redis://127.0.0.1:1/")
     };
+    // The longest a get may wait for a connection (PoolTimeout, here ReadTimeout + 1 s): the
+    // bound is generous for a loaded machine (5x, and at least 2 s beyond). What is checked is
+    // that the get gives up instead of hanging; no benchmark times a call to an unreachable
+    // server (the figure is printed).
+    let configured = config.pool_wait();
+    let bound = (configured * 5).max(configured + Duration::from_secs(2));
     let connector = RedisConnector::new(config, "v1").expect("startup does not connect");
     let cache = connector.cache::<TestIndex, TestEntry>(
         "down",
@@ -189,11 +195,12 @@ async fn an_unreachable_server_fails_fast_and_does_not_fail_startup() {
     );
     let started = std::time::Instant::now();
     let err = cache.get(TestIndex::Id, "a").await.unwrap_err();
+    let took = started.elapsed();
+    eprintln!("a get of an unreachable server failed after {took:?}: {err}");
     assert!(err.is_temporary(), "{err}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
+        took < bound,
+        "took {took:?} (configured at most {configured:?})"
     );
     assert!(cache.set(entry("a", &[])).await.is_err());
 }

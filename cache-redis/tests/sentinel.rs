@@ -120,6 +120,10 @@ async fn after_the_master_is_killed_the_cache_serves_from_the_promoted_replica()
     on_sentinels(&addrs, &["MONITOR", &name, "127.0.0.1", &master_port, "2"]).await;
     on_sentinels(&addrs, &["SET", &name, "down-after-milliseconds", "1000"]).await;
     on_sentinels(&addrs, &["SET", &name, "failover-timeout", "5000"]).await;
+    // The sentinels' failover-timeout, made generous for a loaded machine (5x): what is
+    // checked is that the cache follows the promoted replica by itself, not how fast the
+    // sentinels elect it (the figure is printed).
+    let recovery_bound = 5 * Duration::from_millis(5_000);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sentinels_ready(&addrs, &name).await {
         assert!(
@@ -194,8 +198,9 @@ async fn after_the_master_is_killed_the_cache_serves_from_the_promoted_replica()
     );
     master.kill();
     let killed = started.elapsed();
-    // Back to hits: no miss for a whole second, within 30 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Back to hits: no miss for a whole second, with room past the bound for that second.
+    let give_up = recovery_bound + Duration::from_secs(5);
+    let deadline = Instant::now() + give_up;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let last_miss = Duration::from_nanos(last_miss_ns.load(Ordering::Relaxed));
@@ -207,12 +212,15 @@ async fn after_the_master_is_killed_the_cache_serves_from_the_promoted_replica()
                 gets.load(Ordering::Relaxed),
                 cache.stats().errors
             );
-            assert!(recovered < Duration::from_secs(15), "took {recovered:?}");
+            assert!(
+                recovered < recovery_bound,
+                "took {recovered:?} (bound {recovery_bound:?})"
+            );
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no hits 30 s after the master was killed"
+            "no hits {give_up:?} after the master was killed"
         );
     }
     stop.store(true, Ordering::Relaxed);
