@@ -21,7 +21,7 @@ use crate::pending::{DEFAULT_PENDING_KEYS, Op, Pending};
 /// [`BreakerOpen`](ErrorKind::BreakerOpen) error — and are kept, as are those that failed
 /// while the breaker was closed. Kept changes
 /// are delivered by a background task as soon as the backend answers again (it probes with
-/// backoff, [`RETRY_FIRST`] doubling up to [`RETRY_MAX`], through the breaker), so other
+/// backoff, [`RETRY_FIRST`] doubling up to [`RETRY_MAX`], also while the breaker is open), so other
 /// processes stop seeing invalidated objects even when this one stays idle; until they are
 /// delivered, gets miss. Past the memory budget they collapse into one truncate. A kept change
 /// the backend refuses for good (a [permanent](Error::is_temporary) error) is never retried
@@ -32,9 +32,13 @@ pub struct BreakerCache<I: Index, V: Entry<I>> {
 }
 
 /// The first wait of the delivery task after a failed delivery.
-pub const RETRY_FIRST: Duration = Duration::from_millis(50);
-/// The longest wait of the delivery task between two attempts.
-pub const RETRY_MAX: Duration = Duration::from_secs(1);
+pub const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// The longest wait of the delivery task between two attempts: kept changes reach the backend
+/// within about this long of it answering again — other processes stop reading what they
+/// invalidate — however long the breaker stays open. One attempt at a time per object cache
+/// with kept changes (an attempt on a server that hangs lasts the call's bound), so a server
+/// still down sees at most a dozen cheap calls a second from it.
+pub const RETRY_MAX: Duration = Duration::from_millis(80);
 
 /// What the cache and its delivery task share.
 struct Shared<I: Index, V: Entry<I>> {
@@ -225,8 +229,10 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
         runtime.spawn(deliver_in_background(Arc::downgrade(self)));
     }
 
-    /// Delivers the kept changes, oldest first.
-    async fn deliver_pending(&self, wait_for_turn: bool) -> Delivery {
+    /// Delivers the kept changes, oldest first, through the breaker — or, with `probe`, also
+    /// while it refuses calls (then the outcomes are not counted: a probe says nothing the
+    /// breaker's own trial calls will not).
+    async fn deliver_pending(&self, wait_for_turn: bool, probe: bool) -> Delivery {
         if !self.pending.is_dirty() {
             return Delivery::Done;
         }
@@ -240,8 +246,14 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
         };
         let mut delivered = 0usize;
         while let Some((seq, op)) = self.pending.front() {
-            let Some(permit) = self.breaker.permit() else {
-                return Delivery::Later;
+            let permit = if probe && self.breaker.is_rejecting() {
+                None
+            } else {
+                match self.breaker.permit() {
+                    Some(permit) => Some(permit),
+                    None if probe => None,
+                    None => return Delivery::Later,
+                }
             };
             let outcome = match &op {
                 Op::Truncate => self.inner.truncate().await,
@@ -254,7 +266,9 @@ impl<I: Index, V: Entry<I>> Shared<I, V> {
                     self.inner.delete(*index, &keys).await
                 }
             };
-            report(permit, &outcome);
+            if let Some(permit) = permit {
+                report(permit, &outcome);
+            }
             match outcome {
                 Ok(()) => {
                     self.pending.delivered(seq);
@@ -316,11 +330,9 @@ async fn deliver_in_background<I: Index, V: Entry<I>>(shared: Weak<Shared<I, V>>
         let Some(cache) = shared.upgrade() else {
             return;
         };
-        let outcome = if cache.breaker.is_rejecting() {
-            Delivery::Later
-        } else {
-            cache.deliver_pending(true).await
-        };
+        // Also while the breaker is open: the kept changes are what other processes need
+        // most once the server answers again (a probe, not counted by the breaker).
+        let outcome = cache.deliver_pending(true, true).await;
         if outcome == Delivery::Done {
             cache.delivering.store(false, Ordering::Release);
             // A change kept after the last look but before the flag fell would wait for the
@@ -371,7 +383,8 @@ impl<I: Index, V: Entry<I>> BreakerCache<I, V> {
         }
         // Kept changes first: the backend may still hold what they invalidate. A get never
         // queues behind a delivery in progress; it misses instead.
-        if shared.pending.is_dirty() && shared.deliver_pending(false).await != Delivery::Done {
+        if shared.pending.is_dirty() && shared.deliver_pending(false, false).await != Delivery::Done
+        {
             shared.start_delivery();
             return Ok(None);
         }
@@ -426,7 +439,8 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         if shared.breaker.refuses_call() {
             return Ok(Lease::None);
         }
-        if shared.pending.is_dirty() && shared.deliver_pending(false).await != Delivery::Done {
+        if shared.pending.is_dirty() && shared.deliver_pending(false, false).await != Delivery::Done
+        {
             shared.start_delivery();
             return Ok(Lease::None);
         }

@@ -397,9 +397,10 @@ async fn the_delivery_task_keeps_probing_while_the_backend_stays_down() {
     let calls = s.flaky.calls.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(30)).await;
     let probes = s.flaky.calls.load(Ordering::Relaxed) - calls;
-    // Backoff from 50 ms doubling to 1 s, behind a breaker that opens and re-opens every
-    // Timeout (5 s): a handful of probes in 30 s, not a busy loop.
-    assert!((1..=30).contains(&probes), "{probes} probes in 30 s");
+    // Backoff from RETRY_FIRST doubling to RETRY_MAX, one probe at a time, also while the
+    // breaker is open: at most one per RETRY_MAX (a dozen a second), not a busy loop.
+    let most = 30_000 / u64::try_from(cache_breaker::RETRY_MAX.as_millis()).unwrap() + 10;
+    assert!((1..=most).contains(&probes), "{probes} probes in 30 s");
     assert!(s.cache.has_pending());
     s.flaky.down.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -140,6 +140,11 @@ struct Rig {
 }
 
 fn rig(port: u16, purpose: &str) -> Rig {
+    rig_with(port, purpose, Duration::from_secs(1))
+}
+
+/// A rig whose breaker stays open for `open` (its `Timeout`).
+fn rig_with(port: u16, purpose: &str, open: Duration) -> Rig {
     let url = format!("redis://127.0.0.1:{port}/");
     let config = RedisConfig {
         dial_timeout: Duration::from_millis(200),
@@ -155,7 +160,7 @@ fn rig(port: u16, purpose: &str) -> Rig {
             max_consecutive_failures: 3,
             max_failure_ratio: 0.5,
             min_requests: 20,
-            timeout: Duration::from_secs(1),
+            timeout: open,
             max_retry_requests: 1,
             interval: Duration::ZERO,
         },
@@ -303,11 +308,17 @@ async fn a_killed_server_opens_the_breaker_and_nothing_stale_is_served_after_it(
     );
     assert!(open_calls > 100, "the load kept running while open");
     // Calls while open never reach the backend: of the outage's calls only those before the
-    // breaker opened, one trial call per Timeout (1 s) and the invalidation above did — a
-    // handful, where a breaker that let calls through while open would pass on hundreds.
-    // (Counted, not timed: how cheap a call while open is, the benchmark measures.)
+    // breaker opened, one trial call per Timeout (1 s), the invalidation above and the
+    // delivery task's probes of the changes kept meanwhile (one per RETRY_MAX at most) did —
+    // a few dozen, where a breaker that let calls through while open would pass on hundreds
+    // of thousands. (Counted, not timed: how cheap a call while open is, the benchmark
+    // measures.)
+    let probes = u64::try_from(
+        restarted.duration_since(killed).as_millis() / cache_breaker::RETRY_MAX.as_millis(),
+    )
+    .unwrap_or(u64::MAX);
     assert!(
-        backend_calls_while_down < 50,
+        backend_calls_while_down < 50 + probes,
         "{backend_calls_while_down} of the {calls_while_down} calls during the outage reached \
          the backend ({open_calls} made while open): the breaker did not hold"
     );
@@ -383,13 +394,12 @@ fn admin() -> redis::AsyncConnectionConfig {
 }
 
 /// How long after the server is back another process may still read an object invalidated
-/// during the outage by a process that stays idle: the delivery task's longest backoff
-/// (`RETRY_MAX`, 1 s) plus the breaker's Timeout (1 s in this rig), made [`generous`] for a
-/// loaded machine. What is checked is that the idle process's own task delivers it (without
-/// it the restored object is served until MaxAge); no benchmark times the delivery (the
-/// figure is printed).
+/// during the outage by a process that stays idle with its breaker open: the delivery task's
+/// longest backoff (`RETRY_MAX`, 80 ms; the issue's goal is 100 ms), made [`generous`] for a
+/// loaded machine (2 s beyond it) — far below the breaker's 60 s Timeout, which is when the
+/// kept invalidation went out before. The figure is printed.
 fn idle_delivery_bound() -> Duration {
-    generous(cache_breaker::RETRY_MAX + Duration::from_secs(1))
+    generous(cache_breaker::RETRY_MAX)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +411,10 @@ async fn an_idle_process_delivers_its_kept_invalidation_so_others_stop_reading_i
     };
     let port = server.port;
     // Two processes' handles: A invalidates during the outage, then stays idle; B only reads.
-    let a = rig(port, "idle");
+    // A's breaker opens during the outage and stays open far longer than the test: its kept
+    // invalidation must reach the server as soon as it answers, not when the breaker's
+    // Timeout (60 s by default) lets a call through.
+    let a = rig_with(port, "idle", Duration::from_secs(60));
     let b = rig(port, "idle");
     a.cache.set(TestEntry::new("stale", &["old-name"])).await;
     // Found in the same round as a miss of "stale", it says the miss came from the restored
