@@ -741,7 +741,7 @@ pub mod byte_size {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
-    /// Serializes a size as [`format`] writes it.
+    /// Serializes a size as [`format()`] writes it.
     pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(*bytes))
     }
