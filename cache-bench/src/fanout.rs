@@ -98,7 +98,7 @@ async fn run(
         let _ = changer.invalidate(TestIndex::Id, &[key.as_str()]).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let server_cpu_us_per_change = match (cpu.as_deref_mut(), cpu_before) {
+    let server_cpu_us_per_change = match (cpu, cpu_before) {
         (Some(conn), Some(before)) => {
             Some((server_cpu(conn).await - before) * 1e6 / changes as f64)
         }
