@@ -33,6 +33,9 @@ const ROW_OVERHEAD: usize = 120;
 /// Rows one prune statement removes at most, so a huge backlog never holds long locks.
 pub const PRUNE_BATCH: i64 = 2_000;
 
+/// Rows one statement of a truncate removes at most (see [`PostgresCache`]'s `truncate`).
+pub const TRUNCATE_BATCH: i64 = 10_000;
+
 /// Longest key (in bytes) stored as it is; longer keys, and keys with a NUL byte (which
 /// `text` cannot hold), are stored as a digest ([`cache_core::keys::storable`]), so that a key
 /// row always fits a btree entry (about 2.7 kB with the purpose and index name).
@@ -592,9 +595,49 @@ where
             .map(drop)
     }
 
-    /// Removes every key and object of this object cache (all versions) in one statement:
-    /// atomic, so no get sees part of the old contents afterwards.
+    /// Removes every key and object of this object cache (all versions): batches of
+    /// [`TRUNCATE_BATCH`] rows, each its own short statement (a million objects would not be
+    /// removed within one `StatementTimeout`, and would hold their rows meanwhile), then the
+    /// rest and the announcement in one. Once it returns no get finds anything stored before
+    /// it began; during it, gets may still find objects it has not reached yet.
     async fn truncate(&self) -> Result<()> {
+        let db = &self.shared.db;
+        let mut after = (String::new(), String::new(), String::new());
+        loop {
+            let rows = db
+                .query(
+                    Stmt::TruncateKeys,
+                    &[&self.purpose, &TRUNCATE_BATCH, &after.0, &after.1, &after.2],
+                )
+                .await?;
+            let last = rows.first().and_then(|row| {
+                Some((
+                    row.try_get::<_, Option<String>>(1).ok()??,
+                    row.try_get::<_, Option<String>>(2).ok()??,
+                    row.try_get::<_, Option<String>>(3).ok()??,
+                ))
+            });
+            match last {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        let mut after_id = i64::MIN;
+        loop {
+            let rows = db
+                .query(
+                    Stmt::TruncateBodies,
+                    &[&self.purpose, &TRUNCATE_BATCH, &after_id],
+                )
+                .await?;
+            match rows
+                .first()
+                .and_then(|row| row.try_get::<_, Option<i64>>(1).ok().flatten())
+            {
+                Some(last) => after_id = last,
+                None => break,
+            }
+        }
         let messages = self.announcements((Kind::Truncate, false), "", &[]);
         self.shared
             .db

@@ -15,7 +15,7 @@ mod shared;
 mod sql;
 mod tls;
 
-pub use cache::{MAX_PLAIN_KEY, PRUNE_BATCH, PostgresCache, PruneReport};
+pub use cache::{MAX_PLAIN_KEY, PRUNE_BATCH, PostgresCache, PruneReport, TRUNCATE_BATCH};
 pub use channel::{MAX_MESSAGE, PostgresChannel};
 pub use config::PostgresConfig;
 pub use connector::PostgresConnector;

@@ -84,7 +84,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 11";
+const SCHEMA_MARK: &str = "object-cache schema 12";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -392,6 +392,60 @@ BEGIN
         EXECUTE 'DELETE FROM {s}.entries WHERE purpose = $1' USING p_purpose;
     END IF;
     PERFORM pg_notify(p_channel, m) FROM unnest(p_messages) AS m;
+END
+$fn$;
+
+-- One batch of a truncate: up to p_batch key rows of the purpose (every release) after the
+-- given key in the primary key's order — each batch starts where the last one ended, so none
+-- walks over the index entries its predecessors removed — and the last key removed (none
+-- when nothing was left). The truncate's last statement (truncate_purpose) removes what sets
+-- added meanwhile and announces it: no statement of a truncate holds its rows, or runs, for
+-- long, however large the object cache.
+CREATE OR REPLACE FUNCTION {s}.truncate_keys(
+    p_purpose text, p_batch bigint, p_index text, p_key text, p_version text
+) RETURNS TABLE(removed bigint, last_index text, last_key text, last_version text)
+LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT k.index_name, k.key, k.version FROM {s}.keys k
+        WHERE k.purpose = p_purpose
+          AND (k.index_name, k.key, k.version) > (p_index, p_key, p_version)
+        ORDER BY k.index_name, k.key, k.version
+        LIMIT p_batch
+    ), gone AS (
+        DELETE FROM {s}.keys k USING batch b
+        WHERE k.purpose = p_purpose AND k.index_name = b.index_name AND k.key = b.key
+          AND k.version = b.version
+        RETURNING 1
+    ), last AS (
+        SELECT b.index_name, b.key, b.version FROM batch b
+        ORDER BY b.index_name DESC, b.key DESC, b.version DESC
+        LIMIT 1
+    )
+    SELECT (SELECT count(*) FROM gone), l.index_name, l.key, l.version
+    FROM (SELECT 1) AS one LEFT JOIN last l ON true;
+END
+$fn$;
+
+-- The same for the purpose's bodies, by object id after p_after: the rows removed and the
+-- last id (NULL when nothing was left).
+CREATE OR REPLACE FUNCTION {s}.truncate_bodies(p_purpose text, p_batch bigint, p_after bigint)
+RETURNS TABLE(removed bigint, last_id bigint)
+LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
+BEGIN
+    PERFORM set_config('oc.quiet', 'on', true);
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT o.object_id FROM {s}.bodies o
+        WHERE o.object_id > p_after AND o.purpose = p_purpose
+        ORDER BY o.object_id
+        LIMIT p_batch
+    ), gone AS (
+        DELETE FROM {s}.bodies o USING batch b WHERE o.object_id = b.object_id RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone), (SELECT max(object_id) FROM batch);
 END
 $fn$;
 

@@ -38,8 +38,15 @@ pub(crate) enum Stmt {
     /// `(purpose, index, keys[], channel, messages[], lease_ms)`: these key rows only, of every
     /// release; their leases end and (leases on) the change is noted.
     Delete,
-    /// `(purpose, channel, messages[])`: every key and object of the purpose, in one statement.
+    /// `(purpose, channel, messages[])`: every key and object of the purpose left, and the
+    /// announcement of the truncate (the last statement of a truncate).
     Truncate,
+    /// `(purpose, batch, index, key, version) -> (removed, last index, key, version)`: one batch
+    /// of a truncate's key rows, after the given key.
+    TruncateKeys,
+    /// `(purpose, batch, after) -> (removed, last id)`: one batch of a truncate's bodies, by
+    /// object id after `after`.
+    TruncateBodies,
     /// `(purpose, max_age_ms, last_usage_ms, batch) -> removed rows`: one batch of the key
     /// rows of expired objects stored under each key, and of rows whose body is gone.
     PruneKeys,
@@ -52,7 +59,7 @@ pub(crate) enum Stmt {
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 12] = [
+    pub(crate) const ALL: [Stmt; 14] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
@@ -62,6 +69,8 @@ impl Stmt {
         Stmt::Invalidate,
         Stmt::Delete,
         Stmt::Truncate,
+        Stmt::TruncateKeys,
+        Stmt::TruncateBodies,
         Stmt::PruneKeys,
         Stmt::PruneBodies,
         Stmt::Notify,
@@ -146,6 +155,8 @@ impl Stmt {
                 Type::INT8,
             ],
             Stmt::Truncate => &[Type::TEXT, Type::TEXT, Type::TEXT_ARRAY],
+            Stmt::TruncateKeys => &[Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT],
+            Stmt::TruncateBodies => &[Type::TEXT, Type::INT8, Type::INT8],
             Stmt::PruneKeys | Stmt::PruneBodies => {
                 &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8]
             }
@@ -230,6 +241,8 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
         Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4, $5, $6, $7)"),
         Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3, $4, $5, $6)"),
         Stmt::Truncate => format!("SELECT {s}.truncate_purpose($1, $2, $3)"),
+        Stmt::TruncateKeys => format!("SELECT * FROM {s}.truncate_keys($1, $2, $3, $4, $5)"),
+        Stmt::TruncateBodies => format!("SELECT * FROM {s}.truncate_bodies($1, $2, $3)"),
         Stmt::PruneKeys => format!("SELECT {s}.prune_keys($1, $2, $3, $4)"),
         Stmt::PruneBodies => format!("SELECT * FROM {s}.prune_bodies($1, $2, $3, $4)"),
     }
