@@ -615,6 +615,15 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             Ok(None) => return Ok(None),
             Err(error) => return self.stale_if_error(index, key, error).await,
         };
+        if let Some(lease) = &lease {
+            // The shared level decides: it stores the fill only if no change of any of the
+            // object's keys, from any process, came after the lease was taken — and a refused
+            // fill ends the lease, so the next miss anywhere loads at once. (Deciding here on
+            // this process's own view would skip fills the server would take, and leave the
+            // lease to expire while every other process waits for it.)
+            self.fill(&backend, Arc::clone(&loaded), lease).await;
+            return Ok(Some(loaded));
+        }
         // A change made here (any key) or seen from another process (one of the loaded
         // object's keys) since the read began: the load may predate it.
         let changed = |loaded: &V| {
@@ -629,10 +638,7 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         if changed(&loaded) {
             return Ok(Some(loaded));
         }
-        match &lease {
-            Some(lease) => self.fill(&backend, Arc::clone(&loaded), lease).await,
-            None => self.set(Arc::clone(&loaded)).await,
-        }
+        self.set(Arc::clone(&loaded)).await;
         // Another process's change announced while the set was on its way (or a switch of
         // backend here) may predate the set's landing: take the set back.
         if changed(&loaded) {

@@ -255,7 +255,8 @@ async fn a_hung_holder_is_taken_over(server: Server, near: bool) {
     assert_eq!(
         loads.load(Ordering::SeqCst),
         1,
-        "one process took the lease over"
+        "one process took the lease over: {:?}",
+        caches.iter().map(Cache::stats).collect::<Vec<_>>()
     );
     let takeovers: u64 = caches.iter().map(|c| c.stats().lease_takeovers).sum();
     assert_eq!(takeovers, 1);

@@ -84,7 +84,7 @@ impl fmt::Display for Schema {
 
 /// Marks a schema whose objects are this release's: setup finds it and changes nothing. Bump
 /// it with every change to the DDL below.
-const SCHEMA_MARK: &str = "object-cache schema 12";
+const SCHEMA_MARK: &str = "object-cache schema 13";
 
 /// The setup script: idempotent and serialised by a transaction-scoped advisory lock, so any
 /// number of processes may run it at once. When the schema is already this release's (the
@@ -261,44 +261,58 @@ DECLARE
     v_expires timestamptz;
 BEGIN
     PERFORM set_config('oc.quiet', 'on', true);
-    SELECT coalesce(e.payload, b.payload),
-           (extract(epoch FROM now() - coalesce(b.created_at, e.created_at)) * 1000)::int8
-    INTO payload, age_ms
-    FROM {s}.keys e
-    LEFT JOIN LATERAL (
-        SELECT x.payload, x.created_at, x.last_used_at FROM {s}.bodies x
-        WHERE x.object_id = e.object_id AND e.payload IS NULL
-        LIMIT 1
-    ) b ON true
-    WHERE e.purpose = p_purpose AND e.index_name = p_index AND e.key = p_key
-      AND e.version = p_version
-      AND (e.payload IS NOT NULL OR b.payload IS NOT NULL)
-      AND (p_max_age = 0
-           OR coalesce(b.created_at, e.created_at) > now() - p_max_age * interval '1 millisecond')
-      AND (p_last_usage = 0
-           OR coalesce(b.last_used_at, e.last_used_at)
-              > now() - p_last_usage * interval '1 millisecond');
-    IF payload IS NOT NULL THEN
-        status := 'hit';
-        RETURN;
-    END IF;
-    INSERT INTO {s}.leases AS l (purpose, index_name, key, version, token, taken_at, expires_at)
-    VALUES (p_purpose, p_index, p_key, p_version, p_token, clock_timestamp(),
-            clock_timestamp() + p_lease_ms * interval '1 millisecond')
-    ON CONFLICT (purpose, index_name, key, version) DO UPDATE
-        SET token = EXCLUDED.token, taken_at = EXCLUDED.taken_at,
-            expires_at = EXCLUDED.expires_at
-        WHERE l.expires_at <= now()
-    RETURNING l.expires_at INTO v_expires;
-    IF v_expires IS NOT NULL THEN
-        status := 'granted';
-        RETURN;
-    END IF;
-    SELECT (extract(epoch FROM l.expires_at - now()) * 1000)::int8 INTO ms_left
-    FROM {s}.leases l
-    WHERE l.purpose = p_purpose AND l.index_name = p_index AND l.key = p_key
-      AND l.version = p_version;
-    status := 'held';
+    -- Looks at the key; when nothing live is there, leases it — and looks once more: the
+    -- lease may have been inserted just after a fill committed (and ended the lease it
+    -- filled), which the first look, an earlier snapshot, did not see. Then the fill is the
+    -- answer and this lease goes again.
+    FOR v_round IN 1..2 LOOP
+        SELECT coalesce(e.payload, b.payload),
+               (extract(epoch FROM now() - coalesce(b.created_at, e.created_at)) * 1000)::int8
+        INTO payload, age_ms
+        FROM {s}.keys e
+        LEFT JOIN LATERAL (
+            SELECT x.payload, x.created_at, x.last_used_at FROM {s}.bodies x
+            WHERE x.object_id = e.object_id AND e.payload IS NULL
+            LIMIT 1
+        ) b ON true
+        WHERE e.purpose = p_purpose AND e.index_name = p_index AND e.key = p_key
+          AND e.version = p_version
+          AND (e.payload IS NOT NULL OR b.payload IS NOT NULL)
+          AND (p_max_age = 0
+               OR coalesce(b.created_at, e.created_at)
+                  > now() - p_max_age * interval '1 millisecond')
+          AND (p_last_usage = 0
+               OR coalesce(b.last_used_at, e.last_used_at)
+                  > now() - p_last_usage * interval '1 millisecond');
+        IF payload IS NOT NULL THEN
+            IF v_round = 2 THEN
+                DELETE FROM {s}.leases
+                WHERE purpose = p_purpose AND index_name = p_index AND key = p_key
+                  AND version = p_version AND token = p_token;
+            END IF;
+            status := 'hit';
+            RETURN;
+        END IF;
+        EXIT WHEN v_round = 2;
+        INSERT INTO {s}.leases AS l (purpose, index_name, key, version, token, taken_at,
+                                     expires_at)
+        VALUES (p_purpose, p_index, p_key, p_version, p_token, clock_timestamp(),
+                clock_timestamp() + p_lease_ms * interval '1 millisecond')
+        ON CONFLICT (purpose, index_name, key, version) DO UPDATE
+            SET token = EXCLUDED.token, taken_at = EXCLUDED.taken_at,
+                expires_at = EXCLUDED.expires_at
+            WHERE l.expires_at <= now()
+        RETURNING l.expires_at INTO v_expires;
+        IF v_expires IS NULL THEN
+            SELECT (extract(epoch FROM l.expires_at - now()) * 1000)::int8 INTO ms_left
+            FROM {s}.leases l
+            WHERE l.purpose = p_purpose AND l.index_name = p_index AND l.key = p_key
+              AND l.version = p_version;
+            status := 'held';
+            RETURN;
+        END IF;
+    END LOOP;
+    status := 'granted';
 END
 $fn$;
 
