@@ -152,6 +152,10 @@ enum Leased<V> {
     Nothing,
 }
 
+/// How long a read-through holding a lease waits for this process's changes to let its fill
+/// through (each is one call), before it gives the fill up (the lease then expires).
+const FILL_PASS_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The longest pause between two looks for another process's fill.
 const FILL_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(25);
 
@@ -619,9 +623,21 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             // The shared level decides: it stores the fill only if no change of any of the
             // object's keys, from any process, came after the lease was taken — and a refused
             // fill ends the lease, so the next miss anywhere loads at once. (Deciding here on
-            // this process's own view would skip fills the server would take, and leave the
-            // lease to expire while every other process waits for it.)
-            self.fill(&backend, Arc::clone(&loaded), lease).await;
+            // this process's own view of changes would skip fills the server would take, and
+            // leave the lease to expire while every other process waits for it.) The pass
+            // still keeps this process's changes apart from the fill, so a memory level above
+            // never keeps what a change of this process removed: a change running now is
+            // waited for (changes are single calls), a stream of them for a while at most.
+            let mut pass = self.inner.gate.try_load();
+            let mut waited = std::time::Duration::ZERO;
+            while pass.is_none() && waited < FILL_PASS_WAIT {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                waited += std::time::Duration::from_millis(1);
+                pass = self.inner.gate.try_load();
+            }
+            if pass.is_some() {
+                self.fill(&backend, Arc::clone(&loaded), lease).await;
+            }
             return Ok(Some(loaded));
         }
         // A change made here (any key) or seen from another process (one of the loaded
