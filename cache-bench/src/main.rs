@@ -9,6 +9,7 @@
 //! 32 tasks (and 16 for PostgreSQL, where its goals are set), then the scale run, and writes
 //! `results.json`, `results.md` and `latency.svg` to `DIR` (default `target/bench`).
 
+mod counted;
 mod deploy;
 mod fanout;
 mod isolated;

@@ -347,6 +347,18 @@ impl Report {
                 " loads",
             ));
         }
+        for m in &self.miss_costs {
+            goals.push(Goal::at_most(
+                format!(
+                    "{}: a read-through miss with a lease makes at most one round trip more than \
+                     without ({:.1} against {:.1})",
+                    m.connector, m.leased_round_trips, m.plain_round_trips
+                ),
+                m.leased_round_trips - m.plain_round_trips,
+                1.0,
+                " round trips",
+            ));
+        }
         for k in &self.keys {
             goals.push(Goal::at_most(
                 format!(
@@ -507,16 +519,16 @@ impl Report {
             let _ = writeln!(
                 out,
                 "| connector | processes | tasks | loads | one load alone µs | waiters p50 µs | \
-                 p99 µs | max µs |"
+                 p99 µs | max µs | p99 / one load |"
             );
             let _ = writeln!(
                 out,
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
             );
             for s in &self.stampede {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",
                     s.connector,
                     s.processes.max(1),
                     s.tasks,
@@ -524,7 +536,8 @@ impl Report {
                     s.single_us,
                     s.p50_us,
                     s.p99_us,
-                    s.max_us
+                    s.max_us,
+                    s.p99_us / s.single_us.max(f64::MIN_POSITIVE)
                 );
             }
             out.push('\n');
@@ -537,17 +550,21 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| connector | leased µs | without µs | difference µs |"
+                "| connector | round trips leased | without | leased µs | without µs | \
+                 difference µs | one get µs |"
             );
-            let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
             for m in &self.miss_costs {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.0} | {:.0} | {:.0} |",
+                    "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
                     m.connector,
+                    m.leased_round_trips,
+                    m.plain_round_trips,
                     m.leased_us,
                     m.plain_us,
-                    m.leased_us - m.plain_us
+                    m.leased_us - m.plain_us,
+                    m.round_trip_us
                 );
             }
             out.push('\n');

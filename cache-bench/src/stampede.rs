@@ -12,6 +12,8 @@ use cache_core::{Cache, CacheSettings, ObjectCache};
 use cache_memory::{MemoryConfig, MemoryConnector};
 use serde::{Deserialize, Serialize};
 
+use crate::counted::Counted;
+
 /// How long the simulated source of truth takes to answer.
 const LOAD: Duration = Duration::from_millis(5);
 
@@ -111,15 +113,31 @@ pub(crate) async fn stampede(
 }
 
 /// The miss path of a read-through on a shared connector with leases against without: the
-/// median `get_or_load` of a key that misses, with an instant load, µs.
+/// median `get_or_load` of a key that misses, with an instant load, µs; and one round trip to
+/// the shared level (the median `get` of a missing key) to judge the difference by.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct MissCost {
     /// The connector.
     pub(crate) connector: String,
-    /// With a lease (get, lease, load, fill).
+    /// With a lease (the miss taking the lease, load, fill).
     pub(crate) leased_us: f64,
     /// Without (get, load, set).
     pub(crate) plain_us: f64,
+    /// One round trip: a plain `get` of a missing key, µs.
+    #[serde(default)]
+    pub(crate) round_trip_us: f64,
+    /// Calls reaching the connector (each one round trip) per miss with a lease, on average.
+    #[serde(default)]
+    pub(crate) leased_round_trips: f64,
+    /// The same without a lease.
+    #[serde(default)]
+    pub(crate) plain_round_trips: f64,
+}
+
+/// The median of `times`.
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// Processes of a shared connector: `processes` object caches of one purpose, each made by
@@ -142,12 +160,17 @@ pub(crate) async fn miss_cost(
     connector: &str,
     make: impl Fn(&str, bool) -> Arc<dyn Cache<TestIndex, TestEntry>>,
 ) -> MissCost {
-    let median = |leases: bool| {
+    let cache = |leases: bool, calls: &Arc<AtomicU64>| {
         let purpose = format!("miss-{connector}-{leases}-{}", std::process::id());
-        let cache = ObjectCache::new(purpose.as_str(), make(&purpose, leases));
+        let counted = Counted::new(make(&purpose, leases), Arc::clone(calls));
+        ObjectCache::new(purpose.as_str(), counted as Arc<dyn Cache<_, _>>)
+    };
+    let read_through = |leases: bool| {
+        let calls = Arc::new(AtomicU64::new(0));
+        let cache = cache(leases, &calls);
         async move {
             let mut times = Vec::new();
-            for i in 0..300u64 {
+            for i in 0..MISSES {
                 let started = Instant::now();
                 cache
                     .get_or_load(TestIndex::Id, &format!("org-{i}"), move || async move {
@@ -157,16 +180,32 @@ pub(crate) async fn miss_cost(
                     .expect("infallible");
                 times.push(started.elapsed().as_secs_f64() * 1e6);
             }
-            times.sort_by(f64::total_cmp);
-            times[times.len() / 2]
+            let round_trips = calls.load(Ordering::Relaxed) as f64 / MISSES as f64;
+            (median(times), round_trips)
         }
     };
+    let (leased_us, leased_round_trips) = read_through(true).await;
+    let (plain_us, plain_round_trips) = read_through(false).await;
+    let plain = cache(false, &Arc::new(AtomicU64::new(0)));
+    let mut times = Vec::new();
+    for i in 0..MISSES {
+        let started = Instant::now();
+        let found = plain.get(TestIndex::Id, &format!("absent-{i}")).await;
+        assert!(found.is_none(), "{connector}: a key never set is found");
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
     MissCost {
         connector: connector.to_owned(),
-        leased_us: median(true).await,
-        plain_us: median(false).await,
+        leased_us,
+        plain_us,
+        round_trip_us: median(times),
+        leased_round_trips,
+        plain_round_trips,
     }
 }
+
+/// Misses measured per figure of [`MissCost`].
+const MISSES: u64 = 300;
 
 #[cfg(test)]
 mod tests {
