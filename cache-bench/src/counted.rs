@@ -91,6 +91,11 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for Counted<I, V> {
         self.inner.fill(value, lease).await
     }
 
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        self.count();
+        self.inner.release(lease).await
+    }
+
     async fn touch(&self, value: &V) -> Result<()> {
         self.count();
         self.inner.touch(value).await

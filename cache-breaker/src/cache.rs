@@ -460,6 +460,16 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for BreakerCache<I, V> {
         outcome
     }
 
+    /// A release through the breaker (none while it is open: the lease expires instead).
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        let Some(permit) = self.shared.breaker.permit() else {
+            return Ok(());
+        };
+        let outcome = self.shared.inner.release(lease).await;
+        report(permit, &outcome);
+        outcome
+    }
+
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
         self.check(index)?;
         let owned = keys.iter().map(|k| (*k).to_owned()).collect();

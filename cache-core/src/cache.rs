@@ -108,6 +108,14 @@ pub trait Cache<I: Index, V: Entry<I>>: Send + Sync + 'static {
         self.set(value).await.map(|()| Filled::Stored)
     }
 
+    /// Ends `lease` without a fill — its load found nothing or failed — when it is still this
+    /// one: a process waiting for its fill leases the key at once instead of waiting for the
+    /// lease to expire. Best effort (an unreleased lease expires); the default does nothing.
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        let _ = lease;
+        Ok(())
+    }
+
     /// Renews the LastUsage of the object stored under `value`'s keys as a hit would (a
     /// stored object that replaced it meanwhile is renewed instead, which is harmless): what a
     /// near cache does for the objects it answers from memory, so that the shared level keeps

@@ -153,7 +153,7 @@ enum Leased<V> {
 }
 
 /// How long a read-through holding a lease waits for this process's changes to let its fill
-/// through (each is one call), before it gives the fill up (the lease then expires).
+/// through (each is one call), before it gives the fill up (and releases the lease).
 const FILL_PASS_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The longest pause between two looks for another process's fill.
@@ -435,8 +435,10 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
     ///   the holder loads, and its object is stored only if no change touched its keys since
     ///   the lease was taken (an overtaken load is returned, not cached). A miss that finds
     ///   another process's lease waits for that fill (polling the key, with backoff) up to the
-    ///   lease's expiry, then one of the waiters takes the lease over and loads. A hit costs
-    ///   what it did; a miss one round trip more.
+    ///   lease's expiry, then one of the waiters takes the lease over and loads. A load that
+    ///   finds nothing or fails releases its lease (in the background), so the waiters lease
+    ///   the key at once instead of waiting it out. A hit costs what it did; a miss one round
+    ///   trip more.
     /// - **Stale-if-error** (with `MaxStale`): when the load fails, an object that expired
     ///   less than MaxStale ago (never an invalidated one) is returned instead, logged at warn
     ///   and counted ([`CacheStats::stale_answers`]).
@@ -616,8 +618,14 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
         span.record("outcome", outcome);
         let loaded = match result {
             Ok(Some(loaded)) => Arc::new(loaded),
-            Ok(None) => return Ok(None),
-            Err(error) => return self.stale_if_error(index, key, error).await,
+            Ok(None) => {
+                self.release(&backend, lease);
+                return Ok(None);
+            }
+            Err(error) => {
+                self.release(&backend, lease);
+                return self.stale_if_error(index, key, error).await;
+            }
         };
         if let Some(lease) = &lease {
             // The shared level decides: it stores the fill only if no change of any of the
@@ -637,6 +645,8 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
             }
             if pass.is_some() {
                 self.fill(&backend, Arc::clone(&loaded), lease).await;
+            } else {
+                self.release(&backend, Some(lease.clone()));
             }
             return Ok(Some(loaded));
         }
@@ -704,6 +714,21 @@ impl<I: Index, V: Entry<I>> ObjectCache<I, V> {
                 }
             }
         }
+    }
+
+    /// Ends the lease of a load that found nothing or failed, in the background (the caller
+    /// has its answer): the other processes waiting for a fill that will not come lease the
+    /// key at once, not when the lease expires.
+    fn release(&self, backend: &Arc<Backend<I, V>>, lease: Option<LeaseToken>) {
+        let Some(lease) = lease else { return };
+        let (this, backend) = (self.clone(), Arc::clone(backend));
+        tokio::spawn(async move {
+            match backend.cache.release(&lease).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::BreakerOpen => {}
+                Err(error) => this.failed(&backend.metrics, "release", lease.index, &error),
+            }
+        });
     }
 
     /// Fills the shared level with a loaded object as the holder of `lease`.

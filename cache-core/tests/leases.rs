@@ -3,7 +3,7 @@
 //! a hit once filled, held until the other process's lease ends, then granted): another
 //! process's fill waited for instead of a load, an expired lease taken over, a lease a change
 //! ended taken at once, a refused fill counted (and its value still returned), a lease error
-//! never failing the caller. (The connectors' own leases are tested on real
+//! never failing the caller, the lease of a load that found nothing or failed released. (The connectors' own leases are tested on real
 //! servers: the lease cases of the conformance suite and `cache-near/tests/leases.rs`.)
 
 use std::collections::{HashMap, VecDeque};
@@ -55,6 +55,8 @@ struct Leasing {
     refuse: Mutex<bool>,
     sets: AtomicUsize,
     fills: AtomicUsize,
+    /// The leases released (their keys).
+    released: Mutex<Vec<String>>,
     /// Until when another process holds the lease (Tokio time).
     held_until: Mutex<Option<tokio::time::Instant>>,
 }
@@ -127,6 +129,11 @@ impl Cache<ById, User> for Leasing {
         }
         self.objects.lock().unwrap().insert(value.id.clone(), value);
         Ok(Filled::Stored)
+    }
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        assert_eq!(lease.token, "t");
+        self.released.lock().unwrap().push(lease.key.clone());
+        Ok(())
     }
     async fn invalidate(&self, _: ById, keys: &[&str]) -> Result<()> {
         let mut map = self.objects.lock().unwrap();
@@ -299,4 +306,52 @@ async fn a_lease_that_fails_never_fails_the_caller_and_the_load_is_set() {
         "set without a lease"
     );
     assert_eq!(cache.stats().errors, 1, "the lease's failure is counted");
+}
+
+/// Waits (on Tokio's clock) for the background release of `key`'s lease.
+async fn released(leasing: &Leasing, key: &str) {
+    for _ in 0..1_000 {
+        if leasing.released.lock().unwrap().iter().any(|k| k == key) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the lease of {key:?} was never released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_finds_nothing_releases_its_lease() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    let found = cache
+        .get_or_load(ById, "7", || async {
+            Ok::<Option<User>, std::convert::Infallible>(None)
+        })
+        .await
+        .unwrap();
+    assert!(found.is_none());
+    released(&leasing, "7").await;
+    assert_eq!(leasing.fills.load(Ordering::SeqCst), 0, "nothing to fill");
+    assert_eq!(leasing.released.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_load_releases_its_lease_and_fails_the_caller() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    let failed = cache
+        .get_or_load(ById, "7", || async {
+            Err::<Option<User>, _>(std::io::Error::other("database down"))
+        })
+        .await;
+    assert_eq!(failed.unwrap_err().to_string(), "database down");
+    released(&leasing, "7").await;
+    assert_eq!(leasing.fills.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_filled_lease_is_not_released() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
+    tokio::task::yield_now().await;
+    assert!(leasing.released.lock().unwrap().is_empty());
 }

@@ -657,6 +657,14 @@ impl<I: Index, V: Entry<I>> Cache<I, V> for NearCache<I, V> {
         self.after_store(value, filled).await
     }
 
+    /// The shared level's release (the memory level keeps no leases).
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        match &self.level.shared {
+            Some(shared) => shared.release(lease).await,
+            None => Ok(()),
+        }
+    }
+
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
         self.check(index)?;
         let outcome = match &self.level.shared {

@@ -4,7 +4,8 @@
 //! - **Herd**: after each invalidation of a hot object, 8 processes × 50 concurrent
 //!   `get_or_load` of it run one load between them (at most 1.1 on average over 20 rounds); a
 //!   holder whose load never returns is taken over once its lease expires, and nobody waits
-//!   longer than the lease plus one load.
+//!   longer than the lease plus one load; the lease of a load that found nothing is released,
+//!   so no process waits out a lease for an object the source does not have.
 //! - **Outdated fills**: a load that read the source of truth before another process changed it
 //!   and invalidated it is returned to its caller but never cached, however long it took.
 
@@ -269,6 +270,51 @@ async fn a_hung_holder_is_taken_over(server: Server, near: bool) {
     );
 }
 
+/// An object the source of truth does not have: each holder's load finds nothing and releases
+/// its lease, so the processes waiting for a fill that will not come lease the key at once —
+/// one after the other, each loading once at most — instead of waiting out the lease, which
+/// every process but the first did (one lease time more for each process before it).
+async fn absent_object_herd(server: Server, near: bool) {
+    let Some(address) = server.address() else {
+        return;
+    };
+    let lease = Duration::from_secs(5);
+    let purpose = unique_purpose("herd_absent");
+    let caches = fleet(server, &address, near, &purpose, 8, &settings(lease)).await;
+    let loads = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for cache in &caches {
+        for _ in 0..50 {
+            let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+            handles.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let found = cache
+                    .get_or_load(Id, "absent", move || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<Option<TestEntry>, std::convert::Infallible>(None)
+                    })
+                    .await
+                    .unwrap();
+                assert!(found.is_none(), "an absent object was found");
+                started.elapsed()
+            }));
+        }
+    }
+    let mut longest = Duration::ZERO;
+    for handle in handles {
+        longest = longest.max(handle.await.unwrap());
+    }
+    let loads = loads.load(Ordering::SeqCst);
+    eprintln!("{server:?} (near: {near}): absent object, {loads} loads, longest wait {longest:?}");
+    assert!(loads <= 8, "{loads} loads: more than one per process");
+    // The bound is the point: no caller waits out the lease of a load that found nothing.
+    assert!(
+        longest < lease,
+        "a caller waited {longest:?}, a lease being {lease:?}"
+    );
+}
+
 /// A load that read the source of truth before another process changed it and invalidated it
 /// (the load taking `delay` after its read) is returned to its caller but leaves no process
 /// serving the old revision.
@@ -343,6 +389,11 @@ macro_rules! lease_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_hung_lease_holder_is_taken_over_once() {
                 a_hung_holder_is_taken_over($server, $near).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_absent_object_never_waits_out_a_lease() {
+                absent_object_herd($server, $near).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -536,6 +536,25 @@ where
         self.store(value, Some(lease)).await
     }
 
+    /// One statement: the lease's row removed when it still holds this lease's token.
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        let stored_key = stored(&lease.key).into_owned();
+        self.shared
+            .db
+            .query(
+                Stmt::Release,
+                &[
+                    &self.purpose,
+                    &lease.index,
+                    &stored_key,
+                    &&*self.shared.version,
+                    &lease.token,
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
     async fn invalidate(&self, index: I, keys: &[&str]) -> Result<()> {
         self.remove(index, keys, None).await
     }

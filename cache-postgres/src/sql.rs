@@ -31,6 +31,8 @@ pub(crate) enum Stmt {
     /// `(purpose, index, key, version, lease_ms, token, max_age_ms, last_usage_ms) -> (status,
     /// payload, age_ms, ms_left)`: the `take_lease` function.
     Lease,
+    /// `(purpose, index, key, version, token)`: the lease ended, when it is still this one.
+    Release,
     /// `(purpose, index, keys[], version?, channel, messages[], lease_ms) -> removed objects`:
     /// every object behind the keys, of every release (or of `version` only), with all its
     /// keys; their leases end and (leases on) the change is noted.
@@ -59,13 +61,14 @@ pub(crate) enum Stmt {
 
 impl Stmt {
     /// Every statement, in the order of [`Stmt::position`].
-    pub(crate) const ALL: [Stmt; 14] = [
+    pub(crate) const ALL: [Stmt; 15] = [
         Stmt::Get,
         Stmt::GetMany,
         Stmt::Renew,
         Stmt::RenewKey,
         Stmt::Set,
         Stmt::Lease,
+        Stmt::Release,
         Stmt::Invalidate,
         Stmt::Delete,
         Stmt::Truncate,
@@ -137,6 +140,7 @@ impl Stmt {
                 Type::INT8,
                 Type::INT8,
             ],
+            Stmt::Release => &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
             Stmt::Invalidate => &[
                 Type::TEXT,
                 Type::TEXT,
@@ -237,6 +241,10 @@ fn sql(stmt: Stmt, s: &Schema) -> String {
             format!("SELECT {s}.put_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
         }
         Stmt::Lease => format!("SELECT * FROM {s}.take_lease($1, $2, $3, $4, $5, $6, $7, $8)"),
+        Stmt::Release => format!(
+            "DELETE FROM {s}.leases
+             WHERE purpose = $1 AND index_name = $2 AND key = $3 AND version = $4 AND token = $5"
+        ),
         Stmt::Notify => "SELECT pg_notify($1, $2)".to_owned(),
         Stmt::Invalidate => format!("SELECT {s}.invalidate_keys($1, $2, $3, $4, $5, $6, $7)"),
         Stmt::Delete => format!("SELECT {s}.delete_keys($1, $2, $3, $4, $5, $6)"),

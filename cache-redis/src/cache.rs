@@ -617,6 +617,16 @@ where
         self.store(value, Some(lease)).await
     }
 
+    /// One script: the lease's key removed when it still holds this lease's token.
+    async fn release(&self, lease: &LeaseToken) -> Result<()> {
+        let ops = &self.ops;
+        let key = keys::lease_key(&ops.own, &keys::suffix(lease.index, &lease.key));
+        let call = Call::new(&ops.shared.scripts.release)
+            .key(&key)
+            .arg(&lease.token);
+        ops.write::<i64>(&call).await.map(drop)
+    }
+
     /// The renewal script on the object's first key, as a hit that finds LastUsage due would.
     async fn touch(&self, value: &V) -> Result<()> {
         let Some((position, key)) = cache_core::entry_keys(value, &self.indices)

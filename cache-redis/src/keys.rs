@@ -70,7 +70,6 @@ pub(crate) fn index_key(version_prefix: &str, index: &str, key: &str) -> String 
 }
 
 /// The key of a read-through's lease on the key with `suffix` (`lua/lease.lua`).
-#[cfg(test)]
 pub(crate) fn lease_key(version_prefix: &str, suffix: &str) -> String {
     format!("{version_prefix}l:{suffix}")
 }

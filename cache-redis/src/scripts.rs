@@ -34,6 +34,7 @@ pub(crate) struct Scripts {
     pub(crate) sweep: Lua,
     pub(crate) truncate: Lua,
     pub(crate) lease: Lua,
+    pub(crate) release: Lua,
 }
 
 impl Scripts {
@@ -46,6 +47,7 @@ impl Scripts {
             sweep: Lua::new(include_str!("lua/sweep.lua")),
             truncate: Lua::new(include_str!("lua/truncate.lua")),
             lease: Lua::new(include_str!("lua/lease.lua")),
+            release: Lua::new(include_str!("lua/release.lua")),
         }
     }
 }

@@ -126,6 +126,34 @@ pub async fn a_refused_fill_ends_its_lease(f: &dyn Fixture) {
     }
 }
 
+/// A lease whose load found nothing or failed is released: the next miss leases the key at
+/// once. A release with another token (a lease since taken over, or never this one's) ends
+/// nothing.
+pub async fn a_released_lease_is_leased_again_at_once(f: &dyn Fixture) {
+    let c = cache(f, "lease_release", Duration::from_secs(5)).await;
+    let first = granted(&c, Id, "1").await;
+    let stranger = LeaseToken {
+        token: "00000000deadbeef".to_owned(),
+        ..first.clone()
+    };
+    c.release(&stranger).await.unwrap();
+    assert!(
+        matches!(lease(&c, Id, "1").await, Lease::Held(_)),
+        "a release with another token must end nothing"
+    );
+    c.release(&first).await.unwrap();
+    let second = granted(&c, Id, "1").await;
+    assert_ne!(second.token, first.token);
+    // The first holder's release once more (a retry): the new lease stays.
+    c.release(&first).await.unwrap();
+    assert!(
+        matches!(lease(&c, Id, "1").await, Lease::Held(_)),
+        "a late release must not end the lease that followed"
+    );
+    assert_eq!(fill(&c, object(1), &second).await, Filled::Stored);
+    assert_eq!(c.get(Name, "one").await.unwrap(), Some(object(1)));
+}
+
 /// A lease expires: another ask takes it over, and the first holder's late fill is refused.
 pub async fn an_expired_lease_is_taken_over_and_its_late_fill_refused(f: &dyn Fixture) {
     let time = Duration::from_millis(300);
@@ -183,6 +211,7 @@ macro_rules! leases_suite {
                 a_miss_is_leased_once_and_the_fill_is_stored,
                 a_change_after_the_lease_refuses_the_fill,
                 a_refused_fill_ends_its_lease,
+                a_released_lease_is_leased_again_at_once,
                 an_expired_lease_is_taken_over_and_its_late_fill_refused,
                 a_plain_set_stores_and_ends_the_leases,
                 without_leases_a_miss_takes_none,
