@@ -2,7 +2,7 @@
 //! URLs in `CACHE_TEST_REDIS_URL` / `CACHE_TEST_POSTGRES_URL`).
 //!
 //! ```text
-//! cache-bench [--quick] [--out DIR] [--compare OLD.json] [--only FAMILY|isolated]
+//! cache-bench [--quick] [--out DIR] [--compare OLD.json] [--only FAMILY[,FAMILY...]|isolated]
 //! ```
 //!
 //! Runs every workload ([`workload::Workload`]) on every target ([`targets::all`]) at 1, 8 and
@@ -55,7 +55,7 @@ fn args() -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference|isolated|keys|deploy|fanout|propagation|stampede]"
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference (comma-separated) or isolated|keys|deploy|fanout|propagation|stampede]"
                 ));
             }
         }
@@ -258,8 +258,9 @@ async fn run(args: &Args) -> Result<(), String> {
         (1_000_000, 100_000)
     };
     let mut targets = targets::all(&servers, 32).await;
+    // Several families (`--only memory,redis,near`) keep the goals that compare them.
     if let Some(only) = &args.only {
-        targets.retain(|t| t.family == only);
+        targets.retain(|t| only.split(',').any(|family| family == t.family));
     }
     let tasks_for = |family: &str| -> &'static [u64] {
         if family == "postgres" || family == "near" {
