@@ -286,6 +286,51 @@ async fn a_hot_object_is_reloaded_ahead_of_max_age_and_never_misses() {
 }
 
 #[tokio::test]
+async fn a_hot_object_is_refreshed_once_at_a_time_whatever_changes_meanwhile() {
+    let settings = CacheSettings {
+        max_age: Duration::from_secs(10),
+        last_usage: Duration::ZERO,
+        refresh_ahead: 0.8,
+        ..CacheSettings::default()
+    };
+    let (clock, users) = object_cache(&settings);
+    let source = Arc::new(Source::default());
+    users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(9));
+    // A refresh that takes a while: the hit that started it, then a change of another key
+    // (a new generation for later misses), then more hits of the object still due.
+    source.held.store(true, Ordering::SeqCst);
+    users
+        .get_or_load(Id, "7", source.loader("7"))
+        .await
+        .unwrap();
+    while source.loads.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    users.invalidate(Id, &["8"]).await.unwrap();
+    for _ in 0..3 {
+        let hit = users
+            .get_or_load(Id, "7", source.loader("7"))
+            .await
+            .unwrap();
+        assert_eq!(hit.unwrap().revision, 0, "the cached object, at once");
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        (users.stats().refreshes, source.loads.load(Ordering::SeqCst)),
+        (1, 2),
+        "one refresh runs at a time"
+    );
+    source.held.store(false, Ordering::SeqCst);
+    source.gate.notify_waiters();
+}
+
+#[tokio::test]
 async fn a_refresh_that_races_with_an_invalidation_does_not_resurrect_the_object() {
     let settings = CacheSettings {
         max_age: Duration::from_secs(10),

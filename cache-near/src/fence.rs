@@ -184,4 +184,18 @@ mod tests {
         assert!(!fence.fill(since, &[u64::MAX], || installed = true));
         assert!(!installed);
     }
+
+    #[test]
+    fn a_fill_as_old_as_the_whole_log_is_still_judged_by_it() {
+        let fence = Fence::default();
+        let since = fence.start();
+        for i in 0..LOG {
+            fence.change(vec![i as u64], || {});
+        }
+        assert!(
+            fence.fill(since, &[u64::MAX], || {}),
+            "the log keeps all {LOG} changes since the read: none of them of its key"
+        );
+        assert!(!fence.fill(since, &[3], || {}), "one of them of its key");
+    }
 }

@@ -382,9 +382,9 @@ fn bench() -> Result<()> {
     result
 }
 
-/// The crates mutated: those whose tests judge every mutant without a server (cache-near's
-/// in-process tests cover its fence, hub and read-through; the lease logic of `get_or_load`
-/// lives in cache-core).
+/// The crates mutated, whose tests (all of them, for every mutant) judge the mutants without a
+/// server (cache-near's in-process tests cover its fence, hub and read-through; the lease logic
+/// of `get_or_load` lives in cache-core and is exercised by cache-memory's and cache-near's).
 const MUTATED: &[&str] = &["cache-core", "cache-memory", "cache-breaker", "cache-near"];
 
 /// Mutation testing with cargo-mutants (installed on first use) over [`MUTATED`]; the
@@ -402,6 +402,10 @@ fn mutants() -> Result<()> {
     for package in MUTATED {
         run.args(["--package", package]);
     }
+    // Every mutant is judged by the tests of all these crates, not only its own: the
+    // read-through and lease code of cache-core is exercised by cache-memory's and
+    // cache-near's tests.
+    run.args(["--test-package", &MUTATED.join(",")]);
     if util::output(cargo().args(["nextest", "--version"])).is_ok() {
         run.args(["--test-tool", "nextest"]);
     }
