@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_core::{
-    Cache, Entry, Error, Filled, Index, Lease, LeaseToken, ObjectCache, Result, async_trait,
+    Cache, Entry, Error, ErrorKind, Filled, Index, Lease, LeaseToken, ObjectCache, Result,
+    async_trait,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -57,6 +58,10 @@ struct Leasing {
     fills: AtomicUsize,
     /// The leases released (their keys).
     released: Mutex<Vec<String>>,
+    /// How long an invalidation takes.
+    change_time: Mutex<Duration>,
+    /// How fills and releases fail, when they do.
+    fails: Mutex<Option<ErrorKind>>,
     /// Until when another process holds the lease (Tokio time).
     held_until: Mutex<Option<tokio::time::Instant>>,
 }
@@ -124,6 +129,9 @@ impl Cache<ById, User> for Leasing {
     async fn fill(&self, value: Arc<User>, lease: &LeaseToken) -> Result<Filled> {
         assert_eq!(lease.token, "t");
         self.fills.fetch_add(1, Ordering::SeqCst);
+        if let Some(kind) = *self.fails.lock().unwrap() {
+            return Err(Error::new(kind, "the fill failed"));
+        }
         if *self.refuse.lock().unwrap() {
             return Ok(Filled::Refused);
         }
@@ -133,9 +141,16 @@ impl Cache<ById, User> for Leasing {
     async fn release(&self, lease: &LeaseToken) -> Result<()> {
         assert_eq!(lease.token, "t");
         self.released.lock().unwrap().push(lease.key.clone());
-        Ok(())
+        match *self.fails.lock().unwrap() {
+            Some(kind) => Err(Error::new(kind, "the release failed")),
+            None => Ok(()),
+        }
     }
     async fn invalidate(&self, _: ById, keys: &[&str]) -> Result<()> {
+        let time = *self.change_time.lock().unwrap();
+        if !time.is_zero() {
+            tokio::time::sleep(time).await;
+        }
         let mut map = self.objects.lock().unwrap();
         for key in keys {
             map.remove(*key);
@@ -354,4 +369,80 @@ async fn a_filled_lease_is_not_released() {
     assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
     tokio::task::yield_now().await;
     assert!(leasing.released.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fill_waits_for_a_change_of_this_process_that_runs_then_lands() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    *leasing.change_time.lock().unwrap() = Duration::from_millis(30);
+    let change = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.invalidate(ById, &["8"]).await.unwrap() })
+    };
+    // The change holds its pass while the shared level works on it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
+    change.await.unwrap();
+    assert_eq!(
+        leasing.fills.load(Ordering::SeqCst),
+        1,
+        "the fill waited out the 30 ms change and went"
+    );
+    assert!(leasing.released.lock().unwrap().is_empty());
+    assert_eq!(cache.get(ById, "7").await.unwrap().revision, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fill_kept_out_by_a_long_change_is_given_up_and_its_lease_released() {
+    let (cache, leasing) = rig(vec![Answer::Granted]);
+    *leasing.change_time.lock().unwrap() = Duration::from_millis(300);
+    let change = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.invalidate(ById, &["8"]).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
+    released(&leasing, "7").await;
+    change.await.unwrap();
+    assert_eq!(
+        leasing.fills.load(Ordering::SeqCst),
+        0,
+        "no fill past 100 ms"
+    );
+}
+
+/// A failed release or fill is counted (and logged) — unless the breaker refused it: that is
+/// counted where the breaker opened, not once more per refused call.
+#[tokio::test(start_paused = true)]
+async fn a_failed_release_or_fill_is_counted_unless_the_breaker_refused_it() {
+    for (kind, counted) in [(ErrorKind::Unavailable, 1), (ErrorKind::BreakerOpen, 0)] {
+        for found in [false, true] {
+            let (cache, leasing) = rig(vec![Answer::Granted]);
+            *leasing.fails.lock().unwrap() = Some(kind);
+            let loaded = cache
+                .get_or_load(ById, "7", move || async move {
+                    Ok::<_, std::convert::Infallible>(found.then(|| User {
+                        id: "7".into(),
+                        revision: 1,
+                    }))
+                })
+                .await
+                .unwrap();
+            assert_eq!(loaded.is_some(), found, "the caller never sees the failure");
+            if !found {
+                released(&leasing, "7").await;
+            }
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let what = if found { "fill" } else { "release" };
+            assert_eq!(
+                cache.stats().errors,
+                counted,
+                "a {what} failing with {kind:?}"
+            );
+        }
+    }
 }
