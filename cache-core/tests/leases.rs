@@ -371,16 +371,28 @@ async fn a_filled_lease_is_not_released() {
     assert!(leasing.released.lock().unwrap().is_empty());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_fill_waits_for_a_change_of_this_process_that_runs_then_lands() {
+/// A rig whose next lease is granted, with an invalidation of another key running that takes
+/// `time` on the shared level (holding its pass all along).
+fn during_a_change(
+    time: Duration,
+) -> (
+    ObjectCache<ById, User>,
+    Arc<Leasing>,
+    tokio::task::JoinHandle<()>,
+) {
     let (cache, leasing) = rig(vec![Answer::Granted]);
-    *leasing.change_time.lock().unwrap() = Duration::from_millis(30);
+    *leasing.change_time.lock().unwrap() = time;
     let change = {
         let cache = cache.clone();
         tokio::spawn(async move { cache.invalidate(ById, &["8"]).await.unwrap() })
     };
-    // The change holds its pass while the shared level works on it.
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    (cache, leasing, change)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fill_waits_for_a_change_of_this_process_that_runs_then_lands() {
+    let (cache, leasing, change) = during_a_change(Duration::from_millis(30));
+    tokio::time::sleep(Duration::from_millis(1)).await; // the change has its pass
     let loads = Arc::new(AtomicUsize::new(0));
     assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
     change.await.unwrap();
@@ -395,13 +407,8 @@ async fn a_fill_waits_for_a_change_of_this_process_that_runs_then_lands() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fill_kept_out_by_a_long_change_is_given_up_and_its_lease_released() {
-    let (cache, leasing) = rig(vec![Answer::Granted]);
-    *leasing.change_time.lock().unwrap() = Duration::from_millis(300);
-    let change = {
-        let cache = cache.clone();
-        tokio::spawn(async move { cache.invalidate(ById, &["8"]).await.unwrap() })
-    };
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    let (cache, leasing, change) = during_a_change(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(1)).await; // the change has its pass
     let loads = Arc::new(AtomicUsize::new(0));
     assert_eq!(load(&cache, &loads, 1).await.unwrap().revision, 1);
     released(&leasing, "7").await;

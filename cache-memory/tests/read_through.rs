@@ -285,8 +285,9 @@ async fn a_hot_object_is_reloaded_ahead_of_max_age_and_never_misses() {
     assert_eq!(source.loads.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn a_hot_object_is_refreshed_once_at_a_time_whatever_changes_meanwhile() {
+/// An object loaded 9 s ago (MaxAge 10 s, RefreshAhead 0.8) whose refresh-ahead, started by a
+/// hit, is held mid-load by its source.
+async fn a_refresh_held_mid_load() -> (ObjectCache<TestIndex, TestEntry>, Arc<Source>) {
     let settings = CacheSettings {
         max_age: Duration::from_secs(10),
         last_usage: Duration::ZERO,
@@ -300,8 +301,6 @@ async fn a_hot_object_is_refreshed_once_at_a_time_whatever_changes_meanwhile() {
         .await
         .unwrap();
     clock.advance(Duration::from_secs(9));
-    // A refresh that takes a while: the hit that started it, then a change of another key
-    // (a new generation for later misses), then more hits of the object still due.
     source.held.store(true, Ordering::SeqCst);
     users
         .get_or_load(Id, "7", source.loader("7"))
@@ -310,6 +309,14 @@ async fn a_hot_object_is_refreshed_once_at_a_time_whatever_changes_meanwhile() {
     while source.loads.load(Ordering::SeqCst) < 2 {
         tokio::task::yield_now().await;
     }
+    (users, source)
+}
+
+#[tokio::test]
+async fn a_hot_object_is_refreshed_once_at_a_time_whatever_changes_meanwhile() {
+    // A refresh that takes a while: the hit that started it, then a change of another key
+    // (a new generation for later misses), then more hits of the object still due.
+    let (users, source) = a_refresh_held_mid_load().await;
     users.invalidate(Id, &["8"]).await.unwrap();
     for _ in 0..3 {
         let hit = users
@@ -332,29 +339,9 @@ async fn a_hot_object_is_refreshed_once_at_a_time_whatever_changes_meanwhile() {
 
 #[tokio::test]
 async fn a_refresh_that_races_with_an_invalidation_does_not_resurrect_the_object() {
-    let settings = CacheSettings {
-        max_age: Duration::from_secs(10),
-        last_usage: Duration::ZERO,
-        refresh_ahead: 0.8,
-        ..CacheSettings::default()
-    };
-    let (clock, users) = object_cache(&settings);
-    let source = Arc::new(Source::default());
-    users
-        .get_or_load(Id, "7", source.loader("7"))
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(9));
     // The refresh's load reads revision 0, and the object changes and is invalidated before
     // the refresh lands.
-    source.held.store(true, Ordering::SeqCst);
-    users
-        .get_or_load(Id, "7", source.loader("7"))
-        .await
-        .unwrap();
-    while source.loads.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    let (users, source) = a_refresh_held_mid_load().await;
     users.invalidate(Id, &["7"]).await.unwrap();
     source.held.store(false, Ordering::SeqCst);
     source.gate.notify_waiters();
