@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cache-bench [--quick] [--out DIR] [--compare OLD.json] [--only FAMILY[,FAMILY...]|isolated]
+//!             [--tasks N[,N...]] [--workloads LABEL[,LABEL...]]
 //! ```
 //!
 //! Runs every workload ([`workload::Workload`]) on every target ([`targets::all`]) at 1, 8 and
@@ -36,6 +37,10 @@ struct Args {
     compare: Option<PathBuf>,
     /// Only the targets of this family (for a quick look at one connector).
     only: Option<String>,
+    /// Only these task counts (for a quick look at one cell).
+    tasks: Option<Vec<u64>>,
+    /// Only these workloads.
+    workloads: Option<Vec<Workload>>,
 }
 
 fn args() -> Result<Args, String> {
@@ -44,6 +49,8 @@ fn args() -> Result<Args, String> {
         out: PathBuf::from("target/bench"),
         compare: None,
         only: None,
+        tasks: None,
+        workloads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,10 +59,41 @@ fn args() -> Result<Args, String> {
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--compare" => args.compare = Some(it.next().ok_or("--compare needs a file")?.into()),
             "--only" => args.only = Some(it.next().ok_or("--only needs a family")?),
+            "--tasks" => {
+                let list = it.next().ok_or("--tasks needs task counts, e.g. 1,8")?;
+                let counts = list
+                    .split(',')
+                    .map(|n| match n.trim().parse::<u64>() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(format!("--tasks: {n:?} is not a task count (1 or more)")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                args.tasks = Some(counts);
+            }
+            "--workloads" => {
+                let list = it
+                    .next()
+                    .ok_or("--workloads needs workloads, e.g. set,mixed")?;
+                let workloads = list
+                    .split(',')
+                    .map(|name| {
+                        Workload::ALL
+                            .into_iter()
+                            .find(|w| w.name() == name.trim())
+                            .ok_or_else(|| {
+                                format!(
+                                    "--workloads: unknown workload {name:?}; one of {}",
+                                    Workload::ALL.map(Workload::name).join(", ")
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                args.workloads = Some(workloads);
+            }
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference (comma-separated) or isolated|keys|deploy|fanout|propagation|stampede]"
+                     [--compare OLD.json] [--only memory|redis|postgres|near|reference (comma-separated) or isolated|keys|deploy|fanout|propagation|stampede] [--tasks N,...] [--workloads get-hit,get-miss,set,mixed,invalidate]"
                 ));
             }
         }
@@ -262,20 +300,27 @@ async fn run(args: &Args) -> Result<(), String> {
     if let Some(only) = &args.only {
         targets.retain(|t| only.split(',').any(|family| family == t.family));
     }
-    let tasks_for = |family: &str| -> &'static [u64] {
-        if family == "postgres" || family == "near" {
+    let tasks_for = |family: &str| -> Vec<u64> {
+        let all: &[u64] = if family == "postgres" || family == "near" {
             &[1, 8, 16, 32]
         } else {
             &[1, 8, 32]
-        }
+        };
+        all.iter()
+            .copied()
+            .filter(|n| args.tasks.as_ref().is_none_or(|only| only.contains(n)))
+            .collect()
     };
-    let order = [
+    let order: Vec<Workload> = [
         Workload::GetHit,
         Workload::GetMiss,
         Workload::Set,
         Workload::Mixed,
         Workload::Invalidate,
-    ];
+    ]
+    .into_iter()
+    .filter(|w| args.workloads.as_ref().is_none_or(|only| only.contains(w)))
+    .collect();
     let cells_total: usize = targets
         .iter()
         .map(|t| {
@@ -300,7 +345,7 @@ async fn run(args: &Args) -> Result<(), String> {
         let _ = workload::run(&first.target, Workload::GetHit, 1, warm).await;
     }
     let mut report = Report::empty(args.quick);
-    let everything = args.only.is_none();
+    let everything = args.only.is_none() && args.tasks.is_none() && args.workloads.is_none();
     progress.set_message("stampede");
     if everything {
         report.stampede.push(stampede::run(1_000).await);
@@ -321,7 +366,7 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     progress.inc(1);
     for named in &targets {
-        for &tasks in tasks_for(named.family) {
+        for tasks in tasks_for(named.family) {
             progress.set_message(format!(
                 "{}: storing {} objects",
                 named.name,
@@ -333,7 +378,7 @@ async fn run(args: &Args) -> Result<(), String> {
                     targets::mirror_reference_tables(url).await;
                 }
             }
-            for workload in order {
+            for &workload in &order {
                 if workload.writes() && !named.writes {
                     continue;
                 }

@@ -51,6 +51,17 @@ impl Workload {
         }
     }
 
+    /// Its name on the command line (`--workloads`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::GetHit => "get-hit",
+            Workload::GetMiss => "get-miss",
+            Workload::Set => "set",
+            Workload::Invalidate => "invalidate",
+            Workload::Mixed => "mixed",
+        }
+    }
+
     /// Whether it writes (and so needs a target whose writes mean something).
     pub(crate) fn writes(self) -> bool {
         matches!(self, Workload::Set | Workload::Invalidate | Workload::Mixed)

@@ -48,9 +48,9 @@ const USAGE: &str = "usage: cargo xtask <test|lint|ci|serve|bench|demo|pg-setup|
          cache-config features
   ci     lint, then test with the whole PostgreSQL and Redis matrices
   serve  start all servers, print their env vars, stay up until Ctrl-C / SIGTERM
-  bench [--quick] [--compare OLD.json]
+  bench [--quick] [--compare OLD.json] [--only FAMILY,...] [--tasks N,...] [--workloads W,...]
          start the servers, benchmark every connector against its baselines,
-         write table, chart and JSON to target/bench/
+         write table, chart and JSON to target/bench/ (the filters run some cells only)
   demo [--processes 3] [--seconds 20] [--connector redis|postgres]
          start the servers, run the near-cache demo as N processes (process 0 changes
          and invalidates objects), report hits, propagation delay and stale reads

@@ -95,14 +95,16 @@ end
 
 -- Removes the object `key` (of the release with prefix `rp`) holds as `v` of kind `kind`:
 -- every copy of it still holding it (their suffixes appended to `touched`, when given), or its
--- body (appended to `killed`); then `key` itself.
-local function remove(rp, key, v, kind, killed, touched)
+-- body (appended to `killed`); then `key` itself. Keys in `keep` (a set of key names, or nil)
+-- are left as they are: the caller overwrites them in the same script and announces them.
+local function remove(rp, key, v, kind, killed, touched, keep)
+  keep = keep or {}
   if kind == 'I' then
     local id = id_of(v, kind)
     local list = suffixes(v) or {}
     for _, s in ipairs(list) do
       local k = rp .. s
-      if k ~= key then
+      if k ~= key and not keep[k] then
         local w, wk = read(k)
         if wk == 'I' and id_of(w, wk) == id then
           redis.call('DEL', k)
@@ -114,28 +116,36 @@ local function remove(rp, key, v, kind, killed, touched)
     local body = rp .. 'o:' .. id_of(v, kind)
     if kill(body) then killed[#killed + 1] = body end
   end
-  redis.call('DEL', key)
+  if not keep[key] then redis.call('DEL', key) end
+end
+
+-- Deletes the keys of the list `keys` (at most a few thousand), in as few calls as can be.
+local function del_all(keys)
+  for first = 1, #keys, 500 do
+    redis.call('DEL', unpack(keys, first, math.min(first + 499, #keys)))
+  end
 end
 
 -- The prefixes of the releases whose objects may be stored: this one's first, then those the
--- registry names that have not expired (expired ones are dropped from it).
+-- registry names that have not expired (expired ones are dropped from it); and what the
+-- registry holds for this release, as `HGET` would answer (for `register`).
 local function releases(prefix, tag, now)
   local out = { prefix .. tag .. ':' }
   local registry = prefix .. 'v'
   local all = redis.pcall('HGETALL', registry)
-  if type(all) == 'table' and all.err == nil then
-    for i = 1, #all, 2 do
-      local other, until_ms = all[i], tonumber(all[i + 1])
-      if other ~= tag then
-        if until_ms == nil or (until_ms ~= 0 and until_ms <= now) then
-          redis.call('HDEL', registry, other)
-        else
-          out[#out + 1] = prefix .. other .. ':'
-        end
-      end
+  if type(all) ~= 'table' or all.err ~= nil then return out, all end
+  local mine = false
+  for i = 1, #all, 2 do
+    local other, until_ms = all[i], tonumber(all[i + 1])
+    if other == tag then
+      mine = all[i + 1]
+    elseif until_ms == nil or (until_ms ~= 0 and until_ms <= now) then
+      redis.call('HDEL', registry, other)
+    else
+      out[#out + 1] = prefix .. other .. ':'
     end
   end
-  return out
+  return out, mine
 end
 
 -- Whether `v`, a copy or body, has expired by MaxAge / LastUsage at `now` (kept past it for
@@ -177,10 +187,11 @@ end
 
 -- Notes in the registry that this release stores objects until `until_ms` (0: no expiry),
 -- with a quarter of `ttl` to spare so that it is written once per quarter TTL, not per set;
--- the registry itself expires with its longest-lived release.
-local function register(prefix, tag, until_ms, ttl)
+-- the registry itself expires with its longest-lived release. `current`: what the registry
+-- holds for this release as `HGET` answers it, when the caller read it already.
+local function register(prefix, tag, until_ms, ttl, current)
   local registry = prefix .. 'v'
-  local current = redis.pcall('HGET', registry, tag)
+  if current == nil then current = redis.pcall('HGET', registry, tag) end
   if type(current) == 'table' then
     redis.call('DEL', registry) -- not a hash: garbage
     current = nil

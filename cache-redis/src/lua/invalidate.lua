@@ -22,7 +22,8 @@ for i = 1, #KEYS do
   for _, rp in ipairs(all) do
     local k = rp .. suffix
     local v, kind = read(k)
-    if v then remove(rp, k, v, kind, killed, touched) end
+    -- The key itself is marked changed right after (a tombstone, or deleted).
+    if v then remove(rp, k, v, kind, killed, touched, { [k] = true }) end
     mark_changed(rp, suffix, now, lease_ms)
   end
 end

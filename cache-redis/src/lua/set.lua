@@ -53,7 +53,14 @@ if lease ~= '' then
   end
 end
 
-local all = releases(prefix, tag, now)
+local all, registered = releases(prefix, tag, now)
+-- This release's keys the object takes are overwritten below and announced by this set: an
+-- older object's copies under them are neither deleted first nor announced again.
+local keep = {}
+for i = 1, #KEYS do keep[KEYS[i]] = true end
+-- Objects of this release removed already (their copies under the kept keys still read as
+-- them until overwritten).
+local removed = {}
 for i = 1, #KEYS do
   local suffix = string.sub(KEYS[i], #own + 1)
   for r, rp in ipairs(all) do
@@ -61,7 +68,11 @@ for i = 1, #KEYS do
     local v, kind = read(k)
     if kind == 'I' or kind == 'P' then
       if r == 1 then
-        if id_of(v, kind) ~= id then remove(rp, k, v, kind, killed, touched) end
+        local other = id_of(v, kind)
+        if other ~= id and not removed[other] then
+          removed[other] = true
+          remove(rp, k, v, kind, killed, touched, keep)
+        end
       elseif digest_of(rp, v, kind) ~= digest then
         remove(rp, k, v, kind, killed, touched)
       end
@@ -85,18 +96,24 @@ else
     end
   end
 end
+-- A set ends the keys' leases (a fill its own, in its last batch).
+local leases = {}
 for i = 1, #KEYS do
   if left then
     redis.call('SET', KEYS[i], value, 'PX', left)
   else
     redis.call('SET', KEYS[i], value)
   end
-  -- A set ends the key's lease (a fill its own, in its last batch).
   local suffix = string.sub(KEYS[i], #own + 1)
-  if suffix ~= lease then redis.call('DEL', own .. 'l:' .. suffix) end
+  if suffix ~= lease then leases[#leases + 1] = own .. 'l:' .. suffix end
 end
-if lease ~= '' and last then redis.call('DEL', own .. 'l:' .. lease) end
-if left then register(prefix, tag, now + left, left) else register(prefix, tag, 0, 0) end
+if lease ~= '' and last then leases[#leases + 1] = own .. 'l:' .. lease end
+del_all(leases)
+if left then
+  register(prefix, tag, now + left, left, registered)
+else
+  register(prefix, tag, 0, 0, registered)
+end
 announce(ARGV[12], 14)
 announce_touched(ARGV[12], ARGV[13], touched)
 local result = { 'stored' }
