@@ -15,6 +15,9 @@ use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
 use crate::CONNECTOR;
 use crate::store::{EvictWhole, SlotKey, SlotRef, Stored};
 
+/// Up to how many keys a set overwrites an older object's keys in place (see `store_at`).
+const OVERWRITTEN_IN_PLACE: usize = 16;
+
 type Slots<V> = Map<SlotKey, Arc<Stored<V>>, UnitWeighter, DefaultHashBuilder, EvictWhole>;
 
 /// One object cache of the [memory connector](crate::MemoryConnector): a bounded map from
@@ -271,12 +274,21 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
             self.clock.now(),
         ));
         let writes = self.lock();
+        let fits = stored.keys.len() as u64 <= self.slots.capacity();
+        // The keys the new object takes are overwritten below rather than unlinked first —
+        // for objects with a few keys (a longer list would cost more to search than it saves).
+        let overwritten =
+            (fits && stored.keys.len() <= OVERWRITTEN_IN_PLACE).then_some(&stored.keys[..]);
         for slot in stored.keys.iter() {
             if let Some(older) = self.slots.peek(&slot.as_ref()) {
-                self.remove_object(&older);
+                // An older object under several of these keys is found once per key: it goes
+                // the first time.
+                if !older.is_invalid() {
+                    self.remove_object_except(&older, overwritten);
+                }
             }
         }
-        if stored.keys.len() as u64 > self.slots.capacity() {
+        if !fits {
             // It would evict its own keys (and so itself): not cached, but the older objects
             // it replaces are gone all the same.
             drop(writes);
@@ -314,8 +326,18 @@ impl<I: Index, V: Entry<I>> MemoryCache<I, V> {
     /// Invalidates `stored` and unlinks every key that still points at it. Keys that now
     /// point at another object are left alone. Call with the write lock held.
     fn remove_object(&self, stored: &Arc<Stored<V>>) {
+        self.remove_object_except(stored, None);
+    }
+
+    /// [`remove_object`](Self::remove_object), leaving linked the keys in `overwritten` (the
+    /// caller stores another object under them next, under the same lock; until then they
+    /// reach an invalid object: a miss, as an unlinked key would be).
+    fn remove_object_except(&self, stored: &Arc<Stored<V>>, overwritten: Option<&[SlotKey]>) {
         stored.invalidate();
         for slot in stored.keys.iter() {
+            if overwritten.is_some_and(|keys| keys.contains(slot)) {
+                continue;
+            }
             self.slots
                 .remove_if(&slot.as_ref(), |current| Arc::ptr_eq(current, stored));
         }

@@ -134,6 +134,11 @@ impl<V> Stored<V> {
                 .is_ok()
     }
 
+    /// Whether the object was invalidated, replaced or partly evicted.
+    pub(crate) fn is_invalid(&self) -> bool {
+        self.invalid.load(Ordering::Acquire)
+    }
+
     /// Marks the object gone for every key that still reaches it.
     pub(crate) fn invalidate(&self) {
         self.invalid.store(true, Ordering::Release);

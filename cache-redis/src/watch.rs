@@ -22,6 +22,7 @@
 //! the ones that can cover it.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -123,8 +124,16 @@ struct Touched {
     suffixes: Vec<String>,
 }
 
-/// A key as the coverage compares them: purpose, index, and the key as stored.
-type Covered = (String, String, String);
+/// A key as the coverage compares them: the hash of its purpose, index and key as stored (no
+/// allocation per key; two keys sharing a 64-bit hash within one report's window — far less
+/// likely than a lost packet — would count as one).
+type Covered = u64;
+
+fn coverage_key(purpose: &str, index: &str, key: &str) -> Covered {
+    let mut hasher = DefaultHasher::new();
+    (purpose, index, key).hash(&mut hasher);
+    hasher.finish()
+}
 
 /// The watch of one subscription: the coverage of each watcher, and messages waiting to be
 /// seen by every watcher.
@@ -226,15 +235,15 @@ impl Watch {
                     .unwrap_or_default();
                 for suffix in &suffixes {
                     if let Some((index, key)) = keys::parse_suffix(suffix) {
-                        covered.insert((purpose.clone(), index.to_owned(), key.to_owned()));
+                        covered.insert(coverage_key(purpose, index, key));
                     }
                 }
             }
             _ => {}
         }
         for key in &announcement.keys {
-            let stored = cache_core::keys::storable(key, keys::MAX_PLAIN_KEY).into_owned();
-            covered.insert((purpose.clone(), announcement.index.clone(), stored));
+            let stored = cache_core::keys::storable(key, keys::MAX_PLAIN_KEY);
+            covered.insert(coverage_key(purpose, &announcement.index, &stored));
         }
     }
 
@@ -269,7 +278,7 @@ impl Watch {
             }
             match name {
                 keys::Name::Index { index, key } => {
-                    if covered.contains(&(purpose.clone(), index.clone(), key.clone())) {
+                    if covered.contains(&coverage_key(&purpose, &index, &key)) {
                         continue;
                     }
                     if key.starts_with(cache_core::keys::DIGEST_MARK) {
