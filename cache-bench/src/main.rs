@@ -31,6 +31,18 @@ use report::{Cell, Report};
 use targets::Servers;
 use workload::{Timing, Workload};
 
+/// The target families `--only` takes (several, comma-separated).
+const FAMILIES: [&str; 5] = ["memory", "redis", "postgres", "near", "reference"];
+/// The sections `--only` takes (one at a time).
+const SECTIONS: [&str; 6] = [
+    "isolated",
+    "keys",
+    "deploy",
+    "fanout",
+    "propagation",
+    "stampede",
+];
+
 struct Args {
     quick: bool,
     out: PathBuf,
@@ -58,7 +70,19 @@ fn args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--out" => args.out = it.next().ok_or("--out needs a directory")?.into(),
             "--compare" => args.compare = Some(it.next().ok_or("--compare needs a file")?.into()),
-            "--only" => args.only = Some(it.next().ok_or("--only needs a family")?),
+            "--only" => {
+                let only = it.next().ok_or("--only needs a family or a section")?;
+                let known = |name: &str| FAMILIES.contains(&name);
+                if !SECTIONS.contains(&only.as_str()) && !only.split(',').all(known) {
+                    return Err(format!(
+                        "--only: {only:?} is neither a section ({}) nor families ({}, \
+                         comma-separated)",
+                        SECTIONS.join(", "),
+                        FAMILIES.join(", ")
+                    ));
+                }
+                args.only = Some(only);
+            }
             "--tasks" => {
                 let list = it.next().ok_or("--tasks needs task counts, e.g. 1,8")?;
                 let counts = list
@@ -93,7 +117,11 @@ fn args() -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument {other:?}; usage: cache-bench [--quick] [--out DIR] \
-                     [--compare OLD.json] [--only memory|redis|postgres|near|reference (comma-separated) or isolated|keys|deploy|fanout|propagation|stampede] [--tasks N,...] [--workloads get-hit,get-miss,set,mixed,invalidate]"
+                     [--compare OLD.json] [--only FAMILY,... or SECTION] [--tasks N,...] \
+                     [--workloads get-hit,get-miss,set,mixed,invalidate]; families: {}; \
+                     sections: {}",
+                    FAMILIES.join(", "),
+                    SECTIONS.join(", ")
                 ));
             }
         }
@@ -237,12 +265,12 @@ async fn run(args: &Args) -> Result<(), String> {
         None => None,
     };
     if args.only.as_deref() == Some("isolated") {
-        let report = Report {
+        let mut report = Report {
             isolated: isolated::run(args.quick).await,
             ..Report::empty(args.quick)
         };
-        println!("{}", report.markdown());
-        return Ok(());
+        report.evaluate_goals();
+        return write(args, &report, old.as_ref());
     }
     let servers = Servers {
         redis: std::env::var("CACHE_TEST_REDIS_URL").ok(),
@@ -268,8 +296,7 @@ async fn run(args: &Args) -> Result<(), String> {
             _ => report.propagation = propagations(&servers, rounds).await,
         }
         report.evaluate_goals();
-        println!("{}", report.markdown());
-        return Ok(());
+        return write(args, &report, old.as_ref());
     }
     if servers.redis.is_none() || servers.postgres.is_none() {
         eprintln!(
@@ -424,7 +451,12 @@ async fn run(args: &Args) -> Result<(), String> {
     progress.inc(1);
     progress.finish_with_message("done");
     report.evaluate_goals();
+    write(args, &report, old.as_ref())
+}
 
+/// Writes `report` to `args.out` (table, JSON, chart), prints the table, and the change
+/// against `old` when there is one.
+fn write(args: &Args, report: &Report, old: Option<&Report>) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     let write = |name: &str, text: &str| {
@@ -440,7 +472,7 @@ async fn run(args: &Args) -> Result<(), String> {
         "written: {0}/results.json, {0}/results.md, {0}/latency.svg",
         args.out.display()
     );
-    if let Some(old) = &old {
+    if let Some(old) = old {
         let (table, regressions) = report.compare(old);
         let path = args.compare.as_ref().map(|p| p.display().to_string());
         println!("\nChange against {}:\n\n{table}", path.unwrap_or_default());

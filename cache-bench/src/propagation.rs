@@ -89,6 +89,11 @@ pub(crate) async fn redis(url: &str, rounds: u64) -> Propagation {
 
 /// Two processes' near caches on PostgreSQL.
 pub(crate) async fn postgres(url: &str, rounds: u64) -> Propagation {
+    PostgresConnector::new(&PostgresConfig::with_url(url), "bench")
+        .expect("postgres")
+        .setup()
+        .await
+        .expect("setup");
     let make = || {
         let connector =
             PostgresConnector::new(&PostgresConfig::with_url(url), "bench").expect("postgres");
