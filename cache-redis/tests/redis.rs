@@ -376,3 +376,46 @@ async fn a_truncate_racing_with_sets_leaves_no_ghost() {
         "no set landed while a truncate ran: the race was not run"
     );
 }
+
+/// An object stored as copies, then grown into a body with pointers, then overtaken by
+/// another object through one of its pointers: the body goes, so the grown object answers
+/// nothing through its id or the names the new object does not take.
+#[tokio::test]
+async fn an_object_grown_into_a_body_and_overtaken_is_gone_through_every_key() {
+    let Some(url) = url() else { return };
+    let connector = RedisConnector::new(RedisConfig::with_url(&url), "v1").unwrap();
+    let purpose = unique_purpose("grown");
+    let cache = connector.cache::<TestIndex, TestEntry>(
+        &purpose,
+        TestIndex::BUILT,
+        &CacheSettings::default(),
+    );
+    cache.set(entry("y", &["a"])).await.unwrap();
+    let names: Vec<String> = (0..300).map(|i| format!("grown-name-{i:04}")).collect();
+    let grown: Vec<&str> = names.iter().map(String::as_str).collect();
+    cache.set(entry("y", &grown)).await.unwrap();
+    let mut conn = raw(&url).await;
+    let body = keys_of(&mut conn, &purpose)
+        .await
+        .into_iter()
+        .find(|k| k.contains(":o:"))
+        .expect("the grown object is stored as a body with pointers");
+    cache.set(entry("z", &[grown[0], "a"])).await.unwrap();
+    let found = |o: Option<Arc<TestEntry>>| o.map(|o| o.id.clone());
+    for name in ["a", grown[0]] {
+        let got = cache.get(TestIndex::Name, name).await.unwrap();
+        assert_eq!(
+            found(got),
+            Some("z".into()),
+            "{name} reaches the new object"
+        );
+    }
+    let got = cache.get(TestIndex::Id, "y").await.unwrap();
+    assert_eq!(found(got), None, "y through its id");
+    let got = cache.get(TestIndex::Name, grown[1]).await.unwrap();
+    assert_eq!(found(got), None, "y through a name z does not take");
+    assert!(
+        !conn.exists::<_, bool>(&body).await.unwrap(),
+        "y's body is gone"
+    );
+}
